@@ -1,0 +1,185 @@
+"""Recurrent cells: a hoisted input projection and a pure recurrent step each.
+
+A cell has two halves. `project(xs)` maps a whole input sequence to gate pre-activations in
+one `[..., D] x [D, G*H]` matmul, outside any scan. `recurrence()` returns a pure function
+`step(carry, xp_t) -> (carry, h_t)` that does only the recurrent matmul `h @ wh` and the gate
+arithmetic; `grubench.layers.Recurrent` runs it under `jax.lax.scan`.
+
+Parameters are fused per operand, gates in PyTorch's order (a contract, see DESIGN.md):
+GRU  wi [D, 3H], wh [H, 3H], bi [3H], bh [3H], gates (r, z, n);
+LSTM wi [D, 4H], wh [H, 4H], bi [4H], bh [4H], gates (i, f, g, o);
+RNN  wi [D, H],  wh [H, H],  bi [H],  bh [H].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Carry = Any
+Step = Callable[[Carry, jax.Array], tuple[Carry, jax.Array]]
+
+
+def gru_step(wh: jax.Array, bh: jax.Array, h: jax.Array, xp: jax.Array, reset_after: bool):
+    """One GRU step on projected input xp = x Wi + bi (gates r, z, n).
+
+    r = σ(xp_r + h Wh_r + bh_r),  z = σ(xp_z + h Wh_z + bh_z)
+    reset_after:      n = tanh(xp_n + r ⊙ (h Wh_n + bh_n))        (cuDNN, PyTorch)
+    not reset_after:  n = tanh(xp_n + (r ⊙ h) Wh_n + bh_n)        (Cho et al. 2014)
+    h' = (1 - z) ⊙ n + z ⊙ h
+    """
+    hdim = h.shape[-1]
+    xr, xz, xn = jnp.split(xp, 3, axis=-1)
+    if reset_after:
+        hp = h @ wh + bh
+        hr, hz, hn = jnp.split(hp, 3, axis=-1)
+        r = jax.nn.sigmoid(xr + hr)
+        z = jax.nn.sigmoid(xz + hz)
+        n = jnp.tanh(xn + r * hn)
+    else:
+        hp = h @ wh[:, : 2 * hdim] + bh[: 2 * hdim]
+        hr, hz = jnp.split(hp, 2, axis=-1)
+        r = jax.nn.sigmoid(xr + hr)
+        z = jax.nn.sigmoid(xz + hz)
+        n = jnp.tanh(xn + (r * h) @ wh[:, 2 * hdim :] + bh[2 * hdim :])
+    h = (1.0 - z) * n + z * h
+    return h, h
+
+
+def lstm_step(wh: jax.Array, bh: jax.Array, carry: tuple[jax.Array, jax.Array], xp: jax.Array):
+    """One LSTM step on projected input xp = x Wi + bi (gates i, f, g, o); carry (c, h).
+
+    [i, f, g, o] = [σ, σ, tanh, σ](xp + h Wh + bh)
+    c' = f ⊙ c + i ⊙ g,   h' = o ⊙ tanh(c')
+    """
+    c, h = carry
+    i, f, g, o = jnp.split(xp + h @ wh + bh, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return (c, h), h
+
+
+def rnn_step(wh: jax.Array, bh: jax.Array, h: jax.Array, xp: jax.Array):
+    """One tanh-RNN (Elman) step on projected input xp = x Wi + bi:  h' = tanh(xp + h Wh + bh)."""
+    h = jnp.tanh(xp + h @ wh + bh)
+    return h, h
+
+
+def _recurrent_kernel(key: jax.Array, hidden: int, gates: int, init: str) -> jax.Array:
+    """[H, G*H]: one square H x H block per gate, each initialised on its own."""
+    if init == "orthogonal":
+        block = nnx.initializers.orthogonal()
+    elif init == "lecun_normal":
+        block = nnx.initializers.lecun_normal()
+    else:
+        raise ValueError(f"unknown recurrent_init {init!r}")
+    keys = jax.random.split(key, gates)
+    return jnp.concatenate([block(k, (hidden, hidden), jnp.float32) for k in keys], axis=-1)
+
+
+class _FusedCell(nnx.Module):
+    """Shared parameter layout: wi [D, G*H], wh [H, G*H], bi [G*H], bh [G*H]."""
+
+    gates: int = 1
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int,
+        *,
+        rngs: nnx.Rngs,
+        recurrent_init: str = "orthogonal",
+        bias_init: float = 0.0,
+    ):
+        self.in_features = in_features
+        self.hidden = hidden
+        g = self.gates * hidden
+        self.wi = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (in_features, g)))
+        self.wh = nnx.Param(_recurrent_kernel(rngs.params(), hidden, self.gates, recurrent_init))
+        self.bi = nnx.Param(jnp.full((g,), bias_init, jnp.float32))
+        self.bh = nnx.Param(jnp.zeros((g,), jnp.float32))
+
+    def project(self, xs: jax.Array) -> jax.Array:
+        """Gate pre-activations of every time step at once: xs Wi + bi, [..., D] -> [..., G*H]."""
+        return xs @ self.wi[...] + self.bi[...]
+
+    def initial_carry(self, batch_shape: tuple[int, ...]) -> Carry:
+        return jnp.zeros((*batch_shape, self.hidden), jnp.float32)
+
+    def recurrence(self) -> Step:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class GRUCell(_FusedCell):
+    """Gated recurrent unit (Cho et al. 2014), equations in `gru_step`.
+
+    `reset_after=True` applies the reset gate after the recurrent matmul, as cuDNN and PyTorch
+    do (one fused [H, 3H] matmul per step); `reset_after=False` is the original form.
+    """
+
+    gates = 3
+
+    def __init__(self, in_features: int, hidden: int, *, reset_after: bool = True, **kw):
+        super().__init__(in_features, hidden, **kw)
+        self.reset_after = reset_after
+
+    def recurrence(self) -> Step:
+        wh, bh, reset_after = self.wh[...], self.bh[...], self.reset_after
+        return lambda h, xp: gru_step(wh, bh, h, xp, reset_after)
+
+
+class LSTMCell(_FusedCell):
+    """Long short-term memory (Hochreiter & Schmidhuber 1997), equations in `lstm_step`.
+
+    The forget-gate slice of `bi` starts at `forget_bias` (1 by default, Jozefowicz et al. 2015).
+    """
+
+    gates = 4
+
+    def __init__(self, in_features: int, hidden: int, *, forget_bias: float = 1.0, **kw):
+        super().__init__(in_features, hidden, **kw)
+        self.bi.set_value(self.bi[...].at[hidden : 2 * hidden].set(forget_bias))
+
+    def initial_carry(self, batch_shape: tuple[int, ...]) -> Carry:
+        zeros = jnp.zeros((*batch_shape, self.hidden), jnp.float32)
+        return (zeros, zeros)
+
+    def recurrence(self) -> Step:
+        wh, bh = self.wh[...], self.bh[...]
+        return lambda carry, xp: lstm_step(wh, bh, carry, xp)
+
+
+class RNNCell(_FusedCell):
+    """Tanh RNN (Elman 1990), the baseline of Chung et al. 2014; equation in `rnn_step`."""
+
+    gates = 1
+
+    def recurrence(self) -> Step:
+        wh, bh = self.wh[...], self.bh[...]
+        return lambda h, xp: rnn_step(wh, bh, h, xp)
+
+
+def make_cell(
+    cell: str,
+    in_features: int,
+    hidden: int,
+    *,
+    rngs: nnx.Rngs,
+    reset_after: bool = True,
+    forget_bias: float = 1.0,
+    recurrent_init: str = "orthogonal",
+    bias_init: float = 0.0,
+) -> _FusedCell:
+    """Build a cell by name: "gru", "lstm" or "rnn"."""
+    kw = dict(rngs=rngs, recurrent_init=recurrent_init, bias_init=bias_init)
+    if cell == "gru":
+        return GRUCell(in_features, hidden, reset_after=reset_after, **kw)
+    if cell == "lstm":
+        return LSTMCell(in_features, hidden, forget_bias=forget_bias, **kw)
+    if cell == "rnn":
+        return RNNCell(in_features, hidden, **kw)
+    raise ValueError(f"unknown cell {cell!r}: expected gru, lstm or rnn")

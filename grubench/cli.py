@@ -1,0 +1,113 @@
+"""Checking command-line overrides before Hydra runs, so a bad one is one line and exit 2.
+
+Hydra's own errors span several lines and exit 1. `check_overrides` composes the config the
+way Hydra will (every job of a `-m` sweep), validates it, and turns any failure into a
+`ConfigError` whose message names the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from grubench.config import ConfigError, validate
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+# Flags that make Hydra print or do something other than run jobs: leave those to Hydra.
+_PASS_THROUGH = {
+    "-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-p", "--package", "-i",
+    "--info", "--shell-completion", "-sc", "-cp", "--config-path", "-cn", "--config-name",
+    "-cd", "--config-dir", "--experimental-rerun",
+}
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Raise ConfigError (one line) if any job the command line asks for is misconfigured."""
+    if any(a.split("=")[0] in _PASS_THROUGH for a in argv):
+        return
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    overrides = [a for a in argv if not a.startswith("-")]
+    for job in _jobs(overrides, multirun):
+        validate(_compose(job))
+
+
+def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as e:
+        raise ConfigError(f"cannot parse override: {_first_line(str(e))}") from None
+    sweeps = [o for o in parsed if o.is_sweep_override() and not o.is_hydra_override()]
+    if not multirun:
+        if sweeps:
+            o = sweeps[0]
+            raise ConfigError(
+                f"{o.get_key_element()}={o.get_value_element_as_str()} is a sweep: "
+                "add -m (--multirun) to run every value"
+            )
+        return [overrides]
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return [job for batch in batches for job in batch]
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+    except MissingConfigException as e:
+        raise ConfigError(_missing_option(e, overrides)) from None
+    except (HydraException, OmegaConfBaseException) as e:
+        cause = e.__cause__ or e
+        if isinstance(cause, ConfigKeyError) and getattr(cause, "full_key", None):
+            raise ConfigError(_unknown_key(cause.full_key, overrides)) from None
+        if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+            value = _value_of(cause.full_key, overrides)
+            msg = _first_line(getattr(cause, "msg", None) or str(cause))
+            raise ConfigError(f"{cause.full_key}={value} is not allowed: {msg}") from None
+        raise ConfigError(_first_line(str(e))) from None
+
+
+def _missing_option(e, overrides: list[str]) -> str:
+    """`model=foo`: name the group, the value and the options that exist."""
+    missing = getattr(e, "missing_cfg_file", "") or ""
+    group, _, name = missing.rpartition("/")
+    options = sorted(o for o in (getattr(e, "options", None) or []) if not o.startswith("schema_"))
+    if group and options:
+        return f"{group}={name} is not allowed: one of {', '.join(options)}"
+    return _first_line(str(e))
+
+
+def _unknown_key(full_key: str, overrides: list[str]) -> str:
+    parent, _, _ = full_key.rpartition(".")
+    allowed = ""
+    try:  # list the keys that do exist under the parent, from the config without overrides
+        base = _compose([o for o in overrides if not o.lstrip("+~").startswith(full_key)])
+        node = OmegaConf.select(base, parent) if parent else base
+        if node is not None and OmegaConf.is_dict(node):
+            allowed = f": keys of {parent or 'the config'} are {', '.join(node.keys())}"
+    except ConfigError:
+        pass
+    return f"{full_key}={_value_of(full_key, overrides)} is not allowed: no such key{allowed}"
+
+
+def _value_of(key: str, overrides: list[str]) -> str:
+    for o in overrides:
+        k, sep, v = o.lstrip("+~").partition("=")
+        if sep and k == key:
+            return v
+    return "?"
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[0] if lines else text

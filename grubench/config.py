@@ -1,0 +1,215 @@
+"""Structured configs, registered in Hydra's ConfigStore, and their validation.
+
+The dataclasses are the schema: Hydra merges `conf/` into them, so a misspelled key or a value
+of the wrong type is rejected while composing. `validate` then checks ranges and choices,
+before any JAX work, and raises `ConfigError` with one line naming the key, the value and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+CELLS = ("gru", "lstm", "rnn")
+MODELS = ("gru", "gru_v1", "lstm", "rnn")
+OPTIMIZERS = ("adamw",)
+LOGGERS = ("none", "wandb")
+
+
+class ConfigError(ValueError):
+    """A configuration value outside what is allowed; the message is one line."""
+
+
+@dataclass
+class ModelConfig:
+    """One recurrent model: encoder -> `depth` x Recurrent(cell) -> head."""
+
+    name: str = "gru"
+    cell: str = "gru"  # gru | lstm | rnn
+    reset_after: bool = True  # GRU only: True = cuDNN/PyTorch, False = Cho et al. 2014
+    hidden: int = 128
+    depth: int = 1
+    dropout: float = 0.0  # on the output of every recurrent layer (Zaremba et al. 2014)
+    embed_dim: int = 64  # encoder width; 0 feeds one-hot tokens / raw reals straight in
+    unroll: int = 1  # jax.lax.scan unroll factor
+    forget_bias: float = 1.0  # LSTM forget-gate bias at init (Jozefowicz et al. 2015)
+    recurrent_init: str = "orthogonal"  # orthogonal | lecun_normal
+    bias_init: float = 0.0
+
+
+@dataclass
+class TaskConfig:
+    """Fields every task has. `seq_len` is the task's length knob (see each task)."""
+
+    name: str = MISSING
+    seq_len: int = 20
+    train_size: int = 10_000
+    val_size: int = 1_000
+    test_size: int = 1_000
+    data_seed: int = 1234
+
+
+@dataclass
+class CopyTaskConfig(TaskConfig):
+    """Copy memory: `seq_len` is the delay T; sequences are T + 2 * n_copy long."""
+
+    name: str = "copy"
+    n_symbols: int = 8
+    n_copy: int = 10
+
+
+@dataclass
+class AddingTaskConfig(TaskConfig):
+    """Adding problem: `seq_len` is the sequence length T."""
+
+    name: str = "adding"
+    seq_len: int = 50
+    tolerance: float = 0.04  # |error| below this counts as correct for accuracy
+
+
+@dataclass
+class RecallTaskConfig(TaskConfig):
+    """Associative recall: (seq_len - 2) / 2 key-value pairs, then a query marker and a key."""
+
+    name: str = "recall"
+    seq_len: int = 22
+    n_keys: int = 16
+    n_values: int = 16
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 2000
+    batch_size: int = 64
+    seeds: int = 1  # seeds trained together under jax.vmap: seed, seed+1, ...
+    optimizer: str = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    clip_norm: float = 1.0  # global-norm gradient clipping; 0 disables
+    warmup_steps: int = 100
+    final_lr_ratio: float = 0.1  # cosine decays lr to lr * final_lr_ratio
+    eval_every: int = 250
+    log_every: int = 50
+    eval_batch_size: int = 500
+    timing_warmup: int = 5  # steps excluded from the step-time median
+    progress: bool = True  # tqdm bar on a terminal
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"  # none | wandb
+    project: str = "grubench"
+    entity: str | None = None
+    group: str | None = None
+    # auto: online when an API key is configured, else offline | online | offline | disabled
+    mode: str = "auto"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+
+
+TASK_SCHEMAS: dict[str, type[TaskConfig]] = {
+    "copy": CopyTaskConfig,
+    "adding": AddingTaskConfig,
+    "recall": RecallTaskConfig,
+}
+
+
+def register() -> None:
+    """Store the schemas: `base_config` for config.yaml, `schema_NAME` in the task group."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for name, schema in TASK_SCHEMAS.items():
+        cs.store(group="task", name=f"schema_{name}", node=schema)
+
+
+register()
+
+
+def _require(ok: bool, key: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def validate(cfg: DictConfig | Config) -> None:
+    """Check ranges and choices; raise ConfigError with one line on the first bad value."""
+    c = OmegaConf.structured(cfg) if not isinstance(cfg, DictConfig) else cfg
+    m, t, tr, lg = c.model, c.task, c.trainer, c.logger
+    _require(m.name in MODELS, "model", m.name, f"one of {', '.join(MODELS)}")
+    _require(m.cell in CELLS, "model.cell", m.cell, f"one of {', '.join(CELLS)}")
+    _require(m.hidden >= 1, "model.hidden", m.hidden, "an integer >= 1")
+    _require(m.depth >= 1, "model.depth", m.depth, "an integer >= 1")
+    _require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "a float in [0, 1)")
+    _require(m.embed_dim >= 0, "model.embed_dim", m.embed_dim, "an integer >= 0")
+    _require(m.unroll >= 1, "model.unroll", m.unroll, "an integer >= 1")
+    _require(
+        m.recurrent_init in ("orthogonal", "lecun_normal"),
+        "model.recurrent_init",
+        m.recurrent_init,
+        "orthogonal or lecun_normal",
+    )
+    _require(t.name in TASK_SCHEMAS, "task", t.name, f"one of {', '.join(TASK_SCHEMAS)}")
+    _require(t.seq_len >= 1, "task.seq_len", t.seq_len, "an integer >= 1")
+    for k in ("train_size", "val_size", "test_size"):
+        _require(t[k] >= 1, f"task.{k}", t[k], "an integer >= 1")
+    if t.name == "copy":
+        _require(t.n_symbols >= 2, "task.n_symbols", t.n_symbols, "an integer >= 2")
+        _require(t.n_copy >= 1, "task.n_copy", t.n_copy, "an integer >= 1")
+    if t.name == "adding":
+        _require(t.seq_len >= 2, "task.seq_len", t.seq_len, "an integer >= 2 for adding")
+        _require(t.tolerance > 0, "task.tolerance", t.tolerance, "a float > 0")
+    if t.name == "recall":
+        n_pairs = (t.seq_len - 2) // 2
+        _require(
+            t.seq_len >= 4 and t.seq_len % 2 == 0,
+            "task.seq_len",
+            t.seq_len,
+            "an even integer >= 4 for recall (pairs, then a query marker and a key)",
+        )
+        _require(
+            t.n_keys >= n_pairs,
+            "task.n_keys",
+            t.n_keys,
+            f"an integer >= {n_pairs}, the number of pairs at seq_len={t.seq_len}",
+        )
+        _require(t.n_values >= 2, "task.n_values", t.n_values, "an integer >= 2")
+    _require(tr.steps >= 1, "trainer.steps", tr.steps, "an integer >= 1")
+    _require(tr.batch_size >= 1, "trainer.batch_size", tr.batch_size, "an integer >= 1")
+    _require(tr.seeds >= 1, "trainer.seeds", tr.seeds, "an integer >= 1")
+    _require(
+        tr.optimizer in OPTIMIZERS, "trainer.optimizer", tr.optimizer, f"one of {OPTIMIZERS}"
+    )
+    _require(tr.lr > 0, "trainer.lr", tr.lr, "a float > 0")
+    _require(tr.weight_decay >= 0, "trainer.weight_decay", tr.weight_decay, "a float >= 0")
+    _require(0 <= tr.b1 < 1, "trainer.b1", tr.b1, "a float in [0, 1)")
+    _require(0 <= tr.b2 < 1, "trainer.b2", tr.b2, "a float in [0, 1)")
+    _require(tr.clip_norm >= 0, "trainer.clip_norm", tr.clip_norm, "a float >= 0 (0 disables)")
+    _require(tr.warmup_steps >= 0, "trainer.warmup_steps", tr.warmup_steps, "an integer >= 0")
+    _require(
+        0 <= tr.final_lr_ratio <= 1, "trainer.final_lr_ratio", tr.final_lr_ratio, "in [0, 1]"
+    )
+    _require(tr.eval_every >= 1, "trainer.eval_every", tr.eval_every, "an integer >= 1")
+    _require(tr.log_every >= 1, "trainer.log_every", tr.log_every, "an integer >= 1")
+    _require(
+        tr.eval_batch_size >= 1, "trainer.eval_batch_size", tr.eval_batch_size, "an integer >= 1"
+    )
+    _require(tr.timing_warmup >= 0, "trainer.timing_warmup", tr.timing_warmup, "an integer >= 0")
+    _require(lg.name in LOGGERS, "logger", lg.name, f"one of {', '.join(LOGGERS)}")
+    _require(
+        lg.mode in ("auto", "online", "offline", "disabled"),
+        "logger.mode",
+        lg.mode,
+        "auto, online, offline or disabled",
+    )

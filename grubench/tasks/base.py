@@ -1,0 +1,86 @@
+"""What every task provides: a spec, finite deterministic splits, and one shared loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Input and output of a task: tokens (vocabulary size) or reals (width)."""
+
+    input: Literal["tokens", "real"]
+    input_size: int
+    output: Literal["classes", "real"]
+    output_size: int
+    tolerance: float = 0.0  # real outputs: |error| < tolerance counts as correct
+
+
+@dataclass(frozen=True)
+class Split:
+    """N examples of length T. x: int [N, T] or float [N, T, D]; y: int [N, T] or float
+    [N, T, O]; loss_mask and metric_mask: float [N, T], which steps the loss and the accuracy
+    score (the loss may score steps that accuracy ignores, e.g. the blanks of copy memory)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    loss_mask: np.ndarray
+    metric_mask: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def take(self, n: int) -> Split:
+        return Split(self.x[:n], self.y[:n], self.loss_mask[:n], self.metric_mask[:n])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"x": self.x, "y": self.y, "loss_mask": self.loss_mask,
+                "metric_mask": self.metric_mask}
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+
+
+def split_rng(data_seed: int, split: str) -> np.random.Generator:
+    """Each split has its own stream, so val and test do not change with train_size."""
+    return np.random.default_rng([data_seed, SPLITS.index(split)])
+
+
+def batch_sums(outputs: jax.Array, batch: dict[str, jax.Array], spec: TaskSpec) -> dict:
+    """Sums over a batch: loss_sum / loss_weight is the loss, correct / count the accuracy.
+
+    Classes: the loss is cross-entropy (nats) and correct is argmax == target.
+    Reals: the loss is squared error summed over output dims, correct is max |error| < tol.
+    """
+    lm, mm = batch["loss_mask"], batch["metric_mask"]
+    if spec.output == "classes":
+        logp = jax.nn.log_softmax(outputs.astype(jnp.float32), axis=-1)
+        y = batch["y"]
+        loss = -jnp.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
+        correct = (jnp.argmax(logp, axis=-1) == y).astype(jnp.float32)
+    else:
+        err = outputs.astype(jnp.float32) - batch["y"]
+        loss = jnp.sum(err**2, axis=-1)
+        correct = (jnp.max(jnp.abs(err), axis=-1) < spec.tolerance).astype(jnp.float32)
+    return {
+        "loss_sum": jnp.sum(loss * lm),
+        "loss_weight": jnp.sum(lm),
+        "correct": jnp.sum(correct * mm),
+        "count": jnp.sum(mm),
+    }
+
+
+def mean_loss(outputs: jax.Array, batch: dict[str, jax.Array], spec: TaskSpec) -> jax.Array:
+    s = batch_sums(outputs, batch, spec)
+    return s["loss_sum"] / jnp.maximum(s["loss_weight"], 1.0)

@@ -1,0 +1,404 @@
+"""The training program: `grubench-train [overrides]` (a Hydra app) and `train(cfg, out_dir)`.
+
+One jitted train step is `jax.vmap`ped over `trainer.seeds` seeds, so a single compiled
+program trains them all; each seed has its own initialisation, data order and dropout keys,
+drawn from `jax.random.key(seed)` alone, so a seed trained with others gives the numbers it
+gives trained by itself.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from omegaconf import DictConfig, OmegaConf
+
+from grubench import optim, tasks
+from grubench.config import ConfigError, validate
+from grubench.model import SequenceModel, param_count
+from grubench.results import SCHEMA, write_json
+from grubench.tracking import Tracker
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions: state is a pytree, the model is rebuilt with nnx.merge inside them.
+
+
+def seed_keys(seed: jax.Array | int) -> tuple[jax.Array, jax.Array]:
+    """(init, dropout) keys of one seed; its data order comes from `DataOrder`."""
+    k = jax.random.split(jax.random.key(seed), 2)
+    return k[0], k[1]
+
+
+class DataOrder:
+    """Which training rows each seed sees at each step, drawn on the host.
+
+    Each epoch is a permutation of 0..n-1 from `np.random.default_rng([seed, epoch])`, read in
+    order `batch` rows a step (a batch may span an epoch boundary), so the rows of step s depend
+    only on (seed, s): a seed sees the same data alone or beside others, and a resumed run can
+    pick up at any step.
+    """
+
+    def __init__(self, seeds: list[int], n: int, batch: int):
+        self.seeds, self.n, self.batch = seeds, n, batch
+        self._perms: dict[tuple[int, int], np.ndarray] = {}
+
+    def _perm(self, seed: int, epoch: int) -> np.ndarray:
+        key = (seed, epoch)
+        if key not in self._perms:
+            # Keep only the epochs still in use: batches move forward through them.
+            self._perms = {k: v for k, v in self._perms.items() if k[1] >= epoch - 1}
+            self._perms[key] = np.random.default_rng([seed, epoch]).permutation(self.n)
+        return self._perms[key]
+
+    def indices(self, step: int) -> np.ndarray:
+        """int32 [len(seeds), batch]: the rows of `step` for every seed."""
+        pos = step * self.batch + np.arange(self.batch)
+        epoch, offset = pos // self.n, pos % self.n
+        out = np.empty((len(self.seeds), self.batch), np.int32)
+        for i, seed in enumerate(self.seeds):
+            for e in np.unique(epoch):
+                sel = epoch == e
+                out[i, sel] = self._perm(seed, int(e))[offset[sel]]
+        return out
+
+
+@dataclass
+class Program:
+    """The pure pieces of one configuration: init, train step and eval, not yet jitted."""
+
+    graphdef: Any
+    spec: tasks.TaskSpec
+    tx: Any
+    cfg: DictConfig
+
+    def init(self, seed: jax.Array) -> dict[str, Any]:
+        k_init, k_drop = seed_keys(seed)
+        model = SequenceModel(self.cfg, rngs=nnx.Rngs(params=k_init))
+        _, params = nnx.split(model)
+        return {
+            "params": params,
+            "opt": self.tx.init(params),
+            "dropout_key": k_drop,
+            "diverged": jnp.array(False),
+            "diverged_step": jnp.array(-1, jnp.int32),
+        }
+
+    def loss(self, params, batch: dict[str, jax.Array], dropout_key: jax.Array | None):
+        model = nnx.merge(self.graphdef, params)
+        return tasks.mean_loss(model(batch["x"], dropout_key=dropout_key), batch, self.spec)
+
+    def train_step(self, state: dict[str, Any], step: jax.Array, idx: jax.Array,
+                   data: dict[str, jax.Array]):
+        """One AdamW step on one seed, on the training rows `idx`. A non-finite loss or
+        gradient marks the seed diverged at `step` and freezes it; other seeds under vmap go
+        on unaffected."""
+        batch = jax.tree.map(lambda a: a[idx], data)
+        use_dropout = self.cfg.model.dropout > 0
+        dkey = jax.random.fold_in(state["dropout_key"], step) if use_dropout else None
+        loss, grads = jax.value_and_grad(self.loss)(state["params"], batch, dkey)
+        gnorm = optax.tree.norm(grads)
+        updates, opt = self.tx.update(grads, state["opt"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+        ok = finite & ~state["diverged"]
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+        new = {
+            **state,
+            "params": keep(params, state["params"]),
+            "opt": keep(opt, state["opt"]),
+            "diverged": state["diverged"] | ~finite,
+            "diverged_step": jnp.where(
+                ~state["diverged"] & ~finite, step, state["diverged_step"]
+            ).astype(jnp.int32),
+        }
+        return new, {"loss": loss, "grad_norm": gnorm}
+
+    def eval_sums(self, params, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        model = nnx.merge(self.graphdef, params)
+        return tasks.batch_sums(model(batch["x"]), batch, self.spec)
+
+
+def build(cfg: DictConfig) -> Program:
+    abstract = nnx.eval_shape(lambda: SequenceModel(cfg, rngs=nnx.Rngs(0)))
+    graphdef, _ = nnx.split(abstract)
+    return Program(graphdef, tasks.spec(cfg.task), optim.optimizer(cfg.trainer), cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver: Python loop, timing, evaluation, results.
+
+
+class Evaluator:
+    """Exact loss and accuracy of every seed on a whole split, in fixed-size padded batches
+    (one compiled shape for all splits)."""
+
+    def __init__(self, program: Program, batch_size: int):
+        self.batch_size = batch_size
+        self.fn = jax.jit(jax.vmap(program.eval_sums, in_axes=(0, None)))
+
+    def __call__(self, params, split: tasks.Split) -> dict[str, np.ndarray]:
+        arrays = split.arrays()
+        n, bs = len(split), self.batch_size
+        totals = None
+        for start in range(0, n, bs):
+            chunk = {k: v[start : start + bs] for k, v in arrays.items()}
+            pad = bs - chunk["x"].shape[0]
+            if pad:  # padded rows have zero masks, so they add nothing to the sums
+                chunk = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)])
+                         for k, v in chunk.items()}
+            sums = self.fn(params, chunk)
+            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        t = jax.device_get(totals)
+        return {
+            "loss": t["loss_sum"] / np.maximum(t["loss_weight"], 1.0),
+            "accuracy": t["correct"] / np.maximum(t["count"], 1.0),
+        }
+
+
+def _memory(compiled) -> dict[str, int | None]:
+    """XLA's accounting of the compiled step, and the device's peak where it reports one."""
+    out: dict[str, int | None] = {"train_step_bytes": None, "peak_bytes": None}
+    try:
+        m = compiled.memory_analysis()
+        out["train_step_bytes"] = int(
+            m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+            - m.alias_size_in_bytes
+        )
+    except Exception:  # backends without memory analysis leave it unknown
+        pass
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        out["peak_bytes"] = int(stats["peak_bytes_in_use"])
+    return out
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    # disable=None: a bar on a terminal, nothing in logs and pipes.
+    return tqdm(total=total, disable=None if enabled else True, unit="step", dynamic_ncols=True)
+
+
+def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Train `cfg` for every seed, write results.json and metrics.jsonl into `out_dir`, and
+    return the results. The results record is written whatever the ending: completed,
+    diverged (some seed's loss went non-finite), or failed (an exception, re-raised)."""
+    validate(cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_dict = OmegaConf.to_container(cfg, resolve=True)
+    tr = cfg.trainer
+    seeds = [cfg.seed + i for i in range(tr.seeds)]
+    results: dict[str, Any] = {
+        "schema": SCHEMA,
+        "status": "failed",
+        "error": None,
+        "config": config_dict,
+        "model": cfg.model.name,
+        "task": cfg.task.name,
+        "hidden": cfg.model.hidden,
+        "depth": cfg.model.depth,
+        "seq_len": cfg.task.seq_len,
+        "train_size": cfg.task.train_size,
+        "params": None,
+        "seeds": seeds,
+        "metrics": {},
+        "baselines": {"loss": tasks.baseline(cfg.task)},
+        "speed": {},
+        "memory": {},
+    }
+    tracker = Tracker(out_dir, cfg, config_dict)
+    t_start = time.perf_counter()
+    try:
+        _run(cfg, seeds, results, tracker)
+    except BaseException as e:
+        results["status"] = "failed"
+        results["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+        raise
+    finally:
+        results["wall_s"] = time.perf_counter() - t_start
+        tracker.summary(results)
+        tracker.close()
+        write_json(out_dir / "results.json", results)
+    return results
+
+
+def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tracker) -> None:
+    tr = cfg.trainer
+    splits = tasks.make_splits(cfg.task)
+    program = build(cfg)
+    state = jax.jit(jax.vmap(program.init))(jnp.asarray(seeds, jnp.int32))
+    results["params"] = param_count(jax.tree.map(lambda a: a[0], state["params"]))
+    data = jax.device_put(splits.train.arrays())
+
+    order = DataOrder(seeds, len(splits.train), tr.batch_size)
+    step_fn = jax.jit(jax.vmap(program.train_step, in_axes=(0, None, 0, None)),
+                      donate_argnums=0)
+    t0 = time.perf_counter()
+    compiled = step_fn.lower(state, jnp.int32(0), order.indices(0), data).compile()
+    compile_s = time.perf_counter() - t0
+    results["memory"] = _memory(compiled)
+
+    evaluate = Evaluator(program, min(tr.eval_batch_size, len(splits.val), len(splits.test)))
+    train_eval = splits.train.take(len(splits.val))
+    best_val = np.full(len(seeds), np.inf)
+    best_step = np.zeros(len(seeds), np.int64)
+    step_times: list[float] = []
+    losses = []
+    bar = _progress(tr.steps, tr.progress)
+    for step in range(tr.steps):
+        idx = order.indices(step)
+        t = time.perf_counter()
+        state, out = compiled(state, jnp.int32(step), idx, data)
+        jax.block_until_ready(state)
+        step_times.append(time.perf_counter() - t)
+        losses.append(out["loss"])
+        done = step + 1
+        if done % tr.log_every == 0 or done == tr.steps:
+            loss = np.asarray(out["loss"])
+            recent = step_times[-tr.log_every :]
+            rate = len(recent) / sum(recent)
+            tracker.log(done, {"train/loss": loss, "train/grad_norm": np.asarray(out["grad_norm"]),
+                               "steps_per_s": rate})
+            bar.set_postfix(loss=f"{np.nanmean(loss):.4f}", steps_s=f"{rate:.1f}")
+        if done % tr.eval_every == 0 or done == tr.steps:
+            val = evaluate(state["params"], splits.val)
+            tracker.log(done, {"val/loss": val["loss"], "val/accuracy": val["accuracy"]})
+            tracker.flush()
+            better = val["loss"] < best_val
+            best_val = np.where(better, val["loss"], best_val)
+            best_step = np.where(better, done, best_step)
+        bar.update(1)
+    bar.close()
+
+    final = {name: evaluate(state["params"], split)
+             for name, split in (("train", train_eval), ("val", splits.val),
+                                 ("test", splits.test))}
+    diverged = np.asarray(state["diverged"])
+    mask = lambda v: np.where(diverged, np.nan, v)
+    metrics = {}
+    for name, m in final.items():
+        metrics[f"{name}_loss"] = mask(m["loss"])
+        metrics[f"{name}_accuracy"] = mask(m["accuracy"])
+    metrics["gap"] = metrics["val_loss"] - metrics["train_loss"]
+    metrics["best_val_loss"] = mask(best_val)
+    metrics["best_step"] = best_step.astype(float)
+    metrics["final_train_batch_loss"] = np.asarray(losses[-1])
+    results["metrics"] = {k: [float(x) for x in np.asarray(v)] for k, v in metrics.items()}
+
+    timed = step_times[tr.timing_warmup :] or step_times
+    step_s = statistics.median(timed)
+    tokens = len(seeds) * tr.batch_size * int(splits.train.x.shape[1])
+    results["speed"] = {
+        "step_time_ms": 1e3 * step_s,
+        "compile_s": compile_s,
+        "tokens_per_s": tokens / step_s,
+        "timed_steps": len(timed),
+        "device": str(jax.devices()[0].device_kind),
+    }
+    if diverged.any():
+        steps = np.asarray(state["diverged_step"])
+        results["diverged"] = {str(s): int(steps[i]) for i, s in enumerate(seeds) if diverged[i]}
+        results["status"] = "diverged"
+        results["error"] = "non-finite loss: " + ", ".join(
+            f"seed {s} at step {st}" for s, st in results["diverged"].items()
+        )
+    else:
+        results["status"] = "completed"
+
+
+# ---------------------------------------------------------------------------------------------
+# Printing
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """A few lines a person reads at the end of a run."""
+    m = results["metrics"]
+
+    def ms(k: str) -> str:
+        xs = [x for x in m.get(k, []) if x is not None and math.isfinite(x)]
+        if not xs:
+            return "n/a"
+        mean = sum(xs) / len(xs)
+        std = statistics.pstdev(xs) if len(xs) > 1 else 0.0
+        return f"{mean:.4f} ± {std:.4f}" if len(xs) > 1 else f"{mean:.4f}"
+
+    base = results["baselines"]["loss"]
+    sp = results["speed"]
+    lines = [
+        f"{results['model']} on {results['task']} (seq_len={results['seq_len']}, "
+        f"hidden={results['hidden']}, depth={results['depth']}, params={results['params']}, "
+        f"seeds={results['seeds']}): {results['status']}",
+        f"  test_loss {ms('test_loss')}  (baseline {base:.4f})  test_accuracy "
+        f"{ms('test_accuracy')}  gap {ms('gap')}",
+    ]
+    if sp:
+        lines.append(
+            f"  step {sp['step_time_ms']:.2f} ms  compile {sp['compile_s']:.1f} s  "
+            f"{sp['tokens_per_s']:.0f} tokens/s  wall {results['wall_s']:.0f} s"
+        )
+    if results.get("error"):
+        lines.append(f"  {results['error']}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+
+
+def _hydra_app(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        _fail(str(e), 2)
+    try:
+        results = train(cfg, hc.runtime.output_dir)
+    except KeyboardInterrupt:
+        _fail("interrupted; results.json records the run as failed", 130)
+    except Exception as e:  # noqa: BLE001 - one line, results.json already says failed
+        msg = f"run failed ({type(e).__name__}: {e})".splitlines()[0]
+        if not multirun:
+            _fail(msg, 1)
+        print(f"grubench-train: {msg}", file=sys.stderr)  # a sweep goes on
+        return
+    print(format_summary(results), flush=True)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"grubench-train: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main() -> None:
+    """Console entry point: check the overrides first (one line, exit 2), then run Hydra."""
+    import hydra
+
+    from grubench.cli import CONF_DIR, check_overrides
+
+    try:
+        check_overrides(sys.argv[1:])
+    except ConfigError as e:
+        _fail(str(e), 2)
+    app = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(
+        _hydra_app
+    )
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Every cell against a plain per-step NumPy loop written from its docstring's equations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from grubench.cells import GRUCell, LSTMCell, RNNCell, make_cell
+from grubench.layers import Recurrent
+
+B, T, D, H = 3, 7, 5, 4
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def reference(kind, reset_after, wi, wh, bi, bh, xs):
+    """The equations, one time step at a time, in float64 NumPy."""
+    wi, wh, bi, bh, xs = (np.asarray(a, np.float64) for a in (wi, wh, bi, bh, xs))
+    h = np.zeros((xs.shape[0], H))
+    c = np.zeros((xs.shape[0], H))
+    out = []
+    for t in range(xs.shape[1]):
+        x = xs[:, t]
+        if kind == "gru":
+            W_ir, W_iz, W_in = np.split(wi, 3, axis=1)
+            W_hr, W_hz, W_hn = np.split(wh, 3, axis=1)
+            b_ir, b_iz, b_in = np.split(bi, 3)
+            b_hr, b_hz, b_hn = np.split(bh, 3)
+            r = sigmoid(x @ W_ir + b_ir + h @ W_hr + b_hr)
+            z = sigmoid(x @ W_iz + b_iz + h @ W_hz + b_hz)
+            if reset_after:
+                n = np.tanh(x @ W_in + b_in + r * (h @ W_hn + b_hn))
+            else:
+                n = np.tanh(x @ W_in + b_in + (r * h) @ W_hn + b_hn)
+            h = (1 - z) * n + z * h
+        elif kind == "lstm":
+            gates = x @ wi + bi + h @ wh + bh
+            i, f, g, o = np.split(gates, 4, axis=1)
+            c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+            h = sigmoid(o) * np.tanh(c)
+        else:
+            h = np.tanh(x @ wi + bi + h @ wh + bh)
+        out.append(h)
+    return np.stack(out, axis=1)
+
+
+CASES = [("gru", True), ("gru", False), ("lstm", True), ("rnn", True)]
+
+
+@pytest.fixture(scope="module")
+def xs():
+    return jax.random.normal(jax.random.key(1), (B, T, D))
+
+
+@pytest.mark.parametrize("kind,reset_after", CASES, ids=["gru", "gru_v1", "lstm", "rnn"])
+def test_cell_matches_per_step_loop(kind, reset_after, xs):
+    layer = Recurrent(kind, D, H, rngs=nnx.Rngs(0), reset_after=reset_after)
+    c = layer.cell
+    # Non-zero biases so every bias term is exercised.
+    c.bi.set_value(jax.random.normal(jax.random.key(2), c.bi[...].shape))
+    c.bh.set_value(jax.random.normal(jax.random.key(3), c.bh[...].shape))
+    ys, carry = layer(xs)
+    want = reference(kind, reset_after, c.wi[...], c.wh[...], c.bi[...], c.bh[...], xs)
+    np.testing.assert_allclose(np.asarray(ys), want, rtol=1e-5, atol=1e-5)
+    h_last = carry[1] if kind == "lstm" else carry
+    np.testing.assert_allclose(np.asarray(h_last), want[:, -1], rtol=1e-5, atol=1e-5)
+
+
+def test_gru_forms_differ(xs):
+    """reset_after=True and False are different functions of the same weights."""
+    a = Recurrent("gru", D, H, rngs=nnx.Rngs(0), reset_after=True)
+    b = Recurrent("gru", D, H, rngs=nnx.Rngs(0), reset_after=False)
+    a.cell.bh.set_value(jnp.ones_like(a.cell.bh[...]))
+    b.cell.bh.set_value(jnp.ones_like(b.cell.bh[...]))
+    assert not np.allclose(a(xs)[0], b(xs)[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("cls,gates", [(GRUCell, 3), (LSTMCell, 4), (RNNCell, 1)])
+def test_fused_parameter_layout(cls, gates):
+    cell = cls(D, H, rngs=nnx.Rngs(0))
+    assert cell.wi[...].shape == (D, gates * H)
+    assert cell.wh[...].shape == (H, gates * H)
+    assert cell.bi[...].shape == cell.bh[...].shape == (gates * H,)
+
+
+def test_recurrent_kernel_blocks_are_orthogonal():
+    cell = GRUCell(D, H, rngs=nnx.Rngs(0))
+    for block in np.split(np.asarray(cell.wh[...]), 3, axis=1):
+        np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
+
+
+def test_lstm_forget_bias_starts_at_one():
+    cell = LSTMCell(D, H, rngs=nnx.Rngs(0))
+    bi = np.asarray(cell.bi[...])
+    np.testing.assert_array_equal(bi[H : 2 * H], 1.0)
+    np.testing.assert_array_equal(np.delete(bi, np.s_[H : 2 * H]), 0.0)
+    np.testing.assert_array_equal(np.asarray(cell.bh[...]), 0.0)
+    custom = LSTMCell(D, H, rngs=nnx.Rngs(0), forget_bias=2.5)
+    np.testing.assert_array_equal(np.asarray(custom.bi[...])[H : 2 * H], 2.5)
+
+
+def test_make_cell_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="unknown cell 'gruu'"):
+        make_cell("gruu", D, H, rngs=nnx.Rngs(0))

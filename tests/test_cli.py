@@ -1,0 +1,86 @@
+"""The command line end to end at tiny size, and bad overrides: one line, exit 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from grubench.cli import check_overrides
+from grubench.config import ConfigError
+from helpers import TINY
+
+
+def run_cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "grubench.train", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=300,
+    )
+
+
+def test_single_run_writes_results_and_prints_summary(tmp_path):
+    out = tmp_path / "run"
+    p = run_cli(*TINY, "model=lstm", "task=adding", "task.seq_len=6",
+                f"hydra.run.dir={out}", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "completed" and res["model"] == "lstm" and res["task"] == "adding"
+    assert res["config"]["task"]["seq_len"] == 6
+    assert "lstm on adding (seq_len=6" in p.stdout and "baseline 0.1667" in p.stdout
+    assert (out / "metrics.jsonl").exists()
+
+
+def test_sweep_runs_every_job_and_summarises_side_by_side(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = run_cli("-m", "model=gru,lstm", *TINY, "trainer.steps=3", f"hydra.sweep.dir={sweep}",
+                cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    runs = sorted(sweep.glob("*/results.json"))
+    assert [json.loads(r.read_text())["model"] for r in runs] == ["gru", "lstm"]
+    table = (sweep / "summary.md").read_text().splitlines()
+    assert table[0].startswith("| model") and len(table) == 4
+    assert table[2].startswith("| gru ") and table[3].startswith("| lstm")
+    assert "| lstm" in p.stdout
+
+
+BAD = [
+    (["model.hiden=3"], "model.hiden=3 is not allowed: no such key"),
+    (["model=foo"], "model=foo is not allowed: one of gru, gru_v1, lstm, rnn"),
+    (["task=nope"], "task=nope is not allowed: one of adding, copy, recall"),
+    (["model.hidden=0"], "model.hidden=0 is not allowed: an integer >= 1"),
+    (["model.hidden=abc"], "model.hidden=abc is not allowed"),
+    (["model.depth=0"], "model.depth=0 is not allowed"),
+    (["trainer.seeds=0"], "trainer.seeds=0 is not allowed"),
+    (["task.seq_len=-1"], "task.seq_len=-1 is not allowed"),
+    (["trainer.lr=-1"], "trainer.lr=-1.0 is not allowed"),
+    (["model.dropout=1.5"], "model.dropout=1.5 is not allowed"),
+    (["logger=foo"], "logger=foo is not allowed"),
+    (["task.n_symbols=4"], "task.n_symbols=4 is not allowed: no such key"),  # copy-only key
+    (["task=recall", "task.n_keys=2"], "task.n_keys=2 is not allowed"),
+    (["model=gru,lstm"], "is a sweep: add -m"),
+    (["-m", "model=gru,foo"], "model=foo is not allowed"),
+    (["model.hidden=[1"], "cannot parse override"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_overrides_are_one_clear_line(args, message):
+    with pytest.raises(ConfigError) as e:
+        check_overrides(args)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_copy_keys_are_fine_on_copy():
+    check_overrides(["task.n_symbols=4", "model=lstm", "trainer.seeds=3"])
+    check_overrides(["-m", "model=gru,lstm", "task.seq_len=5,10"])
+
+
+@pytest.mark.parametrize("args", [["model.hiden=3"], ["trainer.seeds=0"], ["model=foo"]])
+def test_cli_exits_2_with_one_line_and_no_traceback(args, tmp_path):
+    p = run_cli(*args, f"hydra.run.dir={tmp_path / 'never'}", cwd=tmp_path)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("grubench-train: error: ")
+    assert "Traceback" not in p.stderr + p.stdout
+    assert not (tmp_path / "never").exists()

@@ -1,0 +1,107 @@
+"""Tasks: the structure of each example, split determinism, baselines, the shared loss."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from grubench import tasks
+from grubench.config import AddingTaskConfig, CopyTaskConfig, RecallTaskConfig
+
+
+def cfg_of(schema, **kw):
+    return OmegaConf.structured(schema(train_size=64, val_size=32, test_size=32, **kw))
+
+
+def test_copy_layout():
+    cfg = cfg_of(CopyTaskConfig, seq_len=6)
+    s = tasks.make_splits(cfg).train
+    T, K, S = 6, 10, 8
+    assert s.x.shape == s.y.shape == (64, T + 2 * K)
+    symbols = s.x[:, :K]
+    assert symbols.min() >= 1 and symbols.max() <= S
+    np.testing.assert_array_equal(s.x[:, T + K - 1], S + 1)  # delimiter
+    np.testing.assert_array_equal(s.x[:, K : T + K - 1], 0)
+    np.testing.assert_array_equal(s.x[:, T + K :], 0)
+    np.testing.assert_array_equal(s.y[:, T + K :], symbols)  # recall after the delimiter
+    np.testing.assert_array_equal(s.y[:, : T + K], 0)
+    assert s.metric_mask[:, T + K :].all() and not s.metric_mask[:, : T + K].any()
+    assert tasks.baseline(cfg) == pytest.approx(K * math.log(S) / (T + 2 * K))
+
+
+def test_copy_baseline_is_the_memoryless_loss():
+    """Blank with certainty, then uniform over the S symbols: exactly the stated baseline."""
+    cfg = cfg_of(CopyTaskConfig, seq_len=5)
+    s = tasks.make_splits(cfg).val
+    spec = tasks.spec(cfg)
+    logits = np.full(s.y.shape + (spec.output_size,), -1e9, np.float32)
+    logits[:, :, 0] = 0.0  # blank everywhere ...
+    logits[:, 5 + 10 :, 0] = -1e9
+    logits[:, 5 + 10 :, 1:] = 0.0  # ... but uniform over symbols where recall happens
+    loss = tasks.mean_loss(jnp.asarray(logits), {k: jnp.asarray(v) for k, v in s.arrays().items()},
+                           spec)
+    assert float(loss) == pytest.approx(tasks.baseline(cfg), rel=1e-5)
+
+
+def test_adding_layout():
+    cfg = cfg_of(AddingTaskConfig, seq_len=10)
+    s = tasks.make_splits(cfg).train
+    assert s.x.shape == (64, 10, 2) and s.y.shape == (64, 10, 1)
+    markers = s.x[..., 1]
+    np.testing.assert_array_equal(markers[:, :5].sum(1), 1)
+    np.testing.assert_array_equal(markers[:, 5:].sum(1), 1)
+    np.testing.assert_allclose(s.y[:, -1, 0], (s.x[..., 0] * markers).sum(1), rtol=1e-6)
+    assert s.loss_mask[:, -1].all() and s.loss_mask[:, :-1].sum() == 0
+    # Predicting the mean sum, 1, scores close to the 1/6 baseline.
+    assert np.mean((s.y[:, -1, 0] - 1.0) ** 2) == pytest.approx(1 / 6, abs=0.06)
+
+
+def test_recall_layout():
+    cfg = cfg_of(RecallTaskConfig, seq_len=12, n_keys=8, n_values=5)
+    s = tasks.make_splits(cfg).train
+    P = 5
+    keys, values = s.x[:, 0 : 2 * P : 2], s.x[:, 1 : 2 * P : 2] - 8
+    assert all(len(set(row)) == P for row in keys)  # distinct keys per example
+    assert keys.max() < 8 and values.min() >= 0 and values.max() < 5
+    np.testing.assert_array_equal(s.x[:, -2], 8 + 5)  # query marker
+    pos = np.argmax(keys == s.x[:, -1:], axis=1)
+    np.testing.assert_array_equal(s.y[:, -1], values[np.arange(64), pos])
+
+
+@pytest.mark.parametrize("schema", [CopyTaskConfig, AddingTaskConfig, RecallTaskConfig])
+def test_splits_are_deterministic_and_distinct(schema):
+    a = tasks.make_splits(cfg_of(schema))
+    b = tasks.make_splits(cfg_of(schema))
+    for name in ("train", "val", "test"):
+        np.testing.assert_array_equal(getattr(a, name).x, getattr(b, name).x)
+    assert not np.array_equal(a.val.x, a.test.x)
+    other = tasks.make_splits(cfg_of(schema, data_seed=99))
+    assert not np.array_equal(a.train.x, other.train.x)
+
+
+def test_val_and_test_do_not_depend_on_train_size():
+    small = tasks.make_splits(cfg_of(CopyTaskConfig))
+    big = tasks.make_splits(OmegaConf.structured(CopyTaskConfig(train_size=500, val_size=32,
+                                                                test_size=32)))
+    assert len(big.train) == 500 and len(small.train) == 64
+    np.testing.assert_array_equal(small.val.x, big.val.x)
+    np.testing.assert_array_equal(small.test.x, big.test.x)
+
+
+def test_batch_sums_classes_and_reals():
+    spec = tasks.TaskSpec("tokens", 4, "classes", 3)
+    logits = jnp.log(jnp.array([[[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]]))
+    batch = {"y": jnp.array([[0, 1]]), "loss_mask": jnp.array([[1.0, 1.0]]),
+             "metric_mask": jnp.array([[0.0, 1.0]])}
+    s = tasks.batch_sums(logits, batch, spec)
+    assert float(s["loss_sum"]) == pytest.approx(-math.log(0.7) - math.log(0.1), rel=1e-5)
+    assert float(s["correct"]) == 0.0 and float(s["count"]) == 1.0  # argmax 2 != 1
+    rspec = tasks.TaskSpec("real", 2, "real", 1, tolerance=0.1)
+    out = jnp.array([[[0.0], [1.05]]])
+    rb = {"y": jnp.array([[[9.0], [1.0]]]), "loss_mask": jnp.array([[0.0, 1.0]]),
+          "metric_mask": jnp.array([[0.0, 1.0]])}
+    r = tasks.batch_sums(out, rb, rspec)
+    assert float(r["loss_sum"]) == pytest.approx(0.05**2, rel=1e-4)
+    assert float(r["correct"]) == 1.0
