@@ -7,6 +7,7 @@ way Hydra will (every job of a `-m` sweep), validates it, and turns any failure 
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -30,7 +31,27 @@ def check_overrides(argv: list[str]) -> None:
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = [a for a in argv if not a.startswith("-")]
     for job in _jobs(overrides, multirun):
-        validate(_compose(job))
+        cfg = _compose(job)
+        validate(cfg)
+        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        check_writable(key, OmegaConf.select(cfg, key))
+
+
+def check_writable(key: str, directory: str) -> None:
+    """Raise ConfigError unless `directory` exists as a writable directory or can be made.
+
+    Only the nearest existing ancestor is probed (with a scratch directory removed at once):
+    the run directory itself is Hydra's to create."""
+    path = Path(directory).absolute()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{key}={directory} cannot be created: {probe} is not a directory")
+    try:
+        Path(tempfile.mkdtemp(prefix=".grubench-probe-", dir=probe)).rmdir()
+    except OSError as e:
+        raise ConfigError(f"{key}={directory} cannot be written: {e.strerror} ({probe})") from None
 
 
 def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
@@ -44,10 +65,8 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     sweeps = [o for o in parsed if o.is_sweep_override() and not o.is_hydra_override()]
     if not multirun:
         if sweeps:
-            o = sweeps[0]
             raise ConfigError(
-                f"{o.get_key_element()}={o.get_value_element_as_str()} is a sweep: "
-                "add -m (--multirun) to run every value"
+                f"{sweeps[0].input_line} is a sweep: add -m (--multirun) to run every value"
             )
         return [overrides]
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -59,16 +78,17 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
 def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException, MissingConfigException
-    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
+            return compose(config_name="config", overrides=overrides, return_hydra_config=True)
     except MissingConfigException as e:
         raise ConfigError(_missing_option(e, overrides)) from None
     except (HydraException, OmegaConfBaseException) as e:
         cause = e.__cause__ or e
-        if isinstance(cause, ConfigKeyError) and getattr(cause, "full_key", None):
+        missing_key = isinstance(cause, ConfigKeyError | ConfigAttributeError)
+        if missing_key and getattr(cause, "full_key", None):
             raise ConfigError(_unknown_key(cause.full_key, overrides)) from None
         if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
             value = _value_of(cause.full_key, overrides)

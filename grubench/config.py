@@ -87,7 +87,7 @@ class TrainerConfig:
     batch_size: int = 64
     seeds: int = 1  # seeds trained together under jax.vmap: seed, seed+1, ...
     optimizer: str = "adamw"
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 0.0
     b1: float = 0.9
     b2: float = 0.999
@@ -98,6 +98,9 @@ class TrainerConfig:
     log_every: int = 50
     eval_batch_size: int = 500
     timing_warmup: int = 5  # steps excluded from the step-time median
+    checkpoint_every: int = 500  # also at the end; 0: only at the end
+    keep_checkpoints: int = 2
+    resume: str | None = None  # a run or checkpoints directory to continue from
     progress: bool = True  # tqdm bar on a terminal
 
 
@@ -140,7 +143,7 @@ register()
 
 def _require(ok: bool, key: str, value: object, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+        raise ConfigError(f"{key}={value} is not allowed: {allowed}")
 
 
 def validate(cfg: DictConfig | Config) -> None:
@@ -149,6 +152,20 @@ def validate(cfg: DictConfig | Config) -> None:
     m, t, tr, lg = c.model, c.task, c.trainer, c.logger
     _require(m.name in MODELS, "model", m.name, f"one of {', '.join(MODELS)}")
     _require(m.cell in CELLS, "model.cell", m.cell, f"one of {', '.join(CELLS)}")
+    want_cell = "gru" if m.name.startswith("gru") else m.name
+    _require(
+        m.cell == want_cell, "model.cell", m.cell,
+        f"{want_cell} for model={m.name} (choose the model with model=NAME)",
+    )
+    if m.cell == "gru":
+        _require(
+            m.reset_after == (m.name == "gru"), "model.reset_after", m.reset_after,
+            f"{m.name == 'gru'} for model={m.name} (model=gru is reset-after, the cuDNN form; "
+            "model=gru_v1 is Cho et al. 2014)",
+        )
+    elif not m.reset_after:
+        raise ConfigError(f"model.reset_after=False is not allowed: it applies to GRUs only, "
+                          f"not model={m.name}")
     _require(m.hidden >= 1, "model.hidden", m.hidden, "an integer >= 1")
     _require(m.depth >= 1, "model.depth", m.depth, "an integer >= 1")
     _require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "a float in [0, 1)")
@@ -206,6 +223,14 @@ def validate(cfg: DictConfig | Config) -> None:
         tr.eval_batch_size >= 1, "trainer.eval_batch_size", tr.eval_batch_size, "an integer >= 1"
     )
     _require(tr.timing_warmup >= 0, "trainer.timing_warmup", tr.timing_warmup, "an integer >= 0")
+    _require(
+        tr.checkpoint_every >= 0, "trainer.checkpoint_every", tr.checkpoint_every,
+        "an integer >= 0 (0: only at the end)",
+    )
+    _require(
+        tr.keep_checkpoints >= 1, "trainer.keep_checkpoints", tr.keep_checkpoints,
+        "an integer >= 1",
+    )
     _require(lg.name in LOGGERS, "logger", lg.name, f"one of {', '.join(LOGGERS)}")
     _require(
         lg.mode in ("auto", "online", "offline", "disabled"),

@@ -10,6 +10,10 @@ from typing import Any
 from grubench.results import atomic_write_text, jsonable
 
 
+class TrackingError(RuntimeError):
+    """The tracker cannot start (missing package, no API key for online mode); one line."""
+
+
 class JsonlSink:
     """metrics.jsonl: one JSON object per logged step. The whole file is rewritten atomically
     on each flush, so a killed run leaves a complete file (runs log O(steps / log_every) rows)."""
@@ -31,12 +35,7 @@ def wandb_mode(requested: str) -> str:
         return requested
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    netrc = Path.home() / ".netrc"
-    if netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
-        return "online"
-    return "offline"
+    return "online" if _has_api_key() else "offline"
 
 
 class Tracker:
@@ -47,19 +46,7 @@ class Tracker:
         self.run = None
         lg = cfg.logger
         if lg.name == "wandb":
-            import wandb
-
-            self.run = wandb.init(
-                project=lg.project,
-                entity=lg.entity,
-                group=lg.group,
-                job_type=cfg.model.name,
-                tags=[cfg.task.name, f"seq_len={cfg.task.seq_len}"],
-                config=config_dict,
-                mode=wandb_mode(lg.mode),
-                dir=str(out_dir),
-                reinit=True,
-            )
+            self.run = _start_wandb(out_dir, cfg, config_dict)
 
     def log(self, step: int, row: dict[str, Any]) -> None:
         self.jsonl.log({"step": step, **row})
@@ -86,6 +73,41 @@ class Tracker:
         self.flush()
         if self.run is not None:
             self.run.finish()
+
+
+def _has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path.home() / ".netrc"
+    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def _start_wandb(out_dir: Path, cfg, config_dict: dict[str, Any]):
+    try:
+        import wandb
+    except ImportError:
+        raise TrackingError("logger=wandb needs the wandb package: pip install wandb") from None
+    mode = wandb_mode(cfg.logger.mode)
+    if mode == "online" and not _has_api_key():
+        raise TrackingError(
+            "logger.mode=online needs a W&B API key: set WANDB_API_KEY or run `wandb login`, "
+            "or use logger.mode=offline (sync later with `wandb sync`)"
+        )
+    try:
+        return wandb.init(
+            project=cfg.logger.project,
+            entity=cfg.logger.entity,
+            group=cfg.logger.group,
+            job_type=cfg.model.name,
+            tags=[cfg.task.name, f"seq_len={cfg.task.seq_len}"],
+            config=config_dict,
+            mode=mode,
+            dir=str(out_dir),
+            reinit="finish_previous",
+        )
+    except Exception as e:  # noqa: BLE001 - wandb raises many kinds; the run needs one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise TrackingError(f"W&B could not start ({first})") from None
 
 
 def _mean(v: list) -> float | None:

@@ -8,7 +8,10 @@ gives trained by itself.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import signal
 import statistics
 import sys
 import time
@@ -24,10 +27,11 @@ from flax import nnx
 from omegaconf import DictConfig, OmegaConf
 
 from grubench import optim, tasks
+from grubench.checkpoint import CheckpointError, Checkpoints
 from grubench.config import ConfigError, validate
 from grubench.model import SequenceModel, param_count
 from grubench.results import SCHEMA, write_json
-from grubench.tracking import Tracker
+from grubench.tracking import Tracker, TrackingError
 
 # ---------------------------------------------------------------------------------------------
 # Pure functions: state is a pytree, the model is rebuilt with nnx.merge inside them.
@@ -189,12 +193,37 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, disable=None if enabled else True, unit="step", dynamic_ncols=True)
 
 
+class Preempted(Exception):
+    """SIGTERM arrived; the state was checkpointed at `step`."""
+
+    def __init__(self, step: int):
+        super().__init__(f"preempted by SIGTERM at step {step}: run the same command to resume")
+        self.step = step
+
+
+def completed(out_dir: str | Path) -> dict[str, Any] | None:
+    """The results of `out_dir` if they record a completed run (never rerun, never overwritten)."""
+    path = Path(out_dir) / "results.json"
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return res if isinstance(res, dict) and res.get("status") == "completed" else None
+
+
 def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     """Train `cfg` for every seed, write results.json and metrics.jsonl into `out_dir`, and
     return the results. The results record is written whatever the ending: completed,
-    diverged (some seed's loss went non-finite), or failed (an exception, re-raised)."""
+    diverged (some seed's loss went non-finite), or failed (an exception, re-raised).
+
+    A run resumes from the newest checkpoint in `out_dir/checkpoints` (or
+    `trainer.resume`); a directory whose results.json says completed is returned untouched.
+    """
     validate(cfg)
     out_dir = Path(out_dir)
+    previous = completed(out_dir)
+    if previous is not None:
+        return previous
     out_dir.mkdir(parents=True, exist_ok=True)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     tr = cfg.trainer
@@ -220,7 +249,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     tracker = Tracker(out_dir, cfg, config_dict)
     t_start = time.perf_counter()
     try:
-        _run(cfg, seeds, results, tracker)
+        _run(cfg, seeds, results, tracker, out_dir, config_dict)
     except BaseException as e:
         results["status"] = "failed"
         results["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
@@ -233,13 +262,80 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     return results
 
 
-def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tracker) -> None:
+def _fault(point: str) -> None:
+    """Fault injection for the resume tests, at the end of step N (after its checkpoint, if one
+    falls there) or at `end` (after the last step, before the final evaluation):
+    GRUBENCH_FAULT=kill@N sends this process SIGKILL, term@N sends SIGTERM (pre-emption)."""
+    fault = os.environ.get("GRUBENCH_FAULT", "")
+    if fault == f"kill@{point}":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if fault == f"term@{point}":
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _SigtermFlag:
+    """While active, SIGTERM only raises a flag; the loop checkpoints and stops at a step end."""
+
+    def __init__(self):
+        self.raised = False
+
+    def __enter__(self):
+        self.raised = False
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def _open_resume_source(cfg: DictConfig, out_dir: Path) -> Checkpoints:
+    if not cfg.trainer.resume:
+        return Checkpoints(out_dir / "checkpoints", cfg.trainer.keep_checkpoints)
+    path = Path(cfg.trainer.resume)
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    source = Checkpoints(path, cfg.trainer.keep_checkpoints)
+    if source.latest() is None:
+        raise CheckpointError(f"trainer.resume={cfg.trainer.resume}: no checkpoint found there")
+    return source
+
+
+def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tracker,
+         out_dir: Path, config_dict: dict) -> None:
     tr = cfg.trainer
     splits = tasks.make_splits(cfg.task)
     program = build(cfg)
     state = jax.jit(jax.vmap(program.init))(jnp.asarray(seeds, jnp.int32))
     results["params"] = param_count(jax.tree.map(lambda a: a[0], state["params"]))
     data = jax.device_put(splits.train.arrays())
+
+    ckpts = Checkpoints(out_dir / "checkpoints", tr.keep_checkpoints)
+    start = 0
+    best_val = np.full(len(seeds), np.inf)
+    best_step = np.zeros(len(seeds), np.int64)
+    step_times: list[float] = []
+    restored = _open_resume_source(cfg, out_dir).restore(state, config_dict)
+    if restored is not None:
+        state, meta = restored
+        start = int(meta["step"])
+        best_val = np.array([np.inf if v is None else v for v in meta["best_val"]])
+        best_step = np.array(meta["best_step"], np.int64)
+        step_times = list(meta["step_times"])
+        tracker.jsonl.rows = list(meta["rows"])
+        results["resumed_from_step"] = start
+
+    def checkpoint(done: int) -> None:
+        ckpts.save(done, state, {
+            "step": done, "best_val": best_val, "best_step": best_step,
+            "step_times": step_times[-1000:], "rows": tracker.jsonl.rows, "config": config_dict,
+        })
 
     order = DataOrder(seeds, len(splits.train), tr.batch_size)
     step_fn = jax.jit(jax.vmap(program.train_step, in_axes=(0, None, 0, None)),
@@ -251,35 +347,42 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
 
     evaluate = Evaluator(program, min(tr.eval_batch_size, len(splits.val), len(splits.test)))
     train_eval = splits.train.take(len(splits.val))
-    best_val = np.full(len(seeds), np.inf)
-    best_step = np.zeros(len(seeds), np.int64)
-    step_times: list[float] = []
-    losses = []
     bar = _progress(tr.steps, tr.progress)
-    for step in range(tr.steps):
-        idx = order.indices(step)
-        t = time.perf_counter()
-        state, out = compiled(state, jnp.int32(step), idx, data)
-        jax.block_until_ready(state)
-        step_times.append(time.perf_counter() - t)
-        losses.append(out["loss"])
-        done = step + 1
-        if done % tr.log_every == 0 or done == tr.steps:
-            loss = np.asarray(out["loss"])
-            recent = step_times[-tr.log_every :]
-            rate = len(recent) / sum(recent)
-            tracker.log(done, {"train/loss": loss, "train/grad_norm": np.asarray(out["grad_norm"]),
-                               "steps_per_s": rate})
-            bar.set_postfix(loss=f"{np.nanmean(loss):.4f}", steps_s=f"{rate:.1f}")
-        if done % tr.eval_every == 0 or done == tr.steps:
-            val = evaluate(state["params"], splits.val)
-            tracker.log(done, {"val/loss": val["loss"], "val/accuracy": val["accuracy"]})
-            tracker.flush()
-            better = val["loss"] < best_val
-            best_val = np.where(better, val["loss"], best_val)
-            best_step = np.where(better, done, best_step)
-        bar.update(1)
+    bar.update(start)
+    with _SigtermFlag() as sigterm:
+        for step in range(start, tr.steps):
+            idx = order.indices(step)
+            t = time.perf_counter()
+            state, out = compiled(state, jnp.int32(step), idx, data)
+            jax.block_until_ready(state)
+            step_times.append(time.perf_counter() - t)
+            done = step + 1
+            if done % tr.log_every == 0 or done == tr.steps:
+                loss = np.asarray(out["loss"])
+                recent = step_times[-tr.log_every :]
+                rate = len(recent) / sum(recent)
+                tracker.log(done, {"train/loss": loss,
+                                   "train/grad_norm": np.asarray(out["grad_norm"]),
+                                   "steps_per_s": rate})
+                bar.set_postfix(loss=f"{np.nanmean(loss):.4f}", steps_s=f"{rate:.1f}")
+            if done % tr.eval_every == 0 or done == tr.steps:
+                val = evaluate(state["params"], splits.val)
+                tracker.log(done, {"val/loss": val["loss"], "val/accuracy": val["accuracy"]})
+                tracker.flush()
+                better = val["loss"] < best_val
+                best_val = np.where(better, val["loss"], best_val)
+                best_step = np.where(better, done, best_step)
+            bar.update(1)
+            if (tr.checkpoint_every and done % tr.checkpoint_every == 0) or done == tr.steps:
+                checkpoint(done)
+            _fault(str(done))
+            if sigterm.raised:
+                if done % (tr.checkpoint_every or tr.steps + 1) and done != tr.steps:
+                    checkpoint(done)
+                raise Preempted(done)
     bar.close()
+    ckpts.close()
+    _fault("end")
 
     final = {name: evaluate(state["params"], split)
              for name, split in (("train", train_eval), ("val", splits.val),
@@ -293,12 +396,11 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
     metrics["gap"] = metrics["val_loss"] - metrics["train_loss"]
     metrics["best_val_loss"] = mask(best_val)
     metrics["best_step"] = best_step.astype(float)
-    metrics["final_train_batch_loss"] = np.asarray(losses[-1])
     results["metrics"] = {k: [float(x) for x in np.asarray(v)] for k, v in metrics.items()}
 
     timed = step_times[tr.timing_warmup :] or step_times
-    step_s = statistics.median(timed)
     tokens = len(seeds) * tr.batch_size * int(splits.train.x.shape[1])
+    step_s = statistics.median(timed) if timed else math.nan
     results["speed"] = {
         "step_time_ms": 1e3 * step_s,
         "compile_s": compile_s,
@@ -362,19 +464,27 @@ def _hydra_app(cfg: DictConfig) -> None:
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    out_dir = Path(hc.runtime.output_dir)
     try:
         validate(cfg)
     except ConfigError as e:
         _fail(str(e), 2)
+    previous = completed(out_dir)
+    if previous is not None:
+        print(f"{out_dir}: completed before; not rerun (remove its results.json to rerun)")
+        print(format_summary(previous), flush=True)
+        return
     try:
-        results = train(cfg, hc.runtime.output_dir)
+        results = train(cfg, out_dir)
+    except Preempted as e:
+        _fail(str(e), 143)  # a pre-empted sweep stops too: its launcher requeues it
     except KeyboardInterrupt:
         _fail("interrupted; results.json records the run as failed", 130)
-    except Exception as e:  # noqa: BLE001 - one line, results.json already says failed
-        msg = f"run failed ({type(e).__name__}: {e})".splitlines()[0]
-        if not multirun:
-            _fail(msg, 1)
-        print(f"grubench-train: {msg}", file=sys.stderr)  # a sweep goes on
+    except (CheckpointError, TrackingError) as e:
+        _fail_job(str(e), 2, multirun)
+        return
+    except Exception as e:  # noqa: BLE001 - one line; results.json already says failed
+        _fail_job(f"run failed ({type(e).__name__}: {e})".splitlines()[0], 1, multirun)
         return
     print(format_summary(results), flush=True)
 
@@ -382,6 +492,13 @@ def _hydra_app(cfg: DictConfig) -> None:
 def _fail(message: str, code: int) -> None:
     print(f"grubench-train: error: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def _fail_job(message: str, code: int, multirun: bool) -> None:
+    """A failed job ends a single run; in a sweep it is reported and the sweep goes on."""
+    if not multirun:
+        _fail(message, code)
+    print(f"grubench-train: error: {message}", file=sys.stderr)
 
 
 def main() -> None:

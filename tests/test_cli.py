@@ -55,7 +55,7 @@ BAD = [
     (["trainer.lr=-1"], "trainer.lr=-1.0 is not allowed"),
     (["model.dropout=1.5"], "model.dropout=1.5 is not allowed"),
     (["logger=foo"], "logger=foo is not allowed"),
-    (["task.n_symbols=4"], "task.n_symbols=4 is not allowed: no such key"),  # copy-only key
+    (["task=adding", "task.n_symbols=4"], "task.n_symbols=4 is not allowed: no such key"),
     (["task=recall", "task.n_keys=2"], "task.n_keys=2 is not allowed"),
     (["model=gru,lstm"], "is a sweep: add -m"),
     (["-m", "model=gru,foo"], "model=foo is not allowed"),

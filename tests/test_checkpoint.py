@@ -1,0 +1,90 @@
+"""Checkpoints: round trip of the whole state, keep-last-k, and refusing bad checkpoints."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from grubench.checkpoint import CheckpointError, Checkpoints, config_difference
+
+CONFIG = {"model": {"hidden": 8}, "trainer": {"steps": 10, "progress": True}}
+
+
+def state(x: float):
+    return {
+        "params": {"w": jnp.full((2, 3), x), "b": jnp.arange(3.0) + x},
+        "key": jax.random.split(jax.random.key(int(x)), 2),
+        "flag": jnp.array([True, False]),
+        "step": jnp.array([-1, 4], jnp.int32),
+    }
+
+
+def test_round_trip_keeps_every_leaf_and_the_prng_keys(tmp_path):
+    ck = Checkpoints(tmp_path, keep=2)
+    ck.save(3, state(1.0), {"step": 3, "config": CONFIG, "best_val": [np.inf, 0.5]})
+    got, meta = ck.restore(state(0.0), CONFIG)
+    want = state(1.0)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        if jax.dtypes.issubdtype(b.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(a, b)
+    assert meta["step"] == 3 and meta["best_val"] == [None, 0.5]
+
+
+def test_keeps_the_last_k_and_restores_the_newest(tmp_path):
+    ck = Checkpoints(tmp_path, keep=2)
+    for step in (2, 4, 6):
+        ck.save(step, state(float(step)), {"step": step, "config": CONFIG})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["4", "6"]
+    got, meta = ck.restore(state(0.0), CONFIG)
+    assert meta["step"] == 6 and float(got["params"]["w"][0, 0]) == 6.0
+
+
+def test_a_half_written_save_is_not_taken(tmp_path):
+    ck = Checkpoints(tmp_path, keep=2)
+    ck.save(2, state(2.0), {"step": 2, "config": CONFIG})
+    # What a kill in the middle of orbax's save of step 4 leaves behind: a temporary directory.
+    (tmp_path / "4.orbax-checkpoint-tmp-1234").mkdir()
+    (tmp_path / "4.orbax-checkpoint-tmp-1234" / "junk").write_bytes(b"\x00" * 10)
+    assert Checkpoints(tmp_path).latest() == 2
+
+
+def test_none_when_there_is_no_checkpoint(tmp_path):
+    assert Checkpoints(tmp_path / "absent").restore(state(0.0), CONFIG) is None
+
+
+def test_a_corrupted_checkpoint_is_refused(tmp_path):
+    Checkpoints(tmp_path).save(5, state(1.0), {"step": 5, "config": CONFIG})
+    for f in (tmp_path / "5").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="is unreadable"):
+        Checkpoints(tmp_path).restore(state(0.0), CONFIG)
+
+
+def test_a_checkpoint_of_another_config_is_refused(tmp_path):
+    Checkpoints(tmp_path).save(5, state(1.0), {"step": 5, "config": CONFIG})
+    other = {"model": {"hidden": 16}, "trainer": {"steps": 10, "progress": False}}
+    with pytest.raises(CheckpointError, match="model.hidden=16 here, 8 in the checkpoint"):
+        Checkpoints(tmp_path).restore(state(0.0), other)
+
+
+def test_a_checkpoint_of_another_shape_is_refused(tmp_path):
+    Checkpoints(tmp_path).save(5, state(1.0), {"step": 5, "config": CONFIG})
+    bigger = state(0.0) | {"params": {"w": jnp.zeros((4, 3)), "b": jnp.zeros(3)}}
+    with pytest.raises(CheckpointError):
+        Checkpoints(tmp_path).restore(bigger, CONFIG)
+
+
+def test_a_checkpoint_without_grubench_metadata_is_refused(tmp_path):
+    Checkpoints(tmp_path).save(5, state(1.0), {"something": "else"})
+    with pytest.raises(CheckpointError, match="not written by grubench-train"):
+        Checkpoints(tmp_path).restore(state(0.0), CONFIG)
+
+
+def test_config_difference_ignores_free_keys():
+    a = {"trainer": {"steps": 5, "progress": True, "resume": None}, "logger": {"name": "none"}}
+    b = {"trainer": {"steps": 5, "progress": False, "resume": "x"}, "logger": {"name": "wandb"}}
+    assert config_difference(a, b) is None
+    assert config_difference(a, b | {"trainer": {"steps": 6}}) == "trainer.steps=5 here, 6 in " \
+        "the checkpoint"

@@ -1,0 +1,83 @@
+"""Runs that survive: a real training process killed (SIGKILL) or pre-empted (SIGTERM) at
+several points, started again with the same command, ends with the metrics of a run that was
+never interrupted."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import TINY
+
+# 12 steps, checkpoints at 5 and 10 (and 12), dropout and two seeds so every key matters.
+ARGS = [*TINY, "trainer.steps=12", "trainer.checkpoint_every=5", "trainer.eval_every=4",
+        "trainer.log_every=2", "trainer.seeds=2", "model.dropout=0.1"]
+
+
+def run(out, fault=None, *extra):
+    env = dict(os.environ)
+    env.pop("GRUBENCH_FAULT", None)
+    if fault:
+        env["GRUBENCH_FAULT"] = fault
+    return subprocess.run(
+        [sys.executable, "-m", "grubench.train", *ARGS, *extra, f"hydra.run.dir={out}"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+
+
+def curves(out):
+    """metrics.jsonl without the wall-clock column."""
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    p = run(out)
+    assert p.returncode == 0, p.stderr
+    return json.loads((out / "results.json").read_text()), curves(out)
+
+
+# kill@3: before the first checkpoint (starts over); kill@7: between checkpoints (resumes at
+# 5); kill@10: right after a checkpoint; kill@end: after the last step, before the final test.
+@pytest.mark.parametrize("point", ["3", "7", "10", "end"])
+def test_sigkill_then_rerun_equals_uninterrupted(point, reference, tmp_path):
+    killed = run(tmp_path, f"kill@{point}")
+    assert killed.returncode == -9
+    assert not (tmp_path / "results.json").exists()  # nothing claims to be finished
+    resumed = run(tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    res = json.loads((tmp_path / "results.json").read_text())
+    want = {"3": None, "7": 5, "10": 10, "end": 12}[point]
+    assert res.get("resumed_from_step") == want
+    assert res["status"] == "completed"
+    assert res["metrics"] == reference[0]["metrics"]
+    assert curves(tmp_path) == reference[1]
+
+
+def test_sigterm_checkpoints_exits_cleanly_and_resumes(reference, tmp_path):
+    p = run(tmp_path, "term@7")
+    assert p.returncode == 143
+    assert p.stderr.strip().splitlines()[-1] == (
+        "grubench-train: error: preempted by SIGTERM at step 7: run the same command to resume")
+    assert "Traceback" not in p.stderr
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["status"] == "failed" and "preempted" in res["error"]
+    assert (tmp_path / "checkpoints" / "7").is_dir()  # saved on the way out
+    resumed = run(tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["resumed_from_step"] == 7 and res["metrics"] == reference[0]["metrics"]
+
+
+def test_resume_from_another_directory(reference, tmp_path):
+    first = tmp_path / "first"
+    assert run(first, "kill@7").returncode == -9
+    second = tmp_path / "second"
+    p = run(second, None, f"trainer.resume={first}")
+    assert p.returncode == 0, p.stderr
+    res = json.loads((second / "results.json").read_text())
+    assert res["resumed_from_step"] == 5 and res["metrics"] == reference[0]["metrics"]
