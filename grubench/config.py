@@ -16,7 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 CELLS = ("gru", "lstm", "rnn")
 MODELS = ("gru", "gru_v1", "lstm", "rnn")
-OPTIMIZERS = ("adamw",)
+OPTIMIZERS = ("adamw", "rmsprop")
 LOGGERS = ("none", "wandb")
 
 
@@ -86,7 +86,8 @@ class TrainerConfig:
     steps: int = 2000
     batch_size: int = 64
     seeds: int = 1  # seeds trained together under jax.vmap: seed, seed+1, ...
-    optimizer: str = "adamw"
+    optimizer: str = "adamw"  # adamw | rmsprop (decay rho, as Chung et al. 2014 used)
+    rho: float = 0.9  # rmsprop's decay of the squared-gradient average
     lr: float = 1e-2
     weight_decay: float = 0.0
     b1: float = 0.9
@@ -98,6 +99,10 @@ class TrainerConfig:
     log_every: int = 50
     eval_batch_size: int = 500
     timing_warmup: int = 5  # steps excluded from the step-time median
+    # Early stopping: > 0 keeps each seed's best-validation parameters for the final
+    # evaluation and ends the run once every seed has gone `patience` evaluations without a
+    # better validation loss.
+    patience: int = 0
     checkpoint_every: int = 500  # also at the end; 0: only at the end
     keep_checkpoints: int = 2
     resume: str | None = None  # a run or checkpoints directory to continue from
@@ -209,6 +214,8 @@ def validate(cfg: DictConfig | Config) -> None:
         tr.optimizer in OPTIMIZERS, "trainer.optimizer", tr.optimizer, f"one of {OPTIMIZERS}"
     )
     _require(tr.lr > 0, "trainer.lr", tr.lr, "a float > 0")
+    _require(0 < tr.rho < 1, "trainer.rho", tr.rho, "a float in (0, 1)")
+    _require(tr.patience >= 0, "trainer.patience", tr.patience, "an integer >= 0 (0: off)")
     _require(tr.weight_decay >= 0, "trainer.weight_decay", tr.weight_decay, "a float >= 0")
     _require(0 <= tr.b1 < 1, "trainer.b1", tr.b1, "a float in [0, 1)")
     _require(0 <= tr.b2 < 1, "trainer.b2", tr.b2, "a float in [0, 1)")

@@ -14,7 +14,8 @@ class Recurrent(nnx.Module):
 
     xs is [B, T, D] (or [T, B, D] with `time_major=True`). The input projection of every step
     is one matmul before the scan; the scan carries only the recurrent state. `unroll` is
-    passed to `jax.lax.scan`; `reverse=True` runs from the last step to the first.
+    passed to `jax.lax.scan`; `reverse=True` runs from the last step to the first. Other
+    keywords (reset_after, forget_bias, recurrent_init, bias_init) go to the cell.
     """
 
     def __init__(
@@ -24,24 +25,12 @@ class Recurrent(nnx.Module):
         hidden: int,
         *,
         rngs: nnx.Rngs,
-        reset_after: bool = True,
-        forget_bias: float = 1.0,
-        recurrent_init: str = "orthogonal",
-        bias_init: float = 0.0,
         unroll: int = 1,
         time_major: bool = False,
         reverse: bool = False,
+        **cell_kw,
     ):
-        self.cell = make_cell(
-            cell,
-            in_features,
-            hidden,
-            rngs=rngs,
-            reset_after=reset_after,
-            forget_bias=forget_bias,
-            recurrent_init=recurrent_init,
-            bias_init=bias_init,
-        )
+        self.cell = make_cell(cell, in_features, hidden, rngs=rngs, **cell_kw)
         self.kind = cell
         self.unroll = unroll
         self.time_major = time_major

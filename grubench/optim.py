@@ -1,4 +1,4 @@
-"""The optimiser: global-norm clipping, then AdamW on a warm-up + cosine schedule."""
+"""The optimiser: global-norm clipping, then AdamW or RMSProp on a warm-up + cosine schedule."""
 
 from __future__ import annotations
 
@@ -22,7 +22,12 @@ def optimizer(tr) -> optax.GradientTransformation:
     parts = []
     if tr.clip_norm > 0:
         parts.append(optax.clip_by_global_norm(tr.clip_norm))
-    parts.append(
-        optax.adamw(schedule(tr), b1=tr.b1, b2=tr.b2, weight_decay=tr.weight_decay)
-    )
+    if tr.optimizer == "rmsprop":
+        parts.append(optax.rmsprop(schedule(tr), decay=tr.rho))
+        if tr.weight_decay:
+            parts.append(optax.add_decayed_weights(-tr.lr * tr.weight_decay))
+    else:
+        parts.append(
+            optax.adamw(schedule(tr), b1=tr.b1, b2=tr.b2, weight_decay=tr.weight_decay)
+        )
     return optax.chain(*parts)

@@ -39,35 +39,47 @@ def wandb_mode(requested: str) -> str:
 
 
 class Tracker:
-    """One interface over the sinks: log(step, row), summary(results), close()."""
+    """One interface over the sinks: log(step, row), summary(results), close().
 
-    def __init__(self, out_dir: Path, cfg, config_dict: dict[str, Any]):
+    Rows hold per-seed lists (or arrays). metrics.jsonl keeps them as they are; W&B gets, for
+    each, the mean over finite seeds under the key itself and one series per seed under
+    `KEY_seedN`, since W&B charts plot scalars. `group` (the sweep) groups runs on W&B.
+    """
+
+    def __init__(self, out_dir: Path, cfg, config_dict: dict[str, Any], *,
+                 group: str | None = None, seeds: list[int] | None = None):
         self.jsonl = JsonlSink(out_dir / "metrics.jsonl")
+        self.seeds = seeds or [cfg.seed]
         self.run = None
-        lg = cfg.logger
-        if lg.name == "wandb":
-            self.run = _start_wandb(out_dir, cfg, config_dict)
+        if cfg.logger.name == "wandb":
+            self.run = _start_wandb(out_dir, cfg, config_dict, group or cfg.logger.group)
+
+    def _scalars(self, row: dict[str, Any]) -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for k, v in jsonable(row).items():
+            if isinstance(v, list):
+                flat[k] = _mean(v)
+                flat.update({f"{k}_seed{s}": x for s, x in zip(self.seeds, v, strict=False)})
+            else:
+                flat[k] = v
+        return flat
 
     def log(self, step: int, row: dict[str, Any]) -> None:
         self.jsonl.log({"step": step, **row})
         if self.run is not None:
-            flat = {}
-            for k, v in row.items():
-                if isinstance(v, list):
-                    flat[f"{k}/mean"] = _mean(v)
-                    flat.update({f"{k}/seed{i}": x for i, x in enumerate(v)})
-                else:
-                    flat[k] = v
-            self.run.log(jsonable(flat), step=step)
+            self.run.log(self._scalars(row), step=step)
 
     def flush(self) -> None:
         self.jsonl.flush()
 
     def summary(self, results: dict[str, Any]) -> None:
-        if self.run is not None:
-            for k, v in results.get("metrics", {}).items():
-                self.run.summary[k] = _mean(v)
-            self.run.summary["status"] = results["status"]
+        if self.run is None:
+            return
+        summary = self._scalars(results.get("metrics", {}))
+        for part in ("speed", "memory"):
+            summary.update({f"{part}/{k}": v for k, v in results.get(part, {}).items()})
+        summary.update(status=results["status"], params=results.get("params"))
+        self.run.summary.update(jsonable(summary))
 
     def close(self) -> None:
         self.flush()
@@ -82,7 +94,7 @@ def _has_api_key() -> bool:
     return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
-def _start_wandb(out_dir: Path, cfg, config_dict: dict[str, Any]):
+def _start_wandb(out_dir: Path, cfg, config_dict: dict[str, Any], group: str | None):
     try:
         import wandb
     except ImportError:
@@ -97,8 +109,9 @@ def _start_wandb(out_dir: Path, cfg, config_dict: dict[str, Any]):
         return wandb.init(
             project=cfg.logger.project,
             entity=cfg.logger.entity,
-            group=cfg.logger.group,
+            group=group,
             job_type=cfg.model.name,
+            name=f"{cfg.model.name}-{cfg.task.name}-T{cfg.task.seq_len}-seed{cfg.seed}",
             tags=[cfg.task.name, f"seq_len={cfg.task.seq_len}"],
             config=config_dict,
             mode=mode,
@@ -113,3 +126,30 @@ def _start_wandb(out_dir: Path, cfg, config_dict: dict[str, Any]):
 def _mean(v: list) -> float | None:
     xs = [x for x in v if x is not None and x == x]
     return sum(xs) / len(xs) if xs else None
+
+
+def log_sweep(logger_cfg, group: str, sweep_dir: Path, runs: list[dict[str, Any]],
+              images: list[Path]) -> None:
+    """At the end of a sweep: one W&B run (job_type "report") in the sweep's group holding the
+    comparison table (a wandb.Table, one row per run and seed summary) and the plots."""
+    import wandb
+
+    columns = ["model", "task", "seq_len", "hidden", "depth", "train_size", "params", "seeds",
+               "status", "test_loss", "test_accuracy", "gap", "step_time_ms"]
+    table = wandb.Table(columns=columns)
+    for r in runs:
+        m, sp = r.get("metrics", {}), r.get("speed", {})
+        table.add_data(
+            r.get("model"), r.get("task"), r.get("seq_len"), r.get("hidden"), r.get("depth"),
+            r.get("train_size"), r.get("params"), len(r.get("seeds", [])), r.get("status"),
+            _mean(m.get("test_loss", [])), _mean(m.get("test_accuracy", [])),
+            _mean(m.get("gap", [])), sp.get("step_time_ms"),
+        )
+    mode = wandb_mode(logger_cfg.mode)
+    run = wandb.init(project=logger_cfg.project, entity=logger_cfg.entity, group=group,
+                     job_type="report", name=f"{group}-report", mode=mode,
+                     dir=str(sweep_dir), reinit="finish_previous")
+    payload: dict[str, Any] = {"comparison": table}
+    payload.update({f"plots/{p.stem}": wandb.Image(str(p)) for p in images if p.suffix == ".png"})
+    run.log(payload)
+    run.finish()

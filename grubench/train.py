@@ -1,9 +1,10 @@
 """The training program: `grubench-train [overrides]` (a Hydra app) and `train(cfg, out_dir)`.
 
 One jitted train step is `jax.vmap`ped over `trainer.seeds` seeds, so a single compiled
-program trains them all; each seed has its own initialisation, data order and dropout keys,
-drawn from `jax.random.key(seed)` alone, so a seed trained with others gives the numbers it
-gives trained by itself.
+program trains them all. Each seed has its own initialisation and dropout keys, drawn from
+`jax.random.key(seed)` alone, and its own data order (`DataOrder`), so a seed trained with
+others gives the numbers it gives trained by itself, and step s of a resumed run is step s of
+an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ class Program:
         k_init, k_drop = seed_keys(seed)
         model = SequenceModel(self.cfg, rngs=nnx.Rngs(params=k_init))
         _, params = nnx.split(model)
+        early = {"best_params": params} if self.cfg.trainer.patience else {}
         return {
+            **early,
             "params": params,
             "opt": self.tx.init(params),
             "dropout_key": k_drop,
@@ -169,6 +172,13 @@ class Evaluator:
         }
 
 
+def _where_seed(mask: np.ndarray, new, old):
+    """Per seed (leading axis), `new` where mask else `old`."""
+    m = jnp.asarray(mask)
+    return jax.tree.map(lambda a, b: jnp.where(m.reshape(-1, *[1] * (a.ndim - 1)), a, b),
+                        new, old)
+
+
 def _memory(compiled) -> dict[str, int | None]:
     """XLA's accounting of the compiled step, and the device's peak where it reports one."""
     out: dict[str, int | None] = {"train_step_bytes": None, "peak_bytes": None}
@@ -211,13 +221,14 @@ def completed(out_dir: str | Path) -> dict[str, Any] | None:
     return res if isinstance(res, dict) and res.get("status") == "completed" else None
 
 
-def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
+def train(cfg: DictConfig, out_dir: str | Path, *, group: str | None = None) -> dict[str, Any]:
     """Train `cfg` for every seed, write results.json and metrics.jsonl into `out_dir`, and
     return the results. The results record is written whatever the ending: completed,
     diverged (some seed's loss went non-finite), or failed (an exception, re-raised).
 
     A run resumes from the newest checkpoint in `out_dir/checkpoints` (or
     `trainer.resume`); a directory whose results.json says completed is returned untouched.
+    `group` names the sweep for W&B (default `logger.group`).
     """
     validate(cfg)
     out_dir = Path(out_dir)
@@ -246,7 +257,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         "speed": {},
         "memory": {},
     }
-    tracker = Tracker(out_dir, cfg, config_dict)
+    tracker = Tracker(out_dir, cfg, config_dict, group=group, seeds=seeds)
     t_start = time.perf_counter()
     try:
         _run(cfg, seeds, results, tracker, out_dir, config_dict)
@@ -320,6 +331,7 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
     start = 0
     best_val = np.full(len(seeds), np.inf)
     best_step = np.zeros(len(seeds), np.int64)
+    since_best = np.zeros(len(seeds), np.int64)  # evaluations without a better val loss
     step_times: list[float] = []
     restored = _open_resume_source(cfg, out_dir).restore(state, config_dict)
     if restored is not None:
@@ -327,13 +339,14 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
         start = int(meta["step"])
         best_val = np.array([np.inf if v is None else v for v in meta["best_val"]])
         best_step = np.array(meta["best_step"], np.int64)
+        since_best = np.array(meta["since_best"], np.int64)
         step_times = list(meta["step_times"])
         tracker.jsonl.rows = list(meta["rows"])
         results["resumed_from_step"] = start
 
     def checkpoint(done: int) -> None:
         ckpts.save(done, state, {
-            "step": done, "best_val": best_val, "best_step": best_step,
+            "step": done, "best_val": best_val, "best_step": best_step, "since_best": since_best,
             "step_times": step_times[-1000:], "rows": tracker.jsonl.rows, "config": config_dict,
         })
 
@@ -349,8 +362,12 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
     train_eval = splits.train.take(len(splits.val))
     bar = _progress(tr.steps, tr.progress)
     bar.update(start)
+    end = tr.steps
+    if tr.patience and np.all(since_best >= tr.patience):  # resumed after stopping early
+        end = start
+        results["stopped_early_at"] = start
     with _SigtermFlag() as sigterm:
-        for step in range(start, tr.steps):
+        for step in range(start, end):
             idx = order.indices(step)
             t = time.perf_counter()
             state, out = compiled(state, jnp.int32(step), idx, data)
@@ -364,7 +381,9 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
                 tracker.log(done, {"train/loss": loss,
                                    "train/grad_norm": np.asarray(out["grad_norm"]),
                                    "steps_per_s": rate})
-                bar.set_postfix(loss=f"{np.nanmean(loss):.4f}", steps_s=f"{rate:.1f}")
+                finite = loss[np.isfinite(loss)]
+                shown = f"{finite.mean():.4f}" if finite.size else "non-finite"
+                bar.set_postfix(loss=shown, steps_s=f"{rate:.1f}")
             if done % tr.eval_every == 0 or done == tr.steps:
                 val = evaluate(state["params"], splits.val)
                 tracker.log(done, {"val/loss": val["loss"], "val/accuracy": val["accuracy"]})
@@ -372,19 +391,29 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
                 better = val["loss"] < best_val
                 best_val = np.where(better, val["loss"], best_val)
                 best_step = np.where(better, done, best_step)
+                since_best = np.where(better, 0, since_best + 1)
+                if tr.patience:
+                    state["best_params"] = _where_seed(better, state["params"],
+                                                       state["best_params"])
             bar.update(1)
-            if (tr.checkpoint_every and done % tr.checkpoint_every == 0) or done == tr.steps:
+            stop = bool(tr.patience) and bool(np.all(since_best >= tr.patience))
+            if (tr.checkpoint_every and done % tr.checkpoint_every == 0) or done == tr.steps \
+                    or stop:
                 checkpoint(done)
             _fault(str(done))
             if sigterm.raised:
                 if done % (tr.checkpoint_every or tr.steps + 1) and done != tr.steps:
                     checkpoint(done)
                 raise Preempted(done)
+            if stop:
+                results["stopped_early_at"] = done
+                break
     bar.close()
     ckpts.close()
     _fault("end")
 
-    final = {name: evaluate(state["params"], split)
+    params = state["best_params"] if tr.patience else state["params"]
+    final = {name: evaluate(params, split)
              for name, split in (("train", train_eval), ("val", splits.val),
                                  ("test", splits.test))}
     diverged = np.asarray(state["diverged"])
@@ -475,7 +504,9 @@ def _hydra_app(cfg: DictConfig) -> None:
         print(format_summary(previous), flush=True)
         return
     try:
-        results = train(cfg, out_dir)
+        # A sweep is one W&B group, named after its directory unless logger.group says.
+        group = cfg.logger.group or (Path(hc.sweep.dir).name if multirun else None)
+        results = train(cfg, out_dir, group=group)
     except Preempted as e:
         _fail(str(e), 143)  # a pre-empted sweep stops too: its launcher requeues it
     except KeyboardInterrupt:

@@ -43,6 +43,16 @@ def test_sweep_runs_every_job_and_summarises_side_by_side(tmp_path):
     assert "| lstm" in p.stdout
 
 
+def test_a_sweep_goes_on_past_a_diverged_run(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = run_cli("-m", *TINY, "task=adding", "task.seq_len=6", "trainer.clip_norm=0",
+                "trainer.lr=1e30,1e-2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    runs = [json.loads(r.read_text()) for r in sorted(sweep.glob("*/results.json"))]
+    assert [r["status"] for r in runs] == ["diverged", "completed"]
+    assert "non-finite loss: seed 0 at step" in p.stdout
+
+
 BAD = [
     (["model.hiden=3"], "model.hiden=3 is not allowed: no such key"),
     (["model=foo"], "model=foo is not allowed: one of gru, gru_v1, lstm, rnn"),

@@ -102,3 +102,32 @@ def test_non_finite_loss_marks_only_that_seed_diverged():
     wi_after = np.asarray(state["params"]["rnn"]["layers"][0]["cell"]["wi"][...])
     assert not np.array_equal(wi_after[0], wi_before[0])  # seed 0 stepped
     np.testing.assert_array_equal(wi_after[1], wi_before[1])  # seed 1 frozen
+
+
+def test_a_diverging_run_says_which_seeds_and_when(tmp_path):
+    """An absurd learning rate sends the loss to inf; the run ends 'diverged', not failed."""
+    res = T.train(tiny_cfg("task=adding", "task.seq_len=6", "trainer.seeds=2",
+                           "trainer.lr=1e30", "trainer.clip_norm=0"), tmp_path)
+    assert res["status"] == "diverged"
+    assert set(res["diverged"]) == {"0", "1"} and all(1 <= s <= 6 for s in
+                                                       res["diverged"].values())
+    assert "seed 0 at step" in res["error"]
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["status"] == "diverged" and on_disk["metrics"]["test_loss"] == [None, None]
+
+
+def test_early_stopping_keeps_the_best_validation_parameters(tmp_path):
+    """lr so small nothing improves after the first evaluation: with patience 2 the run stops
+    two evaluations later and is scored with the parameters of the first one."""
+    res = T.train(tiny_cfg("trainer.lr=1e-12", "trainer.patience=2", "trainer.eval_every=2",
+                           "trainer.steps=40", "trainer.seeds=2"), tmp_path)
+    m = res["metrics"]
+    assert res["stopped_early_at"] == 6  # evaluations at 2 (best), 4 and 6 (no better)
+    assert m["best_step"] == [2.0, 2.0]
+    np.testing.assert_allclose(m["val_loss"], m["best_val_loss"], rtol=1e-6)
+
+
+def test_rmsprop_trains(tmp_path):
+    res = T.train(tiny_cfg("trainer.optimizer=rmsprop", "trainer.lr=1e-2"), tmp_path)
+    assert res["status"] == "completed"
+    assert res["config"]["trainer"]["optimizer"] == "rmsprop"

@@ -1,0 +1,221 @@
+"""`grubench-bench`: our GRU and LSTM layers against peers, timed in one process.
+
+For each shape (B, T, D, H) and cell, one training step — forward, backward and an Adam update
+of a single recurrent layer under the loss mean((ys - target)^2) — of
+  grubench: `grubench.layers.Recurrent` under `jax.jit`;
+  flax:     `flax.linen.RNN(GRUCell)` / `RNN(OptimizedLSTMCell)` under `jax.jit`;
+  torch:    `torch.nn.GRU` / `nn.LSTM` (fused kernels; cuDNN on a GPU), when torch is installed.
+Each is timed as the median of `--iters` steps after `--warmup`, every step ended by
+`block_until_ready` (torch: `cuda.synchronize` on a GPU). GFLOP/s counts the matmuls only:
+forward 2·B·T·G·H·(D + H), backward twice that. The machine's matmul peak is measured in the
+same run (float32 GEMM), so ratios are against peers measured under the same conditions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+SHAPES = [(32, 128, 64, 256), (64, 256, 64, 256), (16, 512, 32, 128), (128, 64, 128, 512)]
+GATES = {"gru": 3, "lstm": 4}
+
+
+def _median_ms(step: Callable[[], Any], warmup: int, iters: int, sync: Callable[[Any], Any]):
+    for _ in range(warmup):
+        sync(step())
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        sync(step())
+        times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
+
+
+def step_flops(cell: str, b: int, t: int, d: int, h: int) -> float:
+    """Matmul FLOPs of forward + backward: 3 x 2·B·T·G·H·(D + H)."""
+    return 3 * 2 * b * t * GATES[cell] * h * (d + h)
+
+
+def matmul_peak_gflops(n: int = 2048, iters: int = 10) -> float:
+    """float32 GEMM throughput of this device, n x n x n, median of `iters`."""
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    f = jax.jit(lambda x: x @ x)
+    ms = _median_ms(lambda: f(a), 2, iters, jax.block_until_ready)
+    return 2 * n**3 / (ms * 1e-3) / 1e9
+
+
+def _jax_trainer(loss: Callable, params: Any, x: jax.Array, y: jax.Array):
+    tx = optax.adam(1e-3)
+
+    @jax.jit
+    def step(params, opt, x, y):
+        grads = jax.grad(loss)(params, x, y)
+        updates, opt = tx.update(grads, opt, params)
+        return optax.apply_updates(params, updates), opt
+
+    state = [params, tx.init(params)]
+
+    def run():
+        state[0], state[1] = step(state[0], state[1], x, y)
+        return state[0]
+
+    return run
+
+
+def ours(cell: str, b: int, t: int, d: int, h: int, unroll: int = 1):
+    from flax import nnx
+
+    from grubench.layers import Recurrent
+
+    layer = Recurrent(cell, d, h, rngs=nnx.Rngs(0), unroll=unroll)
+    graphdef, params = nnx.split(layer)
+    x = jax.random.normal(jax.random.key(1), (b, t, d))
+    y = jax.random.normal(jax.random.key(2), (b, t, h))
+
+    def loss(p, x, y):
+        ys, _ = nnx.merge(graphdef, p)(x)
+        return jnp.mean((ys - y) ** 2)
+
+    return _jax_trainer(loss, params, x, y)
+
+
+def flax_linen(cell: str, b: int, t: int, d: int, h: int):
+    import flax.linen as nn
+
+    cls = nn.GRUCell if cell == "gru" else nn.OptimizedLSTMCell
+    model = nn.RNN(cls(features=h))
+    x = jax.random.normal(jax.random.key(1), (b, t, d))
+    y = jax.random.normal(jax.random.key(2), (b, t, h))
+    params = model.init(jax.random.key(0), x)
+
+    def loss(p, x, y):
+        return jnp.mean((model.apply(p, x) - y) ** 2)
+
+    return _jax_trainer(loss, params, x, y)
+
+
+def torch_peer(cell: str, b: int, t: int, d: int, h: int):
+    import torch
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    rnn = (torch.nn.GRU if cell == "gru" else torch.nn.LSTM)(d, h, batch_first=True).to(dev)
+    opt = torch.optim.Adam(rnn.parameters(), lr=1e-3)
+    x = torch.randn(b, t, d, device=dev)
+    y = torch.randn(b, t, h, device=dev)
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        out, _ = rnn(x)
+        torch.mean((out - y) ** 2).backward()
+        opt.step()
+        return out
+
+    def sync(_):
+        if dev == "cuda":
+            torch.cuda.synchronize()
+
+    return run, sync
+
+
+def run_bench(shapes: list[tuple[int, int, int, int]], cells: list[str], warmup: int,
+              iters: int, with_torch: bool) -> dict[str, Any]:
+    rows = []
+    for cell in cells:
+        for b, t, d, h in shapes:
+            impls: list[tuple[str, Callable, Callable]] = [
+                ("grubench", ours(cell, b, t, d, h), jax.block_until_ready),
+                ("flax", flax_linen(cell, b, t, d, h), jax.block_until_ready),
+            ]
+            if with_torch:
+                run, sync = torch_peer(cell, b, t, d, h)
+                impls.append(("torch", run, sync))
+            for impl, run, sync in impls:
+                ms = _median_ms(run, warmup, iters, sync)
+                rows.append({
+                    "cell": cell, "impl": impl, "shape": [b, t, d, h], "step_ms": ms,
+                    "gflops": step_flops(cell, b, t, d, h) / (ms * 1e-3) / 1e9,
+                })
+                print(f"  {cell:4s} {impl:8s} B={b:<4d} T={t:<4d} D={d:<4d} H={h:<4d} "
+                      f"{ms:9.2f} ms", file=sys.stderr, flush=True)
+    return {"peak_gflops": matmul_peak_gflops(), "device": jax.devices()[0].device_kind,
+            "rows": rows}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Markdown: one row per (cell, shape), ms per impl, ours / fastest peer, our % of peak."""
+    peak = result["peak_gflops"]
+    by_key: dict[tuple, dict[str, dict]] = {}
+    for r in result["rows"]:
+        by_key.setdefault((r["cell"], tuple(r["shape"])), {})[r["impl"]] = r
+    impls = sorted({r["impl"] for r in result["rows"]}, key=["grubench", "flax", "torch"].index)
+    head = ["cell", "B, T, D, H", *[f"{i} ms" for i in impls], "ours / best peer",
+            "ours % of peak"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    ratios: dict[str, list[float]] = {}
+    for (cell, shape), got in by_key.items():
+        ours_ms = got["grubench"]["step_ms"]
+        peers = [got[i]["step_ms"] for i in impls if i != "grubench" and i in got]
+        ratio = ours_ms / min(peers) if peers else float("nan")
+        ratios.setdefault(cell, []).append(ratio)
+        cells = [cell, ", ".join(map(str, shape)), *[f"{got[i]['step_ms']:.2f}" for i in impls],
+                 f"{ratio:.2f}", f"{100 * got['grubench']['gflops'] / peak:.0f}%"]
+        lines.append("| " + " | ".join(cells) + " |")
+    geo = ", ".join(f"{c}: {float(np.exp(np.mean(np.log(v)))):.2f}" for c, v in ratios.items())
+    lines.append("")
+    lines.append(f"device {result['device']}; matmul peak {peak:.1f} GFLOP/s; "
+                 f"geometric mean of ours / best peer: {geo}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="grubench-bench", description=__doc__.splitlines()[0])
+    p.add_argument("--json", help="write the results here as JSON")
+    p.add_argument("--cells", default="gru,lstm", help="comma-separated: gru,lstm")
+    p.add_argument("--shapes", help="B,T,D,H;B,T,D,H;... (default: the four standard shapes)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    a = p.parse_args(argv)
+    try:
+        cells = a.cells.split(",")
+        bad = [c for c in cells if c not in GATES]
+        if bad:
+            raise ValueError(f"--cells: {bad[0]!r} is not one of gru, lstm")
+        shapes = SHAPES
+        if a.shapes:
+            shapes = [tuple(int(v) for v in s.split(",")) for s in a.shapes.split(";")]
+            if any(len(s) != 4 or min(s) < 1 for s in shapes):
+                raise ValueError("--shapes: each shape is four positive integers B,T,D,H")
+        if a.iters < 1 or a.warmup < 0:
+            raise ValueError("--iters must be >= 1 and --warmup >= 0")
+    except ValueError as e:
+        print(f"grubench-bench: error: {e}", file=sys.stderr)
+        return 2
+    with_torch = not a.no_torch
+    if with_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print("grubench-bench: torch not installed; timing grubench and flax only",
+                  file=sys.stderr)
+            with_torch = False
+    result = run_bench(shapes, cells, a.warmup, a.iters, with_torch)
+    print(format_table(result))
+    if a.json:
+        from grubench.results import write_json
+
+        write_json(a.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

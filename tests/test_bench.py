@@ -1,0 +1,37 @@
+"""grubench-bench at a tiny shape: the JSON contract, the FLOP arithmetic, bad arguments."""
+
+import json
+
+import pytest
+
+from grubench import bench
+
+
+def test_tiny_run_writes_the_contracted_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--shapes", "4,6,3,5", "--iters", "2", "--warmup", "1", "--no-torch",
+                       "--cells", "gru,lstm", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["peak_gflops"] > 0 and res["device"]
+    assert {(r["cell"], r["impl"]) for r in res["rows"]} == {
+        (c, i) for c in ("gru", "lstm") for i in ("grubench", "flax")}
+    for r in res["rows"]:
+        assert r["shape"] == [4, 6, 3, 5]
+        flops = bench.step_flops(r["cell"], 4, 6, 3, 5)
+        assert r["gflops"] == pytest.approx(flops / (r["step_ms"] * 1e-3) / 1e9)
+    table = capsys.readouterr().out
+    assert "| gru | 4, 6, 3, 5 |" in table and "geometric mean of ours / best peer" in table
+
+
+def test_flop_count():
+    # GRU: 3 gates; forward 2*B*T*3H*(D+H), backward twice that.
+    assert bench.step_flops("gru", 2, 3, 4, 5) == 3 * 2 * 2 * 3 * 3 * 5 * 9
+    assert bench.step_flops("lstm", 1, 1, 1, 1) == 3 * 2 * 4 * 2
+
+
+@pytest.mark.parametrize("args", [["--cells", "gruu"], ["--shapes", "1,2,3"],
+                                  ["--iters", "0"]])
+def test_bad_arguments_are_one_line(args, capsys):
+    assert bench.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("grubench-bench: error: ")
