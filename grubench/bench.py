@@ -26,7 +26,9 @@ import numpy as np
 import optax
 
 SHAPES = [(32, 128, 64, 256), (64, 256, 64, 256), (16, 512, 32, 128), (128, 64, 128, 512)]
-GATES = {"gru": 3, "lstm": 4}
+GATES = {"gru": 3, "lstm": 4, "mingru": 2, "minlstm": 3}
+RECURRENT_MATMUL = {"gru": True, "lstm": True, "mingru": False, "minlstm": False}
+SCALING_T = [128, 256, 512, 1024, 2048, 4096]
 
 
 def _median_ms(step: Callable[[], Any], warmup: int, iters: int, sync: Callable[[Any], Any]):
@@ -41,8 +43,8 @@ def _median_ms(step: Callable[[], Any], warmup: int, iters: int, sync: Callable[
 
 
 def step_flops(cell: str, b: int, t: int, d: int, h: int) -> float:
-    """Matmul FLOPs of forward + backward: 3 x 2·B·T·G·H·(D + H)."""
-    return 3 * 2 * b * t * GATES[cell] * h * (d + h)
+    """Matmul FLOPs of forward + backward: 3 x 2·B·T·G·H·(D + H) (minGRU/minLSTM: no H term)."""
+    return 3 * 2 * b * t * GATES[cell] * h * (d + (h if RECURRENT_MATMUL[cell] else 0))
 
 
 def matmul_peak_gflops(n: int = 2048, iters: int = 10) -> float:
@@ -150,6 +152,40 @@ def run_bench(shapes: list[tuple[int, int, int, int]], cells: list[str], warmup:
             "rows": rows}
 
 
+def run_scaling(cells: list[str], b: int, d: int, h: int, lengths: list[int], warmup: int,
+                iters: int) -> dict[str, Any]:
+    """Our layers only, over sequence lengths: the case for parallel-scan cells."""
+    rows = []
+    for t in lengths:
+        for cell in cells:
+            ms = _median_ms(ours(cell, b, t, d, h), warmup, iters, jax.block_until_ready)
+            rows.append({"cell": cell, "impl": "grubench", "shape": [b, t, d, h], "step_ms": ms,
+                         "gflops": step_flops(cell, b, t, d, h) / (ms * 1e-3) / 1e9})
+            print(f"  {cell:8s} T={t:<5d} {ms:9.2f} ms", file=sys.stderr, flush=True)
+    return {"peak_gflops": matmul_peak_gflops(), "device": jax.devices()[0].device_kind,
+            "rows": rows}
+
+
+def format_scaling(result: dict[str, Any]) -> str:
+    """Markdown: step time per T and cell, and each gated cell over its minimal version."""
+    by_t: dict[int, dict[str, float]] = {}
+    for r in result["rows"]:
+        by_t.setdefault(r["shape"][1], {})[r["cell"]] = r["step_ms"]
+    cells = list(dict.fromkeys(r["cell"] for r in result["rows"]))
+    pairs = [(a, f"min{a}") for a in ("gru", "lstm") if a in cells and f"min{a}" in cells]
+    head = ["T", *[f"{c} ms" for c in cells], *[f"{a} / {m}" for a, m in pairs]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t, got in by_t.items():
+        ratios = [f"{got[a] / got[m]:.1f}x" for a, m in pairs]
+        lines.append("| " + " | ".join([str(t), *[f"{got[c]:.2f}" for c in cells], *ratios])
+                     + " |")
+    b, _, d, h = result["rows"][0]["shape"]
+    lines.append("")
+    lines.append(f"device {result['device']}; B={b}, D={d}, H={h}; train step = forward, "
+                 "backward, Adam update")
+    return "\n".join(lines)
+
+
 def format_table(result: dict[str, Any]) -> str:
     """Markdown: one row per (cell, shape), ms per impl, ours / fastest peer, our % of peak."""
     peak = result["peak_gflops"]
@@ -184,12 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    p.add_argument("--scaling", action="store_true",
+                   help="instead: GRU, LSTM, minGRU, minLSTM (ours) over T = 128 .. 4096")
     a = p.parse_args(argv)
     try:
         cells = a.cells.split(",")
-        bad = [c for c in cells if c not in GATES]
+        allowed = GATES if a.scaling else ("gru", "lstm")
+        bad = [c for c in cells if c not in allowed]
         if bad:
-            raise ValueError(f"--cells: {bad[0]!r} is not one of gru, lstm")
+            raise ValueError(f"--cells: {bad[0]!r} is not one of {', '.join(allowed)}")
         shapes = SHAPES
         if a.shapes:
             shapes = [tuple(int(v) for v in s.split(",")) for s in a.shapes.split(";")]
@@ -200,6 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"grubench-bench: error: {e}", file=sys.stderr)
         return 2
+    if a.scaling:
+        shape = shapes[0] if a.shapes else (16, 0, 64, 128)
+        lengths = [s[1] for s in shapes] if a.shapes else SCALING_T
+        cells = cells if a.cells != "gru,lstm" else ["gru", "lstm", "mingru", "minlstm"]
+        result = run_scaling(cells, shape[0], shape[2], shape[3], lengths, a.warmup, a.iters)
+        print(format_scaling(result))
+        if a.json:
+            from grubench.results import write_json
+
+            write_json(a.json, result)
+        return 0
     with_torch = not a.no_torch
     if with_torch:
         try:

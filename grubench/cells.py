@@ -9,6 +9,11 @@ Parameters are fused per operand, gates in PyTorch's order (a contract, see DESI
 GRU  wi [D, 3H], wh [H, 3H], bi [3H], bh [3H], gates (r, z, n);
 LSTM wi [D, 4H], wh [H, 4H], bi [4H], bh [4H], gates (i, f, g, o);
 RNN  wi [D, H],  wh [H, H],  bi [H],  bh [H].
+
+minGRU and minLSTM (Feng et al. 2024, "Were RNNs All We Needed?") have gates that read only
+the input, so their recurrence is linear in h and `parallel(xp, h0)` computes every step at once
+with `jax.lax.associative_scan` in log space; `recurrence()` is the same map one step at a time
+(streaming inference). Their parameters: minGRU wi [D, 2H] (z, h~), minLSTM wi [D, 3H] (f, i, h~).
 """
 
 from __future__ import annotations
@@ -67,6 +72,42 @@ def rnn_step(wh: jax.Array, bh: jax.Array, h: jax.Array, xp: jax.Array):
     """One tanh-RNN (Elman) step on projected input xp = x Wi + bi:  h' = tanh(xp + h Wh + bh)."""
     h = jnp.tanh(xp + h @ wh + bh)
     return h, h
+
+
+def log_g(x: jax.Array) -> jax.Array:
+    """log g(x), g(x) = x + 1/2 for x >= 0 and σ(x) below: positive, so h stays in log space."""
+    return jnp.where(x >= 0, jnp.log(jax.nn.relu(x) + 0.5), -jax.nn.softplus(-x))
+
+
+def linear_recurrence_log(log_a: jax.Array, log_b: jax.Array, h0: jax.Array) -> jax.Array:
+    """All h_t of h_t = a_t h_{t-1} + b_t (a, b, h0 >= 0; time on axis 0), from log a and log b.
+
+    The pairs (a, b) compose associatively, (a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2), so
+    `jax.lax.associative_scan` evaluates the recurrence in O(log T) depth; log space keeps the
+    long products of gates from underflowing (Heinsen 2023).
+    """
+    def combine(first, second):
+        la1, lb1 = first
+        la2, lb2 = second
+        return la1 + la2, jnp.logaddexp(la2 + lb1, lb2)
+
+    log_b = log_b.at[0].set(jnp.logaddexp(log_a[0] + jnp.log(h0), log_b[0]))
+    _, log_h = jax.lax.associative_scan(combine, (log_a, log_b), axis=0)
+    return jnp.exp(log_h)
+
+
+def mingru_gates(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(log a, log b) of minGRU: z = σ(xp_z), h~ = g(xp_h); h' = (1 - z) ⊙ h + z ⊙ h~."""
+    xz, xh = jnp.split(xp, 2, axis=-1)
+    return -jax.nn.softplus(xz), -jax.nn.softplus(-xz) + log_g(xh)
+
+
+def minlstm_gates(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(log a, log b) of minLSTM: f = σ(xp_f), i = σ(xp_i), normalised f' = f / (f + i),
+    i' = i / (f + i), h~ = g(xp_h); h' = f' ⊙ h + i' ⊙ h~."""
+    xf, xi, xh = jnp.split(xp, 3, axis=-1)
+    diff = jax.nn.softplus(-xf) - jax.nn.softplus(-xi)  # log i - log f
+    return -jax.nn.softplus(diff), -jax.nn.softplus(-diff) + log_g(xh)
 
 
 def _recurrent_kernel(key: jax.Array, hidden: int, gates: int, init: str) -> jax.Array:
@@ -163,6 +204,61 @@ class RNNCell(_FusedCell):
         return lambda h, xp: rnn_step(wh, bh, h, xp)
 
 
+class _MinCell(nnx.Module):
+    """A gated cell whose gates read only x: wi [D, G*H], bi [G*H], no recurrent kernel."""
+
+    gates: int = 2
+    parallel_ok = True
+
+    def __init__(self, in_features: int, hidden: int, *, rngs: nnx.Rngs, bias_init: float = 0.0,
+                 **_ignored):
+        self.in_features = in_features
+        self.hidden = hidden
+        g = self.gates * hidden
+        self.wi = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (in_features, g)))
+        self.bi = nnx.Param(jnp.full((g,), bias_init, jnp.float32))
+
+    def project(self, xs: jax.Array) -> jax.Array:
+        return xs @ self.wi[...] + self.bi[...]
+
+    def initial_carry(self, batch_shape: tuple[int, ...]) -> Carry:
+        return jnp.zeros((*batch_shape, self.hidden), jnp.float32)
+
+    def log_gates(self, xp: jax.Array) -> tuple[jax.Array, jax.Array]:  # pragma: no cover
+        raise NotImplementedError
+
+    def recurrence(self) -> Step:
+        def step(h, xp):
+            log_a, log_b = self.log_gates(xp)
+            h = jnp.exp(log_a) * h + jnp.exp(log_b)
+            return h, h
+
+        return step
+
+    def parallel(self, xp: jax.Array, h0: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(ys [T, B, H], h_T) from time-major xp, every step at once."""
+        ys = linear_recurrence_log(*self.log_gates(xp), h0)
+        return ys, ys[-1]
+
+
+class MinGRUCell(_MinCell):
+    """minGRU (Feng et al. 2024), equations in `mingru_gates`."""
+
+    gates = 2
+
+    def log_gates(self, xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return mingru_gates(xp)
+
+
+class MinLSTMCell(_MinCell):
+    """minLSTM (Feng et al. 2024), equations in `minlstm_gates`."""
+
+    gates = 3
+
+    def log_gates(self, xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return minlstm_gates(xp)
+
+
 def make_cell(
     cell: str,
     in_features: int,
@@ -174,12 +270,16 @@ def make_cell(
     recurrent_init: str = "orthogonal",
     bias_init: float = 0.0,
 ) -> _FusedCell:
-    """Build a cell by name: "gru", "lstm" or "rnn"."""
+    """Build a cell by name: "gru", "lstm", "rnn", "mingru" or "minlstm"."""
     kw = dict(rngs=rngs, recurrent_init=recurrent_init, bias_init=bias_init)
+    if cell == "mingru":
+        return MinGRUCell(in_features, hidden, **kw)
+    if cell == "minlstm":
+        return MinLSTMCell(in_features, hidden, **kw)
     if cell == "gru":
         return GRUCell(in_features, hidden, reset_after=reset_after, **kw)
     if cell == "lstm":
         return LSTMCell(in_features, hidden, forget_bias=forget_bias, **kw)
     if cell == "rnn":
         return RNNCell(in_features, hidden, **kw)
-    raise ValueError(f"unknown cell {cell!r}: expected gru, lstm or rnn")
+    raise ValueError(f"unknown cell {cell!r}: expected gru, lstm, rnn, mingru or minlstm")

@@ -42,9 +42,14 @@ class Recurrent(nnx.Module):
         xp = self.cell.project(xs if self.time_major else jnp.swapaxes(xs, 0, 1))
         if carry is None:
             carry = self.cell.initial_carry(xp.shape[1:2])
-        carry, ys = jax.lax.scan(
-            self.cell.recurrence(), carry, xp, unroll=self.unroll, reverse=self.reverse
-        )
+        if getattr(self.cell, "parallel_ok", False):  # minGRU / minLSTM: no scan needed
+            xs_t = xp[::-1] if self.reverse else xp
+            ys, carry = self.cell.parallel(xs_t, carry)
+            ys = ys[::-1] if self.reverse else ys
+        else:
+            carry, ys = jax.lax.scan(
+                self.cell.recurrence(), carry, xp, unroll=self.unroll, reverse=self.reverse
+            )
         return (ys if self.time_major else jnp.swapaxes(ys, 0, 1)), carry
 
 

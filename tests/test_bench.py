@@ -35,3 +35,15 @@ def test_bad_arguments_are_one_line(args, capsys):
     assert bench.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("grubench-bench: error: ")
+
+
+def test_scaling_mode_times_min_cells_against_gated_ones(tmp_path, capsys):
+    out = tmp_path / "scaling.json"
+    assert bench.main(["--scaling", "--shapes", "2,8,3,4;2,16,3,4", "--iters", "1",
+                       "--warmup", "0", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    got = {(r["cell"], r["shape"][1]): r["step_ms"] for r in res["rows"]}
+    assert set(got) == {(c, t) for c in ("gru", "lstm", "mingru", "minlstm") for t in (8, 16)}
+    table = capsys.readouterr().out
+    row16 = next(line for line in table.splitlines() if line.startswith("| 16 |"))
+    assert row16.split("|")[6].strip() == f"{got[('gru', 16)] / got[('mingru', 16)]:.1f}x"

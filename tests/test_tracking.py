@@ -70,3 +70,36 @@ def test_offline_wandb_history_holds_what_the_run_computed(monkeypatch, tmp_path
     assert summ["test_loss_seed4"] == pytest.approx(test_loss[1], rel=1e-6)
     assert summ["status"] == "completed" and summ["params"] == res["params"]
     assert summ["speed/step_time_ms"] == pytest.approx(res["speed"]["step_time_ms"])
+
+
+def test_end_of_sweep_logs_the_table_and_plots_to_wandb(monkeypatch, tmp_path):
+    """The multirun callback puts the comparison table and the plots in the sweep's group."""
+    pytest.importorskip("wandb")
+    from types import SimpleNamespace
+
+    from grubench import train as T
+    from grubench.report import SweepSummary
+    from wandb_records import history, records, run_record
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = tiny_cfg("trainer.seeds=2")
+    T.train(cfg, tmp_path / "0_gru_copy")
+    logger = tiny_cfg("logger=wandb", "logger.mode=offline", "logger.group=sweep-y").logger
+    SweepSummary().on_multirun_end(SimpleNamespace(
+        hydra=SimpleNamespace(sweep=SimpleNamespace(dir=str(tmp_path))), logger=logger))
+    assert (tmp_path / "summary.md").exists() and (tmp_path / "report.md").exists()
+    assert any((tmp_path / "plots").glob("learning_curves_*.png"))
+    files = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    recs = records(files[0])
+    run = run_record(recs)
+    assert run.run_group == "sweep-y" and run.job_type == "report"
+    (row,) = history(recs).values()
+    assert row["comparison/_type"] == "table-file" and row["comparison/nrows"] == 1
+    assert row["plots/learning_curves_copy/_type"] == "image-file"
+    table = json.loads((files[0].parent / "files" / row["comparison/path"]).read_text())
+    got = dict(zip(table["columns"], table["data"][0], strict=True))
+    result = json.loads((tmp_path / "0_gru_copy" / "results.json").read_text())
+    assert got["model"] == "gru" and got["seeds"] == 2
+    assert got["test_loss"] == pytest.approx(np.mean(result["metrics"]["test_loss"]))
