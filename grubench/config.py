@@ -14,8 +14,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-CELLS = ("gru", "lstm", "rnn")
-MODELS = ("gru", "gru_v1", "lstm", "rnn")
+CELLS = ("gru", "lstm", "rnn", "mingru", "minlstm")
+MODELS = ("gru", "gru_v1", "lstm", "rnn", "mingru", "minlstm")
 OPTIMIZERS = ("adamw", "rmsprop")
 LOGGERS = ("none", "wandb")
 
@@ -29,12 +29,12 @@ class ModelConfig:
     """One recurrent model: encoder -> `depth` x Recurrent(cell) -> head."""
 
     name: str = "gru"
-    cell: str = "gru"  # gru | lstm | rnn
+    cell: str = "gru"  # gru | lstm | rnn | mingru | minlstm
     reset_after: bool = True  # GRU only: True = cuDNN/PyTorch, False = Cho et al. 2014
     hidden: int = 128
     depth: int = 1
     dropout: float = 0.0  # on the output of every recurrent layer (Zaremba et al. 2014)
-    embed_dim: int = 64  # encoder width; 0 feeds one-hot tokens / raw reals straight in
+    embed_dim: int = 0  # encoder width; 0 feeds one-hot tokens / raw reals straight in
     unroll: int = 1  # jax.lax.scan unroll factor
     forget_bias: float = 1.0  # LSTM forget-gate bias at init (Jozefowicz et al. 2015)
     recurrent_init: str = "orthogonal"  # orthogonal | lecun_normal
@@ -82,9 +82,41 @@ class RecallTaskConfig(TaskConfig):
 
 
 @dataclass
+class ChoralesTaskConfig(TaskConfig):
+    """Bach chorales (music21): next-frame piano-roll prediction on a fixed 60/20/20 split.
+    `seq_len` caps the steps per chorale; train_size caps train (the default means all);
+    val_size, test_size and data_seed are ignored. See grubench/tasks/chorales.py."""
+
+    name: str = "chorales"
+    seq_len: int = 128
+
+
+@dataclass
+class SunspotsTaskConfig(TaskConfig):
+    """Yearly sunspots (statsmodels): forecast the next year from `seq_len` years, on a fixed
+    chronological 70/15/15 split; train_size caps train (the default means all); val_size,
+    test_size and data_seed are ignored. See grubench/tasks/sunspots.py."""
+
+    name: str = "sunspots"
+    seq_len: int = 20
+    tolerance: float = 0.25  # |error| below this (in train stds) counts as correct
+
+
+@dataclass
+class DigitsTaskConfig(TaskConfig):
+    """8x8 digits (scikit-learn) as 64-step pixel sequences on a fixed stratified 1197/300/300
+    split; train_size caps train (the default means all); val_size and test_size are ignored;
+    data_seed draws the pixel permutation of permute=true. See grubench/tasks/digits.py."""
+
+    name: str = "digits"
+    seq_len: int = 64
+    permute: bool = False
+
+
+@dataclass
 class TrainerConfig:
     steps: int = 2000
-    batch_size: int = 64
+    batch_size: int = 32
     seeds: int = 1  # seeds trained together under jax.vmap: seed, seed+1, ...
     optimizer: str = "adamw"  # adamw | rmsprop (decay rho, as Chung et al. 2014 used)
     rho: float = 0.9  # rmsprop's decay of the squared-gradient average
@@ -103,6 +135,9 @@ class TrainerConfig:
     # evaluation and ends the run once every seed has gone `patience` evaluations without a
     # better validation loss.
     patience: int = 0
+    # Record |dL/dh_t| against t at the first layer, at step 0 and at the end
+    # (results.json: grad_norms_init, grad_norms).
+    grad_probe: bool = False
     checkpoint_every: int = 500  # also at the end; 0: only at the end
     keep_checkpoints: int = 2
     resume: str | None = None  # a run or checkpoints directory to continue from
@@ -132,6 +167,9 @@ TASK_SCHEMAS: dict[str, type[TaskConfig]] = {
     "copy": CopyTaskConfig,
     "adding": AddingTaskConfig,
     "recall": RecallTaskConfig,
+    "chorales": ChoralesTaskConfig,
+    "sunspots": SunspotsTaskConfig,
+    "digits": DigitsTaskConfig,
 }
 
 
@@ -207,6 +245,11 @@ def validate(cfg: DictConfig | Config) -> None:
             f"an integer >= {n_pairs}, the number of pairs at seq_len={t.seq_len}",
         )
         _require(t.n_values >= 2, "task.n_values", t.n_values, "an integer >= 2")
+    if t.name == "sunspots":
+        _require(t.seq_len <= 100, "task.seq_len", t.seq_len, "an integer in [1, 100] for sunspots")
+        _require(t.tolerance > 0, "task.tolerance", t.tolerance, "a float > 0")
+    if t.name == "digits":
+        _require(t.seq_len == 64, "task.seq_len", t.seq_len, "64 for digits (8x8 pixels)")
     _require(tr.steps >= 1, "trainer.steps", tr.steps, "an integer >= 1")
     _require(tr.batch_size >= 1, "trainer.batch_size", tr.batch_size, "an integer >= 1")
     _require(tr.seeds >= 1, "trainer.seeds", tr.seeds, "an integer >= 1")
@@ -245,3 +288,6 @@ def validate(cfg: DictConfig | Config) -> None:
         lg.mode,
         "auto, online, offline or disabled",
     )
+    from grubench.tasks import check_available  # lazily: it imports JAX
+
+    check_available(t)

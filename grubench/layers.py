@@ -36,12 +36,18 @@ class Recurrent(nnx.Module):
         self.time_major = time_major
         self.reverse = reverse
 
-    def __call__(self, xs: jax.Array, carry: Carry | None = None) -> tuple[jax.Array, Carry]:
+    def __call__(self, xs: jax.Array, carry: Carry | None = None,
+                 probe: jax.Array | None = None) -> tuple[jax.Array, Carry]:
+        """`probe`, shaped like the outputs, is added to h_t as it is made (and fed to step
+        t + 1): the gradient of a loss with respect to a zero probe is dL/dh_t, through every
+        later step — the vanishing-gradient curve."""
         # Time-major, so the scan slices contiguous [B, G*H] rows; XLA folds the transpose
         # into the projection matmul.
         xp = self.cell.project(xs if self.time_major else jnp.swapaxes(xs, 0, 1))
         if carry is None:
             carry = self.cell.initial_carry(xp.shape[1:2])
+        if probe is not None:
+            return self._probed(xp, carry, probe)
         if getattr(self.cell, "parallel_ok", False):  # minGRU / minLSTM: no scan needed
             xs_t = xp[::-1] if self.reverse else xp
             ys, carry = self.cell.parallel(xs_t, carry)
@@ -50,6 +56,22 @@ class Recurrent(nnx.Module):
             carry, ys = jax.lax.scan(
                 self.cell.recurrence(), carry, xp, unroll=self.unroll, reverse=self.reverse
             )
+        return (ys if self.time_major else jnp.swapaxes(ys, 0, 1)), carry
+
+
+    def _probed(self, xp: jax.Array, carry: Carry, probe: jax.Array):
+        """The scan with probe_t added to h_t (the carry's last element for an LSTM)."""
+        step = self.cell.recurrence()
+
+        def probed(c, inputs):
+            xp_t, e_t = inputs
+            c, h = step(c, xp_t)
+            h = h + e_t
+            c = (*c[:-1], h) if isinstance(c, tuple) else h
+            return c, h
+
+        e = probe if self.time_major else jnp.swapaxes(probe, 0, 1)
+        carry, ys = jax.lax.scan(probed, carry, (xp, e), reverse=self.reverse)
         return (ys if self.time_major else jnp.swapaxes(ys, 0, 1)), carry
 
 
@@ -70,10 +92,14 @@ class RecurrentStack(nnx.Module):
         carries: list[Carry] | None = None,
         *,
         dropout_key: jax.Array | None = None,
+        probe: jax.Array | None = None,
     ) -> tuple[jax.Array, list[Carry]]:
+        """`probe` goes to the first layer (see Recurrent): the gradient that reaches the bottom
+        of the stack."""
         out_carries = []
         for i, layer in enumerate(self.layers):
-            xs, c = layer(xs, None if carries is None else carries[i])
+            xs, c = layer(xs, None if carries is None else carries[i],
+                          probe if i == 0 else None)
             out_carries.append(c)
             if dropout_key is not None and self.dropout > 0:
                 keep = jax.random.bernoulli(

@@ -52,8 +52,9 @@ class SequenceModel(nnx.Module):
             return jax.nn.one_hot(x, self.spec.input_size, dtype=jnp.float32)
         return x.astype(jnp.float32)
 
-    def __call__(self, x: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
-        ys, _ = self.rnn(self.encode(x), dropout_key=dropout_key)
+    def __call__(self, x: jax.Array, *, dropout_key: jax.Array | None = None,
+                 probe: jax.Array | None = None) -> jax.Array:
+        ys, _ = self.rnn(self.encode(x), dropout_key=dropout_key, probe=probe)
         return self.head(ys)
 
 

@@ -40,7 +40,7 @@ from matplotlib.ticker import MaxNLocator
 from grubench.report import ReportError, key_value, show, varying_keys
 
 # Tasks whose loss is squared error; the others are cross-entropy in nats.
-_SQUARED_ERROR_TASKS = {"adding"}
+_SQUARED_ERROR_TASKS = {"adding", "sunspots"}
 _BAND = "line: mean, band: min–max"  # the legend's title
 
 

@@ -130,6 +130,16 @@ class Program:
         }
         return new, {"loss": loss, "grad_norm": gnorm}
 
+    def grad_profile(self, params, batch: dict[str, jax.Array]) -> jax.Array:
+        """[T]: mean over the batch of ||dL_i/dh_t|| at the first layer, L_i an example's loss
+        (no dropout) — how much each time step's state matters to the loss."""
+        model = nnx.merge(self.graphdef, params)
+        b, t = batch["x"].shape[:2]
+        zeros = jnp.zeros((b, t, self.cfg.model.hidden), jnp.float32)
+        g = jax.grad(lambda e: tasks.mean_loss(model(batch["x"], probe=e), batch, self.spec))(
+            zeros)
+        return b * jnp.mean(jnp.linalg.norm(g, axis=-1), axis=0)
+
     def eval_sums(self, params, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         model = nnx.merge(self.graphdef, params)
         return tasks.batch_sums(model(batch["x"]), batch, self.spec)
@@ -325,6 +335,7 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
     program = build(cfg)
     state = jax.jit(jax.vmap(program.init))(jnp.asarray(seeds, jnp.int32))
     results["params"] = param_count(jax.tree.map(lambda a: a[0], state["params"]))
+    results["train_size"] = len(splits.train)  # what the task had, not just what was asked
     data = jax.device_put(splits.train.arrays())
 
     ckpts = Checkpoints(out_dir / "checkpoints", tr.keep_checkpoints)
@@ -359,6 +370,14 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
     results["memory"] = _memory(compiled)
 
     evaluate = Evaluator(program, min(tr.eval_batch_size, len(splits.val), len(splits.test)))
+    probe = None
+    if tr.grad_probe:
+        probe_fn = jax.jit(jax.vmap(program.grad_profile, in_axes=(0, None)))
+        probe_batch = splits.val.take(evaluate.batch_size).arrays()
+        probe = lambda params: np.asarray(probe_fn(params, probe_batch))
+        if start == 0:
+            results["grad_norms_init"] = {"t": list(range(int(splits.val.x.shape[1]))),
+                                          "step": 0, "norm": probe(state["params"])}
     train_eval = splits.train.take(len(splits.val))
     bar = _progress(tr.steps, tr.progress)
     bar.update(start)
@@ -413,6 +432,10 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
     _fault("end")
 
     params = state["best_params"] if tr.patience else state["params"]
+    if probe is not None:
+        results["grad_norms"] = {"t": list(range(int(splits.val.x.shape[1]))),
+                                 "step": int(results.get("stopped_early_at", tr.steps)),
+                                 "norm": probe(params)}
     final = {name: evaluate(params, split)
              for name, split in (("train", train_eval), ("val", splits.val),
                                  ("test", splits.test))}
@@ -423,6 +446,10 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
         metrics[f"{name}_loss"] = mask(m["loss"])
         metrics[f"{name}_accuracy"] = mask(m["accuracy"])
     metrics["gap"] = metrics["val_loss"] - metrics["train_loss"]
+    if program.spec.loss_scale != 1.0:  # e.g. MSE in sunspots^2 beside the standardised one
+        for name in final:
+            metrics[f"{name}_loss_original_units"] = metrics[f"{name}_loss"] * \
+                program.spec.loss_scale
     metrics["best_val_loss"] = mask(best_val)
     metrics["best_step"] = best_step.astype(float)
     results["metrics"] = {k: [float(x) for x in np.asarray(v)] for k, v in metrics.items()}

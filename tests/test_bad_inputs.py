@@ -43,7 +43,7 @@ def assert_one_line(p, code, fragment):
 
 BAD = [
     ("model.hiden=3", "model.hiden=3 is not allowed: no such key"),
-    ("model=foo", "model=foo is not allowed: one of gru, gru_v1, lstm, rnn"),
+    ("model=foo", "model=foo is not allowed: one of gru, gru_v1, lstm, mingru, minlstm, rnn"),
     ("model.hidden=0", "model.hidden=0 is not allowed: an integer >= 1"),
     ("model.depth=0", "model.depth=0 is not allowed: an integer >= 1"),
     ("trainer.seeds=0", "trainer.seeds=0 is not allowed: an integer >= 1"),

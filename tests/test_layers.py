@@ -63,3 +63,36 @@ def test_stack_depth_and_dropout(xs):
     assert not np.allclose(y1, y0) and not np.allclose(y1, y2)
     frac_zero = float(jnp.mean(y1 == 0.0))
     assert 0.3 < frac_zero < 0.7  # the last layer's output is dropped at rate 0.5
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm", "mingru"])
+def test_probe_gradient_is_dL_dh_t(kind, xs):
+    """The gradient with respect to a zero probe equals dL/dh_t computed by an explicit Python
+    loop in which h_t = step(h_{t-1}, x_t) + e_t."""
+    layer = Recurrent(kind, D, H, rngs=nnx.Rngs(0))
+    w = jax.random.normal(jax.random.key(7), (B, T, H))
+
+    def loss_scan(e):
+        ys, _ = layer(xs, probe=e)
+        return jnp.sum(ys[:, -3:] * w[:, -3:])  # loss on the last three steps only
+
+    def loss_loop(e):
+        step = layer.cell.recurrence()
+        xp = layer.cell.project(xs)
+        c = layer.cell.initial_carry((B,))
+        total = 0.0
+        for t in range(T):
+            c, h = step(c, xp[:, t])
+            h = h + e[:, t]
+            c = (c[0], h) if isinstance(c, tuple) else h
+            if t >= T - 3:
+                total = total + jnp.sum(h * w[:, t])
+        return total
+
+    zeros = jnp.zeros((B, T, H))
+    g_scan, g_loop = jax.grad(loss_scan)(zeros), jax.grad(loss_loop)(zeros)
+    np.testing.assert_allclose(g_scan, g_loop, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g_scan[:, -1], w[:, -1], rtol=1e-6)  # last step: direct path
+    assert float(jnp.abs(g_scan[:, 0]).sum()) > 0  # and earlier steps get gradient through time
+    # A zero probe changes nothing.
+    np.testing.assert_allclose(layer(xs, probe=zeros)[0], layer(xs)[0], atol=1e-6)

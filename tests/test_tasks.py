@@ -105,3 +105,39 @@ def test_batch_sums_classes_and_reals():
     r = tasks.batch_sums(out, rb, rspec)
     assert float(r["loss_sum"]) == pytest.approx(0.05**2, rel=1e-4)
     assert float(r["correct"]) == 1.0
+
+
+def test_batch_sums_binary_matches_numpy():
+    """Binary outputs: Bernoulli NLL summed over the bits of a step; correct = every bit right."""
+    spec = tasks.TaskSpec("real", 5, "binary", 5)
+    assert spec.loss_scale == 1.0
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 4, (3, 7, 5)).astype(np.float32)
+    z[0, 0] = [80.0, -80.0, 30.0, -30.0, 0.5]  # large logits stay finite
+    y = (rng.random((3, 7, 5)) < 0.4).astype(np.float32)
+    y[0, 0] = [1, 0, 1, 0, 1]
+    y[1, 2] = (z[1, 2] > 0).astype(np.float32)  # one step with every bit right
+    lm = (rng.random((3, 7)) < 0.8).astype(np.float32)
+    mm = (rng.random((3, 7)) < 0.6).astype(np.float32)
+    mm[0, 0] = mm[1, 2] = 1.0
+    s = tasks.batch_sums(jnp.asarray(z), {"y": jnp.asarray(y), "loss_mask": jnp.asarray(lm),
+                                          "metric_mask": jnp.asarray(mm)}, spec)
+    zd = z.astype(np.float64)
+    nll = (np.logaddexp(0.0, -zd) * y + np.logaddexp(0.0, zd) * (1 - y)).sum(-1)
+    assert np.isfinite(float(s["loss_sum"]))
+    assert float(s["loss_sum"]) == pytest.approx((nll * lm).sum(), rel=1e-5)
+    assert float(s["loss_weight"]) == lm.sum() and float(s["count"]) == mm.sum()
+    exact = ((z > 0) == (y > 0.5)).all(-1)
+    assert exact[0, 0] and exact[1, 2]
+    assert float(s["correct"]) == (exact * mm).sum()
+    # A perfectly confident, correct model: loss ~0 and accuracy 1.
+    sure = jnp.asarray(np.where(y > 0.5, 50.0, -50.0).astype(np.float32))
+    ones = jnp.ones((3, 7))
+    p = tasks.batch_sums(sure, {"y": jnp.asarray(y), "loss_mask": ones, "metric_mask": ones},
+                         spec)
+    assert float(p["loss_sum"]) < 1e-12
+    assert float(p["correct"]) == 21.0
+    # The per-step NLL of p = 1/2 for every bit is 5 ln 2.
+    half = tasks.mean_loss(jnp.zeros((3, 7, 5)), {"y": jnp.asarray(y), "loss_mask": ones,
+                                                  "metric_mask": ones}, spec)
+    assert float(half) == pytest.approx(5 * math.log(2), rel=1e-6)

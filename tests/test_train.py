@@ -131,3 +131,15 @@ def test_rmsprop_trains(tmp_path):
     res = T.train(tiny_cfg("trainer.optimizer=rmsprop", "trainer.lr=1e-2"), tmp_path)
     assert res["status"] == "completed"
     assert res["config"]["trainer"]["optimizer"] == "rmsprop"
+
+
+def test_gradient_probe_records_dL_dh_t_at_start_and_end(tmp_path):
+    res = T.train(tiny_cfg("task=adding", "task.seq_len=6", "trainer.grad_probe=true",
+                           "trainer.seeds=2"), tmp_path)
+    init, end = res["grad_norms_init"], res["grad_norms"]
+    assert init["t"] == end["t"] == list(range(6)) and end["step"] == 6
+    norms = np.asarray(end["norm"])
+    assert norms.shape == (2, 6) and np.isfinite(norms).all() and (norms > 0).all()
+    assert not np.allclose(norms, np.asarray(init["norm"]))  # training changed the profile
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    np.testing.assert_allclose(on_disk["grad_norms"]["norm"], norms, rtol=1e-6)

@@ -1,13 +1,31 @@
-"""Tasks: one module per family, each with `spec`, `generate` and `baseline`."""
+"""Tasks: one module per family.
+
+Synthetic tasks (copy, adding, recall) provide `spec`, `generate` and `baseline`; their splits
+are drawn from `task.data_seed`. Real-data tasks (chorales, sunspots, digits) provide `spec`,
+`load_splits` and `baseline`: a fixed, documented split of data a package ships (the `data`
+extra), checked on load, with `task.train_size` capping the training set.
+"""
 
 from __future__ import annotations
 
 from types import ModuleType
 
-from grubench.tasks import adding, copy_memory, recall
-from grubench.tasks.base import Split, Splits, TaskSpec, batch_sums, mean_loss, split_rng
+from grubench.tasks import adding, chorales, copy_memory, digits, recall, sunspots
+from grubench.tasks.base import (
+    DataError,
+    Split,
+    Splits,
+    TaskSpec,
+    batch_sums,
+    mean_loss,
+    split_rng,
+)
+from grubench.tasks.data import REQUIRES, available, missing_message
 
-TASKS: dict[str, ModuleType] = {"copy": copy_memory, "adding": adding, "recall": recall}
+TASKS: dict[str, ModuleType] = {
+    "copy": copy_memory, "adding": adding, "recall": recall,
+    "chorales": chorales, "sunspots": sunspots, "digits": digits,
+}
 
 
 def get(name: str) -> ModuleType:
@@ -15,6 +33,15 @@ def get(name: str) -> ModuleType:
         return TASKS[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}: expected one of {', '.join(TASKS)}") from None
+
+
+def check_available(cfg) -> None:
+    """Raise ConfigError (one line naming the extra) if the package the task `cfg` reads its
+    data from is missing; the synthetic tasks need nothing. Cheap: imports nothing."""
+    from grubench.config import ConfigError
+
+    if cfg.name in REQUIRES and not available(cfg.name):
+        raise ConfigError(missing_message(cfg.name))
 
 
 def spec(cfg) -> TaskSpec:
@@ -29,8 +56,12 @@ def baseline(cfg) -> float | None:
 
 
 def make_splits(cfg) -> Splits:
-    """Train/val/test from `cfg.data_seed`, each from its own stream; train has train_size."""
+    """Train/val/test. Synthetic tasks: from `cfg.data_seed`, each from its own stream; train
+    has train_size. Real-data tasks: their fixed split (`load_splits`), train capped at
+    train_size."""
     task = get(cfg.name)
+    if hasattr(task, "load_splits"):
+        return task.load_splits(cfg)
     return Splits(
         train=task.generate(cfg, cfg.train_size, split_rng(cfg.data_seed, "train")),
         val=task.generate(cfg, cfg.val_size, split_rng(cfg.data_seed, "val")),
@@ -39,6 +70,6 @@ def make_splits(cfg) -> Splits:
 
 
 __all__ = [
-    "TASKS", "Split", "Splits", "TaskSpec", "batch_sums", "mean_loss", "baseline", "get",
-    "make_splits", "spec",
+    "TASKS", "DataError", "Split", "Splits", "TaskSpec", "batch_sums", "mean_loss", "baseline",
+    "check_available", "get", "make_splits", "spec",
 ]

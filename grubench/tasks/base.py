@@ -14,13 +14,21 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """Input and output of a task: tokens (vocabulary size) or reals (width)."""
+    """Input and output of a task: tokens (vocabulary size) or reals (width); outputs are
+    classes (logits), reals, or binary (one logit per independent bit, e.g. a piano roll)."""
 
     input: Literal["tokens", "real"]
     input_size: int
-    output: Literal["classes", "real"]
+    output: Literal["classes", "real", "binary"]
     output_size: int
     tolerance: float = 0.0  # real outputs: |error| < tolerance counts as correct
+    # loss * loss_scale is the loss in the data's original units (e.g. the train variance for a
+    # series standardised with the train mean and std); 1.0 where the loss is already there.
+    loss_scale: float = 1.0
+
+
+class DataError(ValueError):
+    """Data that failed a check on load (shape, range, split size, overlap); one line."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,9 @@ def batch_sums(outputs: jax.Array, batch: dict[str, jax.Array], spec: TaskSpec) 
 
     Classes: the loss is cross-entropy (nats) and correct is argmax == target.
     Reals: the loss is squared error summed over output dims, correct is max |error| < tol.
+    Binary: the loss is sigmoid cross-entropy (Bernoulli NLL, nats) summed over the output dims
+    of a step, so loss_sum / loss_weight is the per-step NLL (Chung et al. 2014, Table 2);
+    correct means every bit is right at probability threshold 0.5 (exact-frame accuracy).
     """
     lm, mm = batch["loss_mask"], batch["metric_mask"]
     if spec.output == "classes":
@@ -69,6 +80,13 @@ def batch_sums(outputs: jax.Array, batch: dict[str, jax.Array], spec: TaskSpec) 
         y = batch["y"]
         loss = -jnp.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
         correct = (jnp.argmax(logp, axis=-1) == y).astype(jnp.float32)
+    elif spec.output == "binary":
+        z = outputs.astype(jnp.float32)
+        y = batch["y"].astype(jnp.float32)
+        # -[y log sigmoid(z) + (1 - y) log sigmoid(-z)], in the overflow-free form.
+        nll = jnp.maximum(z, 0.0) - z * y + jnp.log1p(jnp.exp(-jnp.abs(z)))
+        loss = jnp.sum(nll, axis=-1)
+        correct = jnp.all((z > 0.0) == (y > 0.5), axis=-1).astype(jnp.float32)
     else:
         err = outputs.astype(jnp.float32) - batch["y"]
         loss = jnp.sum(err**2, axis=-1)

@@ -1,0 +1,109 @@
+"""Shared plumbing of the real-data tasks: optional packages, the user cache, checks.
+
+The real data come from packages (the `data` extra), never from the network:
+music21 (Bach chorales), statsmodels (sunspots) and scikit-learn (8x8 digits). A missing
+package is one line naming the extra: `task=chorales needs music21: pip install -e '.[data]'`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from grubench.tasks.base import DataError, Split
+
+# task -> (module to import, name to pip install)
+REQUIRES: dict[str, tuple[str, str]] = {
+    "chorales": ("music21", "music21"),
+    "sunspots": ("statsmodels", "statsmodels"),
+    "digits": ("sklearn", "scikit-learn"),
+}
+
+
+def missing_message(task: str) -> str:
+    """The one line that says which extra a task needs."""
+    return f"task={task} needs {REQUIRES[task][1]}: pip install -e '.[data]'"
+
+
+def _importable(module: str) -> bool:
+    top = module.split(".")[0]
+    if top in sys.modules:  # None there means "import blocked" (and how tests fake absence)
+        return sys.modules[top] is not None
+    try:
+        return importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def available(task: str) -> bool:
+    """True if the package `task` reads its data from can be imported (without importing it)."""
+    return task not in REQUIRES or _importable(REQUIRES[task][0])
+
+
+def require(task: str, module: str) -> ModuleType:
+    """Import `module` for `task`, or raise ConfigError naming the extra to install."""
+    from grubench.config import ConfigError
+
+    if not available(task):
+        raise ConfigError(missing_message(task))
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(missing_message(task)) from None
+
+
+def cache_dir() -> Path:
+    """The user cache: $XDG_CACHE_HOME/grubench, by default ~/.cache/grubench."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "grubench"
+
+
+def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write an .npz so that readers see the old file or the whole new one, never a part:
+    a temporary file in the same directory, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check(ok: bool, task: str, what: str) -> None:
+    """Raise DataError('task=TASK data: WHAT') unless `ok`."""
+    if not ok:
+        raise DataError(f"task={task} data: {what}")
+
+
+def round_half_up(x: float) -> int:
+    return int(np.floor(x + 0.5))
+
+
+def cap_train(split: Split, train_size: int) -> Split:
+    """The documented cap of every real-data task: the first min(train_size, len) examples of
+    the fixed train order (task.train_size larger than the split means all of it)."""
+    return split.take(min(int(train_size), len(split)))
+
+
+def check_split(task: str, split: Split, *, n: int, name: str) -> None:
+    """Shapes agree, the size is the expected one, masks are 0/1, the values are finite."""
+    check(len(split) == n, task, f"the {name} split has {len(split)} examples, expected {n}")
+    N, T = split.x.shape[:2]
+    check(split.y.shape[:2] == (N, T), task, f"{name}: y shape {split.y.shape} != x {(N, T)}")
+    for mask in (split.loss_mask, split.metric_mask):
+        check(mask.shape == (N, T), task, f"{name}: mask shape {mask.shape} != {(N, T)}")
+        check(bool(np.isin(mask, (0.0, 1.0)).all()), task, f"{name}: masks must be 0 or 1")
+    check(bool(np.isfinite(split.x).all()), task, f"{name}: non-finite inputs")
+    check(bool(np.isfinite(split.y).all()), task, f"{name}: non-finite targets")
+    if N:
+        check(bool((split.loss_mask.sum(1) > 0).all()), task, f"{name}: an example scores no step")
