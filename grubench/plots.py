@@ -370,4 +370,5 @@ def _recall(runs: list[dict[str, Any]]) -> list[tuple[str, Figure]] | str:
 
 def _grad_norms(runs: list[dict[str, Any]]) -> list[tuple[str, Figure]] | str:
     return _per_seed_curves(runs, "grad_norms", "t", "norm", "gradient norm vs time step",
-                            "grad_norm_vs_t", "time step t", "gradient norm (L2)", log_y=True)
+                            "grad_norm_vs_t", "time step t",
+                            "‖dL/dh_t‖ at layer 1 (per example)", log_y=True)

@@ -176,10 +176,14 @@ class Evaluator:
             sums = self.fn(params, chunk)
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
         t = jax.device_get(totals)
-        return {
+        out = {
             "loss": t["loss_sum"] / np.maximum(t["loss_weight"], 1.0),
             "accuracy": t["correct"] / np.maximum(t["count"], 1.0),
         }
+        if "lag_correct" in t:  # [seeds, lags]; NaN where the split has no example at a lag
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out["lag_accuracy"] = t["lag_correct"] / t["lag_count"]
+        return out
 
 
 def _where_seed(mask: np.ndarray, new, old):
@@ -453,6 +457,10 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
     metrics["best_val_loss"] = mask(best_val)
     metrics["best_step"] = best_step.astype(float)
     results["metrics"] = {k: [float(x) for x in np.asarray(v)] for k, v in metrics.items()}
+    if "lag_accuracy" in final["test"]:
+        results["recall"] = {"lags": list(program.spec.lags), "split": "test",
+                             "accuracy": np.where(diverged[:, None], np.nan,
+                                                  final["test"]["lag_accuracy"])}
 
     timed = step_times[tr.timing_warmup :] or step_times
     tokens = len(seeds) * tr.batch_size * int(splits.train.x.shape[1])

@@ -141,3 +141,25 @@ def test_batch_sums_binary_matches_numpy():
     half = tasks.mean_loss(jnp.zeros((3, 7, 5)), {"y": jnp.asarray(y), "loss_mask": ones,
                                                   "metric_mask": ones}, spec)
     assert float(half) == pytest.approx(5 * math.log(2), rel=1e-6)
+
+
+def test_recall_lags_are_the_distance_from_value_to_answer():
+    cfg = cfg_of(RecallTaskConfig, seq_len=12, n_keys=8, n_values=5)
+    s = tasks.make_splits(cfg).train
+    spec = tasks.spec(cfg)
+    assert spec.lags == (2, 4, 6, 8, 10)
+    keys = s.x[:, 0:10:2]
+    q = np.argmax(keys == s.x[:, -1:], axis=1)
+    value_pos = 2 * q + 1
+    np.testing.assert_array_equal(np.asarray(spec.lags)[s.lag], 11 - value_pos)
+    assert set(s.lag) == set(range(5))  # every lag occurs in 64 examples
+
+
+def test_batch_sums_counts_accuracy_per_lag():
+    spec = tasks.TaskSpec("tokens", 4, "classes", 3, lags=(2, 4))
+    logits = jnp.log(jnp.array([[[0.1, 0.8, 0.1]], [[0.8, 0.1, 0.1]], [[0.1, 0.1, 0.8]]]))
+    batch = {"y": jnp.array([[1], [1], [2]]), "loss_mask": jnp.ones((3, 1)),
+             "metric_mask": jnp.ones((3, 1)), "lag": jnp.array([0, 0, 1])}
+    s = tasks.batch_sums(logits, batch, spec)
+    np.testing.assert_allclose(s["lag_correct"], [1.0, 1.0])  # lag 2: one of two right
+    np.testing.assert_allclose(s["lag_count"], [2.0, 1.0])

@@ -143,3 +143,17 @@ def test_gradient_probe_records_dL_dh_t_at_start_and_end(tmp_path):
     assert not np.allclose(norms, np.asarray(init["norm"]))  # training changed the profile
     on_disk = json.loads((tmp_path / "results.json").read_text())
     np.testing.assert_allclose(on_disk["grad_norms"]["norm"], norms, rtol=1e-6)
+
+
+def test_recall_accuracy_is_recorded_per_lag(tmp_path):
+    res = T.train(tiny_cfg("task=recall", "task.seq_len=8", "task.n_keys=4", "task.n_values=4",
+                           "trainer.seeds=2"), tmp_path)
+    rec = res["recall"]
+    assert rec["lags"] == [2, 4, 6] and np.asarray(rec["accuracy"]).shape == (2, 3)
+    # Weighted by how many test examples each lag has, the per-lag accuracies are the accuracy.
+    from grubench import tasks
+    counts = np.bincount(tasks.make_splits(tiny_cfg("task=recall", "task.seq_len=8",
+                                                    "task.n_keys=4", "task.n_values=4").task)
+                         .test.lag, minlength=3)
+    overall = np.asarray(rec["accuracy"]) @ counts / counts.sum()
+    np.testing.assert_allclose(overall, res["metrics"]["test_accuracy"], rtol=1e-5)

@@ -25,6 +25,9 @@ class TaskSpec:
     # loss * loss_scale is the loss in the data's original units (e.g. the train variance for a
     # series standardised with the train mean and std); 1.0 where the loss is already there.
     loss_scale: float = 1.0
+    # Tasks with a lag between what is seen and when it must be recalled: the distinct lags
+    # (steps), ascending; each example's `Split.lag` indexes into them.
+    lags: tuple[int, ...] = ()
 
 
 class DataError(ValueError):
@@ -35,22 +38,29 @@ class DataError(ValueError):
 class Split:
     """N examples of length T. x: int [N, T] or float [N, T, D]; y: int [N, T] or float
     [N, T, O]; loss_mask and metric_mask: float [N, T], which steps the loss and the accuracy
-    score (the loss may score steps that accuracy ignores, e.g. the blanks of copy memory)."""
+    score (the loss may score steps that accuracy ignores, e.g. the blanks of copy memory);
+    lag: int [N], the index into `TaskSpec.lags` of each example's recall lag, for tasks that
+    have lags."""
 
     x: np.ndarray
     y: np.ndarray
     loss_mask: np.ndarray
     metric_mask: np.ndarray
+    lag: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def take(self, n: int) -> Split:
-        return Split(self.x[:n], self.y[:n], self.loss_mask[:n], self.metric_mask[:n])
+        return Split(self.x[:n], self.y[:n], self.loss_mask[:n], self.metric_mask[:n],
+                     None if self.lag is None else self.lag[:n])
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"x": self.x, "y": self.y, "loss_mask": self.loss_mask,
-                "metric_mask": self.metric_mask}
+        out = {"x": self.x, "y": self.y, "loss_mask": self.loss_mask,
+               "metric_mask": self.metric_mask}
+        if self.lag is not None:
+            out["lag"] = self.lag
+        return out
 
 
 @dataclass(frozen=True)
@@ -91,12 +101,17 @@ def batch_sums(outputs: jax.Array, batch: dict[str, jax.Array], spec: TaskSpec) 
         err = outputs.astype(jnp.float32) - batch["y"]
         loss = jnp.sum(err**2, axis=-1)
         correct = (jnp.max(jnp.abs(err), axis=-1) < spec.tolerance).astype(jnp.float32)
-    return {
+    sums = {
         "loss_sum": jnp.sum(loss * lm),
         "loss_weight": jnp.sum(lm),
         "correct": jnp.sum(correct * mm),
         "count": jnp.sum(mm),
     }
+    if spec.lags and "lag" in batch:  # accuracy per recall lag: lag_correct / lag_count
+        by_lag = jax.nn.one_hot(batch["lag"], len(spec.lags), dtype=jnp.float32)  # [B, n_lags]
+        sums["lag_correct"] = jnp.sum(correct * mm, axis=1) @ by_lag
+        sums["lag_count"] = jnp.sum(mm, axis=1) @ by_lag
+    return sums
 
 
 def mean_loss(outputs: jax.Array, batch: dict[str, jax.Array], spec: TaskSpec) -> jax.Array:

@@ -3,6 +3,8 @@
 Input, length L = 2P + 2 (P = (seq_len - 2) / 2 pairs, distinct keys):
     k_1 v_1 .. k_P v_P ? k_q        tokens: keys 0..K-1, values K..K+V-1, query marker K+V
 Target at the last step: v_q (a class in 0..V-1). Guessing gives ln V: the baseline.
+The recall lag of an example is the distance from v_q to the answer, L - 2 - 2q for pair q:
+2, 4, .., 2P steps; accuracy is also reported per lag.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from grubench.tasks.base import Split, TaskSpec
 
 
 def spec(cfg) -> TaskSpec:
-    return TaskSpec("tokens", cfg.n_keys + cfg.n_values + 1, "classes", cfg.n_values)
+    n_pairs = (cfg.seq_len - 2) // 2
+    return TaskSpec("tokens", cfg.n_keys + cfg.n_values + 1, "classes", cfg.n_values,
+                    lags=tuple(2 + 2 * k for k in range(n_pairs)))
 
 
 def generate(cfg, n: int, rng: np.random.Generator) -> Split:
@@ -34,7 +38,8 @@ def generate(cfg, n: int, rng: np.random.Generator) -> Split:
     y[:, -1] = values[rows, query]
     mask = np.zeros((n, L), np.float32)
     mask[:, -1] = 1.0
-    return Split(x, y, mask, mask.copy())
+    lag_index = (P - 1 - query).astype(np.int32)  # lag L - 2 - 2q is lags[P - 1 - q]
+    return Split(x, y, mask, mask.copy(), lag_index)
 
 
 def baseline(cfg) -> float:
