@@ -235,16 +235,23 @@ def _learning_curves(runs: list[dict[str, Any]]) -> list[tuple[str, Figure]] | s
         styles = _styles(lab for p in panels.values() for lab in p)
         for ax, (seq_len, lines) in zip(axes, sorted(panels.items(), key=lambda kv: kv[0] or 0),
                                         strict=True):
-            xs, ys = [], []
-            for lab, (series, n) in sorted(lines.items()):
-                if series:
-                    ys += _draw(ax, series, lab, styles[lab], n, "seeds")
-                    xs += list(series)
+            xs, ys = _draw_lines(ax, lines, styles, "seeds")
             _finish(ax, f"task={show(task)}, seq_len={show(seq_len)}", "training step",
                     f"validation loss ({loss_unit(task)})", xs, ys, log_x=False)
         _title(fig, axes, "Validation loss during training")
         figs.append((f"learning_curves_{show(task)}", fig))
     return figs or "skipped learning curves: no run has a metrics.jsonl with val/loss"
+
+
+def _draw_lines(ax, lines: dict, styles: dict, unit: str) -> tuple[list, list]:
+    """Draw every labelled series of a panel; the x and y values drawn, for the axis scales."""
+    xs: list = []
+    ys: list = []
+    for lab, (series, n) in sorted(lines.items()):
+        if series:
+            ys += _draw(ax, series, lab, styles[lab], n, unit)
+            xs += list(series)
+    return xs, ys
 
 
 def _run_level_vs(runs: list[dict[str, Any]], x_key: str,
@@ -281,11 +288,7 @@ def _vs(runs: list[dict[str, Any]], x_key: str,
     fig, axes = _panels(len(tasks))
     styles = _styles(lab for lines in tasks.values() for lab in lines)
     for ax, (task, lines) in zip(axes, tasks.items(), strict=True):
-        xs, ys = [], []
-        for lab, (series, n) in sorted(lines.items()):
-            if series:
-                ys += _draw(ax, series, lab, styles[lab], n, unit)
-                xs += list(series)
+        xs, ys = _draw_lines(ax, lines, styles, unit)
         _finish(ax, f"task={show(task)}", xlabel, ylabel(task), xs, ys, log_y=log_y)
     _title(fig, axes, what[0].upper() + what[1:])
     return [(stem, fig)]
@@ -347,11 +350,7 @@ def _per_seed_curves(runs: list[dict[str, Any]], field_: str, x_name: str,
     styles = _styles(lab for lines in tasks.values() for lab in lines)
     for ax, (task, lines) in zip(axes, sorted(tasks.items(), key=lambda kv: str(kv[0])),
                                  strict=True):
-        xs, ys = [], []
-        for lab, (series, n) in sorted(lines.items()):
-            if series:
-                ys += _draw(ax, series, lab, styles[lab], n, "seeds")
-                xs += list(series)
+        xs, ys = _draw_lines(ax, lines, styles, "seeds")
         _finish(ax, f"task={show(task)}", xlabel, ylabel, xs, ys, log_y=log_y)
     _title(fig, axes, what[0].upper() + what[1:])
     return [(stem, fig)]

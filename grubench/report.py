@@ -599,6 +599,36 @@ def _add_paper(table: Table, runs: list[dict[str, Any]],
                            f"task/model/seq_len (it has: {', '.join(has)}).")
 
 
+def select_best(runs: list[dict[str, Any]], keys: Sequence[str], select: str,
+                by: str) -> tuple[list[dict[str, Any]], str]:
+    """Model selection: in each cell of `keys`, keep only the runs whose `select` value (e.g.
+    trainer.lr) has the best mean `by` (e.g. best_val_loss) over its seeds; and a note saying
+    what was chosen where. Failed runs and diverged seeds do not score."""
+    better = direction(by)
+    if better is None:
+        raise ReportError(f"--by {by}: cannot tell whether lower or higher is better")
+    cells: dict[tuple, dict[Any, list[dict[str, Any]]]] = {}
+    for r in runs:
+        cell = tuple(key_value(r, k) for k in keys)
+        cells.setdefault(cell, {}).setdefault(key_value(r, select), []).append(r)
+    kept: list[dict[str, Any]] = []
+    chosen = []
+    for cell in sorted(cells, key=_sort_key):
+        scores = {}
+        for value, members in cells[cell].items():
+            got = [v for r in members for _, v, st in samples(r, by) if st == "ok"]
+            if got:
+                scores[value] = statistics.fmean(got)
+        if not scores:
+            continue
+        pick = (min if better == "lower" else max)(scores, key=scores.get)
+        kept += cells[cell][pick]
+        chosen.append(f"{_where(list(keys), cell)}: {show(pick)}")
+    note = (f"selected: in each cell the {select} with the {better} mean {by} over seeds — "
+            + "; ".join(chosen) + ".")
+    return kept, note
+
+
 # ---------------------------------------------------------------------------------------------
 # Rendering
 
@@ -754,6 +784,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="markdown", choices=sorted(RENDERERS))
     p.add_argument("--out", metavar="FILE", help="write the table here (default: stdout)")
     p.add_argument("--plots", metavar="DIR", help="also write PNG and SVG plots into DIR")
+    p.add_argument("--select", metavar="KEY",
+                   help="model selection: per cell keep only the runs with the best value of "
+                        "KEY (e.g. trainer.lr), judged by --by")
+    p.add_argument("--by", metavar="METRIC", default="best_val_loss",
+                   help="the metric --select judges by (default: best_val_loss)")
     p.add_argument("--paper", metavar="NAME",
                    help="put a paper's published numbers beside ours (grubench/papers.json: "
                         + ", ".join(sorted(_paper_names())) + ")")
@@ -777,7 +812,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         paper = load_paper(args.paper) if args.paper else None
         runs = read_runs(args.dirs)
+        selected = None
+        if args.select:
+            check_keys(runs, [args.select], "--select")
+            check_metric(runs, args.by)
+            runs, selected = select_best(runs, _keys(args.rows) + _keys(args.cols),
+                                         args.select, args.by)
         table = build_table(runs, _keys(args.rows), _keys(args.cols), args.metric, paper)
+        if selected:
+            table.notes.append(selected)
         text = RENDERERS[args.format](table)
         if args.out:
             try:

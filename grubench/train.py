@@ -193,14 +193,16 @@ def _where_seed(mask: np.ndarray, new, old):
                         new, old)
 
 
-def _memory(compiled) -> dict[str, int | None]:
-    """XLA's accounting of the compiled step, and the device's peak where it reports one."""
+def _memory(compiled, data_bytes: int) -> dict[str, int | None]:
+    """XLA's accounting of the compiled step — arguments + outputs + temporaries, less what
+    outputs alias and less the training set, which is an argument of the step but the same
+    for every model — and the device's peak where the backend reports one."""
     out: dict[str, int | None] = {"train_step_bytes": None, "peak_bytes": None}
     try:
         m = compiled.memory_analysis()
         out["train_step_bytes"] = int(
             m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-            - m.alias_size_in_bytes
+            - m.alias_size_in_bytes - data_bytes
         )
     except Exception:  # backends without memory analysis leave it unknown
         pass
@@ -371,7 +373,7 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
     t0 = time.perf_counter()
     compiled = step_fn.lower(state, jnp.int32(0), order.indices(0), data).compile()
     compile_s = time.perf_counter() - t0
-    results["memory"] = _memory(compiled)
+    results["memory"] = _memory(compiled, sum(a.nbytes for a in jax.tree.leaves(data)))
 
     evaluate = Evaluator(program, min(tr.eval_batch_size, len(splits.val), len(splits.test)))
     probe = None

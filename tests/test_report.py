@@ -415,3 +415,27 @@ def test_format_mean_std():
     assert f(5.3e-5, 1.2e-6) == "5.30e-05 ± 1.2e-06"
     assert f(53124.0, 0.0) == "53124 ± 0"
     assert f(float("nan"), float("nan")) == "n/a"
+
+
+def test_select_keeps_the_learning_rate_with_the_best_validation_loss(tmp_path, capsys):
+    root = tmp_path / "s"
+    picks = {}
+    for model in ("gru", "lstm"):
+        for i, lr in enumerate((1e-3, 1e-2)):
+            # gru is best at 1e-3, lstm at 1e-2 (lower best_val_loss)
+            good = (model == "gru") == (lr == 1e-3)
+            val = [0.1, 0.12] if good else [0.3, 0.32]
+            test = [0.2 + i, 0.22 + i]
+            write_run(root, f"{model}-{i}", model=model, lr=lr, metrics={
+                "best_val_loss": val, "test_loss": test, "val_loss": val})
+            if good:
+                picks[model] = (lr, np.mean(test))
+    rc = main([str(root), "--rows", "task", "--cols", "model", "--select", "trainer.lr",
+               "--by", "best_val_loss"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    row = next(line for line in out.splitlines() if line.startswith("| copy"))
+    assert f"{picks['gru'][1]:.3g}" in row and f"{picks['lstm'][1]:.3g}" in row
+    assert "(n=2)" in row  # only the chosen runs are pooled
+    assert "selected: in each cell the trainer.lr with the lower mean best_val_loss" in out
+    assert "model=gru: 0.001" in out and "model=lstm: 0.01" in out
