@@ -384,7 +384,9 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
         if start == 0:
             results["grad_norms_init"] = {"t": list(range(int(splits.val.x.shape[1]))),
                                           "step": 0, "norm": probe(state["params"])}
-    train_eval = splits.train.take(len(splits.val))
+    # train_loss is measured like val_loss, on the whole training set up to 5 000 examples
+    # (at least as many as validation has), so the gap compares like with like.
+    train_eval = splits.train.take(max(len(splits.val), min(len(splits.train), 5000)))
     bar = _progress(tr.steps, tr.progress)
     bar.update(start)
     end = tr.steps

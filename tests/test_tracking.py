@@ -103,3 +103,16 @@ def test_end_of_sweep_logs_the_table_and_plots_to_wandb(monkeypatch, tmp_path):
     result = json.loads((tmp_path / "0_gru_copy" / "results.json").read_text())
     assert got["model"] == "gru" and got["seeds"] == 2
     assert got["test_loss"] == pytest.approx(np.mean(result["metrics"]["test_loss"]))
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from grubench.results import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "results.json", "{}\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
