@@ -301,7 +301,8 @@ def _fault(point: str) -> None:
 
 
 class _SigtermFlag:
-    """While active, SIGTERM only raises a flag; the loop checkpoints and stops at a step end."""
+    """While active, SIGTERM only raises a flag; the loop checkpoints and stops at a step end.
+    A second SIGTERM before then terminates the process as usual."""
 
     def __init__(self):
         self.raised = False
@@ -315,6 +316,9 @@ class _SigtermFlag:
         return self
 
     def _handle(self, signum, frame):
+        if self.raised:  # a second SIGTERM: the step did not end (a hang?); die at once
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
         self.raised = True
 
     def __exit__(self, *exc):
