@@ -504,7 +504,7 @@ def format_summary(results: dict[str, Any]) -> str:
         if not xs:
             return "n/a"
         mean = sum(xs) / len(xs)
-        std = statistics.pstdev(xs) if len(xs) > 1 else 0.0
+        std = statistics.stdev(xs) if len(xs) > 1 else 0.0
         return f"{mean:.4f} ± {std:.4f}" if len(xs) > 1 else f"{mean:.4f}"
 
     base = results["baselines"]["loss"]
