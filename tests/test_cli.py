@@ -95,3 +95,33 @@ def test_cli_exits_2_with_one_line_and_no_traceback(args, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("grubench-train: error: ")
     assert "Traceback" not in p.stderr + p.stdout
     assert not (tmp_path / "never").exists()
+
+
+def test_a_2x2_sweep_through_the_submitit_launcher(tmp_path):
+    """submitit_local runs the same path a SLURM job does: pickled jobs in worker processes."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "sweep"
+    p = run_cli("-m", "hydra/launcher=submitit_local", *TINY, "trainer.steps=3",
+                "model=gru,lstm", "task.seq_len=3,4", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs = [json.loads(r.read_text()) for r in sorted(sweep.glob("*/results.json"))]
+    assert sorted((r["model"], r["seq_len"]) for r in runs) == [
+        ("gru", 3), ("gru", 4), ("lstm", 3), ("lstm", 4)]
+    assert all(r["status"] == "completed" for r in runs)
+    assert len((sweep / "summary.md").read_text().splitlines()) == 6
+
+
+def test_the_slurm_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+
+    from grubench.cli import CONF_DIR
+
+    check_overrides(["-m", "hydra/launcher=slurm", "model=gru,lstm"])
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["hydra/launcher=slurm",
+                                                      "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.partition == "gpu" and launcher.max_num_timeout == 3
