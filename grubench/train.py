@@ -326,9 +326,11 @@ class _SigtermFlag:
             signal.signal(signal.SIGTERM, self._old)
 
 
-def _open_resume_source(cfg: DictConfig, out_dir: Path) -> Checkpoints:
+def _resume_source(cfg: DictConfig, own: Checkpoints) -> Checkpoints:
+    """Where to resume from: `trainer.resume` (a run directory or its checkpoints/), else the
+    run's own checkpoints."""
     if not cfg.trainer.resume:
-        return Checkpoints(out_dir / "checkpoints", cfg.trainer.keep_checkpoints)
+        return own
     path = Path(cfg.trainer.resume)
     if (path / "checkpoints").is_dir():
         path = path / "checkpoints"
@@ -354,7 +356,7 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
     best_step = np.zeros(len(seeds), np.int64)
     since_best = np.zeros(len(seeds), np.int64)  # evaluations without a better val loss
     step_times: list[float] = []
-    restored = _open_resume_source(cfg, out_dir).restore(state, config_dict)
+    restored = _resume_source(cfg, ckpts).restore(state, config_dict)
     if restored is not None:
         state, meta = restored
         start = int(meta["step"])
