@@ -36,6 +36,13 @@ class ModelConfig:
     dropout: float = 0.0  # on the output of every recurrent layer (Zaremba et al. 2014)
     embed_dim: int = 0  # encoder width; 0 feeds one-hot tokens / raw reals straight in
     unroll: int = 1  # jax.lax.scan unroll factor
+    # Rematerialise the scan in checkpointed chunks of remat_chunk steps (0: about sqrt(T)):
+    # training memory O(sqrt(T)) instead of O(T), for about one more forward pass.
+    remat: bool = False
+    remat_chunk: int = 0
+    # > 0: choose `hidden` so the model has as close to this many parameters as possible
+    # (GRU, LSTM and tanh-RNN compared at equal size, as Chung et al. 2014 did).
+    param_budget: int = 0
     forget_bias: float = 1.0  # LSTM forget-gate bias at init (Jozefowicz et al. 2015)
     recurrent_init: str = "orthogonal"  # orthogonal | lecun_normal
     bias_init: float = 0.0
@@ -79,6 +86,27 @@ class RecallTaskConfig(TaskConfig):
     seq_len: int = 22
     n_keys: int = 16
     n_values: int = 16
+
+
+@dataclass
+class DelayTaskConfig(TaskConfig):
+    """Delayed recall: output the symbol seen `lag` steps back, over `seq_len` steps."""
+
+    name: str = "delay"
+    seq_len: int = 40
+    lag: int = 20
+    n_symbols: int = 8
+
+
+@dataclass
+class CountingTaskConfig(TaskConfig):
+    """Counting languages a^n b^n (anbn) or a^n b^n c^n (anbncn): `seq_len` is the largest n of
+    train and val; test draws n in seq_len+1..test_max_n (0: 2 * seq_len)."""
+
+    name: str = "counting"
+    language: str = "anbn"
+    seq_len: int = 20
+    test_max_n: int = 0
 
 
 @dataclass
@@ -131,6 +159,7 @@ class TrainerConfig:
     log_every: int = 50
     eval_batch_size: int = 500
     timing_warmup: int = 5  # steps excluded from the step-time median
+    stream_repeats: int = 200  # streaming-inference steps timed at batch 1 (0: not measured)
     # Early stopping: > 0 keeps each seed's best-validation parameters for the final
     # evaluation and ends the run once every seed has gone `patience` evaluations without a
     # better validation loss.
@@ -167,6 +196,8 @@ TASK_SCHEMAS: dict[str, type[TaskConfig]] = {
     "copy": CopyTaskConfig,
     "adding": AddingTaskConfig,
     "recall": RecallTaskConfig,
+    "delay": DelayTaskConfig,
+    "counting": CountingTaskConfig,
     "chorales": ChoralesTaskConfig,
     "sunspots": SunspotsTaskConfig,
     "digits": DigitsTaskConfig,
@@ -214,6 +245,10 @@ def validate(cfg: DictConfig | Config) -> None:
     _require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "a float in [0, 1)")
     _require(m.embed_dim >= 0, "model.embed_dim", m.embed_dim, "an integer >= 0")
     _require(m.unroll >= 1, "model.unroll", m.unroll, "an integer >= 1")
+    _require(m.remat_chunk >= 0, "model.remat_chunk", m.remat_chunk,
+             "an integer >= 0 (0: about sqrt(seq_len))")
+    _require(m.param_budget >= 0, "model.param_budget", m.param_budget,
+             "an integer >= 0 (0: use model.hidden)")
     _require(
         m.recurrent_init in ("orthogonal", "lecun_normal"),
         "model.recurrent_init",
@@ -245,6 +280,19 @@ def validate(cfg: DictConfig | Config) -> None:
             f"an integer >= {n_pairs}, the number of pairs at seq_len={t.seq_len}",
         )
         _require(t.n_values >= 2, "task.n_values", t.n_values, "an integer >= 2")
+    if t.name == "delay":
+        _require(t.lag >= 1, "task.lag", t.lag, "an integer >= 1")
+        _require(
+            t.seq_len > t.lag, "task.seq_len", t.seq_len,
+            f"an integer > task.lag={t.lag} for delay (some steps must recall)",
+        )
+        _require(t.n_symbols >= 2, "task.n_symbols", t.n_symbols, "an integer >= 2")
+    if t.name == "counting":
+        _require(t.language in ("anbn", "anbncn"), "task.language", t.language, "anbn or anbncn")
+        _require(
+            t.test_max_n == 0 or t.test_max_n > t.seq_len, "task.test_max_n", t.test_max_n,
+            f"0 (2 * seq_len) or an integer > task.seq_len={t.seq_len}, the largest train n",
+        )
     if t.name == "sunspots":
         _require(t.seq_len <= 100, "task.seq_len", t.seq_len, "an integer in [1, 100] for sunspots")
         _require(t.tolerance > 0, "task.tolerance", t.tolerance, "a float > 0")
@@ -272,6 +320,8 @@ def validate(cfg: DictConfig | Config) -> None:
     _require(
         tr.eval_batch_size >= 1, "trainer.eval_batch_size", tr.eval_batch_size, "an integer >= 1"
     )
+    _require(tr.stream_repeats >= 0, "trainer.stream_repeats", tr.stream_repeats,
+             "an integer >= 0 (0: not measured)")
     _require(tr.timing_warmup >= 0, "trainer.timing_warmup", tr.timing_warmup, "an integer >= 0")
     _require(
         tr.checkpoint_every >= 0, "trainer.checkpoint_every", tr.checkpoint_every,

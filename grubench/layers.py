@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -16,6 +18,11 @@ class Recurrent(nnx.Module):
     is one matmul before the scan; the scan carries only the recurrent state. `unroll` is
     passed to `jax.lax.scan`; `reverse=True` runs from the last step to the first. Other
     keywords (reset_after, forget_bias, recurrent_init, bias_init) go to the cell.
+
+    `remat=True` trades compute for memory: the sequence is cut into chunks of `remat_chunk`
+    steps (0: about sqrt(T)), each chunk's projection and scan is `jax.checkpoint`ed, and the
+    backward pass recomputes a chunk's activations from the carry at its start. Training keeps
+    T / c carries plus one chunk's activations instead of every step's gates: O(sqrt(T)).
     """
 
     def __init__(
@@ -28,6 +35,8 @@ class Recurrent(nnx.Module):
         unroll: int = 1,
         time_major: bool = False,
         reverse: bool = False,
+        remat: bool = False,
+        remat_chunk: int = 0,
         **cell_kw,
     ):
         self.cell = make_cell(cell, in_features, hidden, rngs=rngs, **cell_kw)
@@ -35,6 +44,8 @@ class Recurrent(nnx.Module):
         self.unroll = unroll
         self.time_major = time_major
         self.reverse = reverse
+        self.remat = remat
+        self.remat_chunk = remat_chunk
 
     def __call__(self, xs: jax.Array, carry: Carry | None = None,
                  probe: jax.Array | None = None) -> tuple[jax.Array, Carry]:
@@ -43,20 +54,52 @@ class Recurrent(nnx.Module):
         later step — the vanishing-gradient curve."""
         # Time-major, so the scan slices contiguous [B, G*H] rows; XLA folds the transpose
         # into the projection matmul.
-        xp = self.cell.project(xs if self.time_major else jnp.swapaxes(xs, 0, 1))
+        xs_t = xs if self.time_major else jnp.swapaxes(xs, 0, 1)
         if carry is None:
-            carry = self.cell.initial_carry(xp.shape[1:2])
+            carry = self.cell.initial_carry(xs_t.shape[1:2])
         if probe is not None:
-            return self._probed(xp, carry, probe)
-        if getattr(self.cell, "parallel_ok", False):  # minGRU / minLSTM: no scan needed
-            xs_t = xp[::-1] if self.reverse else xp
-            ys, carry = self.cell.parallel(xs_t, carry)
-            ys = ys[::-1] if self.reverse else ys
+            return self._probed(self.cell.project(xs_t), carry, probe)
+        if self.remat:
+            ys, carry = self._chunked(xs_t, carry)
         else:
-            carry, ys = jax.lax.scan(
-                self.cell.recurrence(), carry, xp, unroll=self.unroll, reverse=self.reverse
-            )
+            ys, carry = self._run(self.cell.project(xs_t), carry, self.reverse)
         return (ys if self.time_major else jnp.swapaxes(ys, 0, 1)), carry
+
+    def _run(self, xp: jax.Array, carry: Carry, reverse: bool) -> tuple[jax.Array, Carry]:
+        """(ys, carry) over time-major projected inputs xp."""
+        if getattr(self.cell, "parallel_ok", False):  # minGRU / minLSTM: no scan needed
+            ys, carry = self.cell.parallel(xp[::-1] if reverse else xp, carry)
+            return (ys[::-1] if reverse else ys), carry
+        carry, ys = jax.lax.scan(self.cell.recurrence(), carry, xp, unroll=self.unroll,
+                                 reverse=reverse)
+        return ys, carry
+
+    def _chunked(self, xs: jax.Array, carry: Carry) -> tuple[jax.Array, Carry]:
+        """The remat path: a scan over checkpointed chunks of c steps, then the T mod c rest.
+        The projection is inside the chunk, so its [T, B, G*H] output is not kept either."""
+        if self.reverse:
+            ys, carry = self._chunked_forward(xs[::-1], carry)
+            return ys[::-1], carry
+        return self._chunked_forward(xs, carry)
+
+    def _chunked_forward(self, xs: jax.Array, carry: Carry) -> tuple[jax.Array, Carry]:
+        t = xs.shape[0]
+        c = self.remat_chunk or max(1, round(math.sqrt(t)))
+        c = min(c, t)
+        n = t // c
+
+        @jax.checkpoint
+        def chunk(h, x_chunk):
+            ys, h = self._run(self.cell.project(x_chunk), h, False)
+            return h, ys
+
+        main = xs[: n * c].reshape(n, c, *xs.shape[1:])
+        carry, ys = jax.lax.scan(chunk, carry, main)
+        ys = ys.reshape(n * c, *ys.shape[2:])
+        if n * c < t:
+            carry, rest = chunk(carry, xs[n * c :])
+            ys = jnp.concatenate([ys, rest])
+        return ys, carry
 
 
     def _probed(self, xp: jax.Array, carry: Carry, probe: jax.Array):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from omegaconf import OmegaConf
 
 from grubench import tasks
 from grubench.layers import stack
@@ -42,6 +43,8 @@ class SequenceModel(nnx.Module):
             recurrent_init=m.recurrent_init,
             bias_init=m.bias_init,
             unroll=m.unroll,
+            remat=m.remat,
+            remat_chunk=m.remat_chunk,
         )
         self.head = nnx.Linear(m.hidden, self.spec.output_size, rngs=rngs)
 
@@ -57,7 +60,52 @@ class SequenceModel(nnx.Module):
         ys, _ = self.rnn(self.encode(x), dropout_key=dropout_key, probe=probe)
         return self.head(ys)
 
+    def initial_carries(self, batch: int) -> list:
+        """The zero state of every layer, for `step`."""
+        return [layer.cell.initial_carry((batch,)) for layer in self.rnn.layers]
+
+    def step(self, x_t: jax.Array, carries: list) -> tuple[jax.Array, list]:
+        """Streaming inference, one time step: x_t [B] tokens or [B, D] reals -> ([B, O], new
+        carries). Run over t it gives `__call__`'s outputs, step by step."""
+        h = self.encode(x_t)
+        out = []
+        for layer, carry in zip(self.rnn.layers, carries, strict=True):
+            carry, h = layer.cell.recurrence()(carry, layer.cell.project(h))
+            out.append(carry)
+        return self.head(h), out
+
 
 def param_count(state) -> int:
     """Number of scalars in a parameter pytree (of one seed)."""
     return int(sum(x.size for x in jax.tree.leaves(state)))
+
+
+def count_params(cfg) -> int:
+    """Parameters of the model `cfg` describes, from shapes alone (nothing is initialised)."""
+    abstract = nnx.eval_shape(lambda: SequenceModel(cfg, rngs=nnx.Rngs(0)))
+    return param_count(nnx.state(abstract, nnx.Param))
+
+
+def hidden_for_budget(cfg, budget: int) -> int:
+    """The hidden size whose model has the parameter count nearest `budget` (the smaller on a
+    tie). The count grows with hidden, so a bisection finds it."""
+    def count(h: int) -> int:
+        return count_params(OmegaConf.merge(cfg, {"model": {"hidden": h}}))
+
+    lo, hi = 1, 2
+    while count(hi) < budget:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:  # invariant: count(lo) < budget <= count(hi), or lo == 1
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if count(mid) < budget else (lo, mid)
+    if count(lo) >= budget:
+        return lo
+    return lo if budget - count(lo) <= count(hi) - budget else hi
+
+
+def with_budget(cfg):
+    """`cfg` with model.hidden set from model.param_budget when that is > 0, else `cfg`."""
+    if not cfg.model.param_budget:
+        return cfg
+    return OmegaConf.merge(cfg, {"model": {"hidden": hidden_for_budget(cfg,
+                                                                     cfg.model.param_budget)}})

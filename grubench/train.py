@@ -27,10 +27,10 @@ import optax
 from flax import nnx
 from omegaconf import DictConfig, OmegaConf
 
-from grubench import optim, tasks
+from grubench import measure, optim, tasks
 from grubench.checkpoint import CheckpointError, Checkpoints
 from grubench.config import ConfigError, validate
-from grubench.model import SequenceModel, param_count
+from grubench.model import SequenceModel, param_count, with_budget
 from grubench.results import SCHEMA, write_json
 from grubench.tracking import Tracker, TrackingError
 
@@ -140,6 +140,10 @@ class Program:
             zeros)
         return b * jnp.mean(jnp.linalg.norm(g, axis=-1), axis=0)
 
+    def stream_step(self, params, x_t: jax.Array, carries: list) -> tuple[jax.Array, list]:
+        """Streaming inference: one time step of one seed's model (see SequenceModel.step)."""
+        return nnx.merge(self.graphdef, params).step(x_t, carries)
+
     def eval_sums(self, params, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         model = nnx.merge(self.graphdef, params)
         return tasks.batch_sums(model(batch["x"]), batch, self.spec)
@@ -193,25 +197,6 @@ def _where_seed(mask: np.ndarray, new, old):
                         new, old)
 
 
-def _memory(compiled, data_bytes: int) -> dict[str, int | None]:
-    """XLA's accounting of the compiled step — arguments + outputs + temporaries, less what
-    outputs alias and less the training set, which is an argument of the step but the same
-    for every model — and the device's peak where the backend reports one."""
-    out: dict[str, int | None] = {"train_step_bytes": None, "peak_bytes": None}
-    try:
-        m = compiled.memory_analysis()
-        out["train_step_bytes"] = int(
-            m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-            - m.alias_size_in_bytes - data_bytes
-        )
-    except Exception:  # backends without memory analysis leave it unknown
-        pass
-    stats = jax.devices()[0].memory_stats() or {}
-    if "peak_bytes_in_use" in stats:
-        out["peak_bytes"] = int(stats["peak_bytes_in_use"])
-    return out
-
-
 def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -247,6 +232,7 @@ def train(cfg: DictConfig, out_dir: str | Path, *, group: str | None = None) -> 
     `group` names the sweep for W&B (default `logger.group`).
     """
     validate(cfg)
+    cfg = with_budget(cfg)  # model.param_budget > 0 sets model.hidden
     out_dir = Path(out_dir)
     previous = completed(out_dir)
     if previous is not None:
@@ -379,7 +365,12 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
     t0 = time.perf_counter()
     compiled = step_fn.lower(state, jnp.int32(0), order.indices(0), data).compile()
     compile_s = time.perf_counter() - t0
-    results["memory"] = _memory(compiled, sum(a.nbytes for a in jax.tree.leaves(data)))
+    # The training set is an argument of the step but the same for every model: left out.
+    results["memory"] = {
+        "train_step_bytes": measure.compiled_bytes(
+            compiled, exclude_bytes=sum(a.nbytes for a in jax.tree.leaves(data))),
+        "peak_bytes": measure.device_peak_bytes(),
+    }
 
     evaluate = Evaluator(program, min(tr.eval_batch_size, len(splits.val), len(splits.test)))
     probe = None
@@ -472,6 +463,14 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
                              "accuracy": np.where(diverged[:, None], np.nan,
                                                   final["test"]["lag_accuracy"])}
 
+    # Streaming inference (a real-time speech or chat server): one step at batch 1, seed 0.
+    one = jax.tree.map(lambda a: a[0], params)
+    carries = nnx.merge(program.graphdef, one).initial_carries(1)
+    stream_s = measure.stream_step_time(program.stream_step, one, splits.test.x[:1, 0], carries,
+                                        repeats=tr.stream_repeats) if tr.stream_repeats else None
+    results["memory"]["param_bytes"] = measure.param_bytes(one)
+    results["memory"]["peak_bytes"] = measure.device_peak_bytes()
+
     timed = step_times[tr.timing_warmup :] or step_times
     tokens = len(seeds) * tr.batch_size * int(splits.train.x.shape[1])
     step_s = statistics.median(timed) if timed else math.nan
@@ -480,6 +479,7 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
         "compile_s": compile_s,
         "tokens_per_s": tokens / step_s,
         "timed_steps": len(timed),
+        "stream_step_ms": None if stream_s is None else 1e3 * stream_s,
         "device": str(jax.devices()[0].device_kind),
     }
     if diverged.any():
@@ -523,6 +523,9 @@ def format_summary(results: dict[str, Any]) -> str:
             f"  step {sp['step_time_ms']:.2f} ms  compile {sp['compile_s']:.1f} s  "
             f"{sp['tokens_per_s']:.0f} tokens/s  wall {results['wall_s']:.0f} s"
         )
+        if sp.get("stream_step_ms") is not None:
+            lines.append(f"  streaming step (batch 1) {1e3 * sp['stream_step_ms']:.0f} us  "
+                         f"params {results['memory'].get('param_bytes', 0) / 1e3:.1f} kB")
     if results.get("error"):
         lines.append(f"  {results['error']}")
     return "\n".join(lines)

@@ -57,7 +57,8 @@ BAD = [
     (["model.hiden=3"], "model.hiden=3 is not allowed: no such key"),
     (["model=foo"], "model=foo is not allowed: one of gru, gru_v1, lstm, mingru, minlstm, rnn"),
     (["task=nope"],
-     "task=nope is not allowed: one of adding, chorales, copy, digits, recall, sunspots"),
+     "task=nope is not allowed: one of adding, chorales, copy, counting, delay, digits, recall, "
+     "sunspots"),
     (["model.hidden=0"], "model.hidden=0 is not allowed: an integer >= 1"),
     (["model.hidden=abc"], "model.hidden=abc is not allowed"),
     (["model.depth=0"], "model.depth=0 is not allowed"),

@@ -8,7 +8,18 @@ import pytest
 from omegaconf import OmegaConf
 
 from grubench import tasks
-from grubench.config import AddingTaskConfig, CopyTaskConfig, RecallTaskConfig
+from grubench.config import (
+    AddingTaskConfig,
+    Config,
+    ConfigError,
+    CopyTaskConfig,
+    CountingTaskConfig,
+    DelayTaskConfig,
+    RecallTaskConfig,
+    validate,
+)
+from grubench.tasks import counting
+from helpers import tiny_cfg
 
 
 def cfg_of(schema, **kw):
@@ -70,7 +81,8 @@ def test_recall_layout():
     np.testing.assert_array_equal(s.y[:, -1], values[np.arange(64), pos])
 
 
-@pytest.mark.parametrize("schema", [CopyTaskConfig, AddingTaskConfig, RecallTaskConfig])
+@pytest.mark.parametrize("schema", [CopyTaskConfig, AddingTaskConfig, RecallTaskConfig,
+                                    DelayTaskConfig, CountingTaskConfig])
 def test_splits_are_deterministic_and_distinct(schema):
     a = tasks.make_splits(cfg_of(schema))
     b = tasks.make_splits(cfg_of(schema))
@@ -163,3 +175,114 @@ def test_batch_sums_counts_accuracy_per_lag():
     s = tasks.batch_sums(logits, batch, spec)
     np.testing.assert_allclose(s["lag_correct"], [1.0, 1.0])  # lag 2: one of two right
     np.testing.assert_allclose(s["lag_count"], [2.0, 1.0])
+
+
+def test_delay_layout():
+    cfg = cfg_of(DelayTaskConfig, seq_len=12, lag=4, n_symbols=5)
+    spec = tasks.spec(cfg)
+    assert (spec.input_size, spec.output_size, spec.lags, spec.accuracy) == (5, 5, (4,), "step")
+    for s in tasks.make_splits(cfg).__dict__.values():
+        assert s.x.shape == s.y.shape == (len(s), 12)
+        assert s.x.min() == 0 and s.x.max() == 4
+        np.testing.assert_array_equal(s.y[:, 4:], s.x[:, :-4])  # the symbol 4 steps back
+        np.testing.assert_array_equal(s.y[:, :4], 0)
+        for mask in (s.loss_mask, s.metric_mask):
+            assert mask[:, 4:].all() and not mask[:, :4].any()
+        np.testing.assert_array_equal(s.lag, 0)
+    assert tasks.baseline(cfg) == pytest.approx(math.log(5))
+
+
+def expected_string(n, k, length):
+    """S a^n b^n [c^n] and pads; the targets a^n b^n [c^n] E; the determined steps."""
+    x = [1] + [2] * n + [3] * n + [4] * n * (k == 3)
+    y = x[1:] + [5]
+    scored = [1] + [0] * n + [1] * (k - 1) * n
+    pad = [0] * (length - len(x))
+    return x + pad, y + pad, [1] * len(x) + pad, scored + pad
+
+
+@pytest.mark.parametrize("language,k", [("anbn", 2), ("anbncn", 3)])
+@pytest.mark.parametrize("test_max_n", [0, 9])
+def test_counting_layout(language, k, test_max_n):
+    cfg = cfg_of(CountingTaskConfig, language=language, seq_len=4, test_max_n=test_max_n)
+    top = test_max_n or 8
+    spec = tasks.spec(cfg)
+    assert spec.lags == tuple(range(1, top + 1)) and spec.accuracy == "sequence"
+    splits = tasks.make_splits(cfg)
+    for name, (lo, hi) in [("train", (1, 4)), ("val", (1, 4)), ("test", (5, top))]:
+        s = getattr(splits, name)
+        assert s.x.shape == (len(s), k * top + 1)  # one length across the splits
+        ns = s.lag + 1
+        assert ns.min() == lo and ns.max() == hi, name  # test n all beyond train n
+        for i, n in enumerate(ns):
+            x, y, lm, mm = expected_string(int(n), k, k * top + 1)
+            np.testing.assert_array_equal(s.x[i], x)
+            np.testing.assert_array_equal(s.y[i], y)
+            np.testing.assert_array_equal(s.loss_mask[i], lm)
+            np.testing.assert_array_equal(s.metric_mask[i], mm)
+
+
+def test_sequence_accuracy_counts_an_example_right_only_when_every_scored_step_is():
+    cfg = cfg_of(CountingTaskConfig, seq_len=3)  # lags 1..6
+    s = counting.strings(cfg, np.array([1, 2, 3, 2]))
+    logits = np.where(np.arange(6) == s.y[..., None], 5.0, 0.0).astype(np.float32)
+    logits[1, 4, 2] = 9.0  # n=2: a wrong guess on a b-step (a, not b): the string fails
+    logits[2, 2, :] = [0, 0, 0, 9, 0, 0]  # n=3: wrong on an a-step, which is not scored
+    batch = s.arrays()
+    batch["metric_mask"][3] = batch["loss_mask"][3] = 0.0  # a padding row counts nowhere
+    seq = tasks.batch_sums(jnp.asarray(logits), batch, tasks.spec(cfg))
+    assert (float(seq["correct"]), float(seq["count"])) == (2.0, 3.0)
+    np.testing.assert_allclose(seq["lag_correct"], [1, 0, 1, 0, 0, 0])
+    np.testing.assert_allclose(seq["lag_count"], [1, 1, 1, 0, 0, 0])
+    # The same sums per step, as every other task has them.
+    step = tasks.batch_sums(jnp.asarray(logits), batch, tasks.TaskSpec(
+        "tokens", 6, "classes", 6, lags=tasks.spec(cfg).lags))
+    mm = batch["metric_mask"]
+    assert (float(step["correct"]), float(step["count"])) == (mm.sum() - 1, mm.sum())
+    np.testing.assert_allclose(step["lag_correct"], [2, 2, 4, 0, 0, 0])  # S and the b-steps
+    np.testing.assert_allclose(step["lag_count"], [2, 3, 4, 0, 0, 0])
+    for k in ("loss_sum", "loss_weight"):
+        assert float(seq[k]) == float(step[k])
+
+
+@pytest.mark.parametrize("language,k", [("anbn", 2), ("anbncn", 3)])
+@pytest.mark.parametrize("seq_len", [1, 5])
+def test_counting_baseline_is_the_loss_of_the_current_symbol_predictor(language, k, seq_len):
+    """One string per n in 1..seq_len (the train distribution, exactly), scored by the best
+    predictor that sees only the current symbol: P(run ends) = P(a -> b) = 1 / E[n]."""
+    cfg = cfg_of(CountingTaskConfig, language=language, seq_len=seq_len)
+    s = counting.strings(cfg, np.arange(1, seq_len + 1))
+    nxt = np.zeros((6, 6))  # P(next | current), counted from the strings
+    real = s.loss_mask > 0
+    np.add.at(nxt, (s.x[real], s.y[real]), 1.0)
+    nxt /= np.maximum(nxt.sum(1, keepdims=True), 1.0)
+    m = (seq_len + 1) / 2
+    assert nxt[2, 3] == pytest.approx(1 / m) and nxt[1, 2] == 1.0
+    logits = np.log(np.maximum(nxt, 1e-30))[s.x].astype(np.float32)
+    loss = tasks.mean_loss(jnp.asarray(logits), s.arrays(), tasks.spec(cfg))
+    assert float(loss) == pytest.approx(tasks.baseline(cfg), rel=1e-5, abs=1e-6)
+    # A model that counts does better: only the a-run, ln(seq_len) nats a string, is a guess.
+    assert math.log(seq_len) / (1 + k * m) <= tasks.baseline(cfg)
+
+
+@pytest.mark.parametrize("task,message", [
+    (DelayTaskConfig(lag=0), "task.lag=0 is not allowed: an integer >= 1"),
+    (DelayTaskConfig(seq_len=40, lag=40),
+     "task.seq_len=40 is not allowed: an integer > task.lag=40 for delay"),
+    (DelayTaskConfig(n_symbols=1), "task.n_symbols=1 is not allowed: an integer >= 2"),
+    (CountingTaskConfig(language="anbm"), "task.language=anbm is not allowed: anbn or anbncn"),
+    (CountingTaskConfig(seq_len=0), "task.seq_len=0 is not allowed: an integer >= 1"),
+    (CountingTaskConfig(seq_len=20, test_max_n=20),
+     "task.test_max_n=20 is not allowed: 0 (2 * seq_len) or an integer > task.seq_len=20"),
+], ids=["lag", "seq_len_le_lag", "n_symbols", "language", "seq_len", "test_max_n"])
+def test_bad_delay_and_counting_values_are_one_line(task, message):
+    with pytest.raises(ConfigError) as e:
+        validate(Config(task=task))
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_delay_and_counting_compose_from_conf():
+    validate(tiny_cfg("task=counting", "task.language=anbncn"))
+    validate(tiny_cfg("task=delay", "task.lag=2"))
+    with pytest.raises(ConfigError, match=r"^task.seq_len=40 is not allowed: an integer > task"):
+        validate(tiny_cfg("task=delay", "task.lag=50", "task.seq_len=40"))

@@ -30,6 +30,8 @@ def test_results_and_curves_are_written(two_seeds):
         T.build(tiny_cfg()).graphdef and jax.eval_shape(
             lambda: T.build(tiny_cfg()).init(jnp.int32(0))["params"])))
     assert on_disk["speed"]["step_time_ms"] > 0 and on_disk["memory"]["train_step_bytes"] > 0
+    assert on_disk["speed"]["stream_step_ms"] > 0
+    assert on_disk["memory"]["param_bytes"] == 4 * on_disk["params"]  # float32
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in rows if "train/loss" in r]
     assert steps == [3, 6] and all(len(r["train/loss"]) == 2 for r in rows if "train/loss" in r)
@@ -50,6 +52,14 @@ def test_seeds_under_vmap_match_each_seed_alone(two_seeds, tmp_path):
 def test_same_config_and_seed_give_identical_metrics(two_seeds, tmp_path):
     again = T.train(tiny_cfg("trainer.seeds=2", "seed=0"), tmp_path)
     assert again["metrics"] == two_seeds[0]["metrics"]
+
+
+def test_param_budget_sets_hidden_in_the_results(tmp_path):
+    res = T.train(tiny_cfg("model=lstm", "model.param_budget=2000", "trainer.steps=1",
+                           "trainer.stream_repeats=0"), tmp_path)
+    assert res["hidden"] == res["config"]["model"]["hidden"] != 8
+    assert abs(res["params"] - 2000) < 0.05 * 2000
+    assert res["speed"]["stream_step_ms"] is None
 
 
 def test_training_lowers_the_loss(tmp_path):

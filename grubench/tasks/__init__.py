@@ -1,16 +1,28 @@
 """Tasks: one module per family.
 
-Synthetic tasks (copy, adding, recall) provide `spec`, `generate` and `baseline`; their splits
-are drawn from `task.data_seed`. Real-data tasks (chorales, sunspots, digits) provide `spec`,
-`load_splits` and `baseline`: a fixed, documented split of data a package ships (the `data`
-extra), checked on load, with `task.train_size` capping the training set.
+Synthetic tasks (copy, adding, recall, delay, counting) provide `spec`, `generate` and
+`baseline`; their splits are drawn from `task.data_seed`. A `generate` that takes `split` draws
+a test split unlike train and val (counting: longer strings). Real-data tasks (chorales,
+sunspots, digits) provide `spec`, `load_splits` and `baseline`: a fixed, documented split of
+data a package ships (the `data` extra), checked on load, with `task.train_size` capping the
+training set.
 """
 
 from __future__ import annotations
 
+import inspect
 from types import ModuleType
 
-from grubench.tasks import adding, chorales, copy_memory, digits, recall, sunspots
+from grubench.tasks import (
+    adding,
+    chorales,
+    copy_memory,
+    counting,
+    delay,
+    digits,
+    recall,
+    sunspots,
+)
 from grubench.tasks.base import (
     DataError,
     Split,
@@ -23,8 +35,8 @@ from grubench.tasks.base import (
 from grubench.tasks.data import REQUIRES, available, missing_message
 
 TASKS: dict[str, ModuleType] = {
-    "copy": copy_memory, "adding": adding, "recall": recall,
-    "chorales": chorales, "sunspots": sunspots, "digits": digits,
+    "copy": copy_memory, "adding": adding, "recall": recall, "delay": delay,
+    "counting": counting, "chorales": chorales, "sunspots": sunspots, "digits": digits,
 }
 
 
@@ -57,16 +69,19 @@ def baseline(cfg) -> float | None:
 
 def make_splits(cfg) -> Splits:
     """Train/val/test. Synthetic tasks: from `cfg.data_seed`, each from its own stream; train
-    has train_size. Real-data tasks: their fixed split (`load_splits`), train capped at
-    train_size."""
+    has train_size; a `generate` taking `split` is told which split it draws. Real-data tasks:
+    their fixed split (`load_splits`), train capped at train_size."""
     task = get(cfg.name)
     if hasattr(task, "load_splits"):
         return task.load_splits(cfg)
-    return Splits(
-        train=task.generate(cfg, cfg.train_size, split_rng(cfg.data_seed, "train")),
-        val=task.generate(cfg, cfg.val_size, split_rng(cfg.data_seed, "val")),
-        test=task.generate(cfg, cfg.test_size, split_rng(cfg.data_seed, "test")),
-    )
+    by_split = "split" in inspect.signature(task.generate).parameters
+
+    def draw(split: str, n: int) -> Split:
+        kw = {"split": split} if by_split else {}
+        return task.generate(cfg, n, split_rng(cfg.data_seed, split), **kw)
+
+    return Splits(train=draw("train", cfg.train_size), val=draw("val", cfg.val_size),
+                  test=draw("test", cfg.test_size))
 
 
 __all__ = [

@@ -28,6 +28,9 @@ class TaskSpec:
     # Tasks with a lag between what is seen and when it must be recalled: the distinct lags
     # (steps), ascending; each example's `Split.lag` indexes into them.
     lags: tuple[int, ...] = ()
+    # "step": accuracy is the fraction of scored steps right; "sequence": the fraction of
+    # examples with every scored step right (e.g. a string accepted, Weiss et al. 2018).
+    accuracy: Literal["step", "sequence"] = "step"
 
 
 class DataError(ValueError):
@@ -83,6 +86,8 @@ def batch_sums(outputs: jax.Array, batch: dict[str, jax.Array], spec: TaskSpec) 
     Binary: the loss is sigmoid cross-entropy (Bernoulli NLL, nats) summed over the output dims
     of a step, so loss_sum / loss_weight is the per-step NLL (Chung et al. 2014, Table 2);
     correct means every bit is right at probability threshold 0.5 (exact-frame accuracy).
+    spec.accuracy == "sequence": correct and count are per example, not per step: an example
+    with a scored step counts once, and is correct when every scored step is.
     """
     lm, mm = batch["loss_mask"], batch["metric_mask"]
     if spec.output == "classes":
@@ -101,16 +106,27 @@ def batch_sums(outputs: jax.Array, batch: dict[str, jax.Array], spec: TaskSpec) 
         err = outputs.astype(jnp.float32) - batch["y"]
         loss = jnp.sum(err**2, axis=-1)
         correct = (jnp.max(jnp.abs(err), axis=-1) < spec.tolerance).astype(jnp.float32)
+    if spec.accuracy == "sequence":  # one count per example with a scored step
+        scored = jnp.any(mm > 0, axis=1)
+        wrong = jnp.sum((1.0 - correct) * mm, axis=1)
+        ex_correct = (scored & (wrong == 0)).astype(jnp.float32)  # [B]
+        ex_count = scored.astype(jnp.float32)
+    else:
+        ex_correct, ex_count = correct * mm, mm
     sums = {
         "loss_sum": jnp.sum(loss * lm),
         "loss_weight": jnp.sum(lm),
-        "correct": jnp.sum(correct * mm),
-        "count": jnp.sum(mm),
+        "correct": jnp.sum(ex_correct),
+        "count": jnp.sum(ex_count),
     }
     if spec.lags and "lag" in batch:  # accuracy per recall lag: lag_correct / lag_count
         by_lag = jax.nn.one_hot(batch["lag"], len(spec.lags), dtype=jnp.float32)  # [B, n_lags]
-        sums["lag_correct"] = jnp.sum(correct * mm, axis=1) @ by_lag
-        sums["lag_count"] = jnp.sum(mm, axis=1) @ by_lag
+        if spec.accuracy == "sequence":
+            sums["lag_correct"] = ex_correct @ by_lag
+            sums["lag_count"] = ex_count @ by_lag
+        else:
+            sums["lag_correct"] = jnp.sum(ex_correct, axis=1) @ by_lag
+            sums["lag_count"] = jnp.sum(ex_count, axis=1) @ by_lag
     return sums
 
 

@@ -1,0 +1,66 @@
+"""Measurements that do not change what they measure: step time, memory, streaming latency.
+
+Times are medians over repeated calls after warm-up, each ended by `jax.block_until_ready`;
+memory is XLA's own accounting of a compiled program (`compiled.memory_analysis()`), plus the
+device's peak where the backend reports one (GPU).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
+    """Median seconds of `fn()` (blocked until its result is ready) over `repeats` calls, after
+    `warmup` untimed ones."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def compiled_bytes(compiled, exclude_bytes: int = 0) -> int | None:
+    """Arguments + outputs + temporaries of a compiled program, less what outputs alias (donated
+    buffers) and less `exclude_bytes` of arguments that are not the model's (e.g. the training
+    set); None where the backend has no memory analysis."""
+    try:
+        m = compiled.memory_analysis()
+        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                   - m.alias_size_in_bytes - exclude_bytes)
+    except Exception:  # noqa: BLE001 - backends without memory analysis leave it unknown
+        return None
+
+
+def device_peak_bytes() -> int | None:
+    """The device's peak bytes in use so far, where the backend reports it (GPU), else None."""
+    stats = jax.devices()[0].memory_stats() or {}
+    return int(stats["peak_bytes_in_use"]) if "peak_bytes_in_use" in stats else None
+
+
+def param_bytes(params) -> int:
+    """Bytes of a parameter pytree (one seed): what a deployed model weighs."""
+    return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(params)))
+
+
+def stream_step_time(model_step: Callable, params, x_t, carries, repeats: int = 200) -> float:
+    """Seconds of one streaming-inference step at the shapes of `x_t` (batch 1 for the real-time
+    case): `model_step(params, x_t, carries) -> (output, carries)`, jitted, the carry fed back
+    as a server would; median over `repeats` steps after warm-up."""
+    fn = jax.jit(model_step)
+    state = {"carries": carries}
+
+    def one():
+        out, state["carries"] = fn(params, x_t, state["carries"])
+        return out
+
+    return median_time(one, repeats, warmup=5)

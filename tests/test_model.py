@@ -1,0 +1,61 @@
+"""SequenceModel: streaming steps against the whole-sequence pass, parameter budgets."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from grubench.model import SequenceModel, count_params, hidden_for_budget, with_budget
+from helpers import tiny_cfg
+
+
+@pytest.mark.parametrize("overrides", [
+    ("model=gru", "model.depth=2"),
+    ("model=lstm", "model.embed_dim=0"),
+    ("model=minlstm",),
+    ("model=rnn", "task=adding", "task.seq_len=5"),
+])
+def test_streaming_steps_equal_the_whole_sequence(overrides):
+    cfg = tiny_cfg(*overrides)
+    model = SequenceModel(cfg, rngs=nnx.Rngs(0))
+    x = (jax.random.normal(jax.random.key(1), (2, 5, 2)) if cfg.task.name == "adding"
+         else jax.random.randint(jax.random.key(1), (2, 5), 0, model.spec.input_size))
+    whole = model(x)
+    carries = model.initial_carries(2)
+    for t in range(x.shape[1]):
+        out, carries = model.step(x[:, t], carries)
+        np.testing.assert_allclose(out, whole[:, t], rtol=1e-5, atol=1e-6)
+
+
+def test_param_budget_matches_cells_at_equal_size():
+    """Chung et al. 2014's setting: 88 binary inputs and outputs, ~20k parameters. Each cell gets
+    the hidden size whose count is nearest the budget, so the three are within a few percent."""
+    counts = {}
+    for model in ("rnn", "gru", "lstm"):
+        cfg = tiny_cfg(f"model={model}", "task=chorales", "model.embed_dim=0",
+                       "model.param_budget=20000")
+        h = hidden_for_budget(cfg, 20000)
+        resolved = with_budget(cfg)
+        assert resolved.model.hidden == h != cfg.model.hidden
+        n = count_params(resolved)
+        below = count_params(with_budget(tiny_cfg(f"model={model}", "task=chorales",
+                                                  "model.embed_dim=0", f"model.hidden={h - 1}")))
+        above = count_params(with_budget(tiny_cfg(f"model={model}", "task=chorales",
+                                                  "model.embed_dim=0", f"model.hidden={h + 1}")))
+        assert abs(n - 20000) <= min(abs(below - 20000), abs(above - 20000))
+        counts[model] = (h, n)
+    assert counts["rnn"][0] > counts["gru"][0] > counts["lstm"][0]
+    sizes = [n for _, n in counts.values()]
+    assert max(sizes) / min(sizes) < 1.05
+
+
+def test_count_params_equals_an_initialised_model():
+    cfg = tiny_cfg("model=lstm", "model.depth=2")
+    _, state = nnx.split(SequenceModel(cfg, rngs=nnx.Rngs(0)), nnx.Param)
+    assert count_params(cfg) == sum(int(jnp.size(x)) for x in jax.tree.leaves(state))
+
+
+def test_without_budget_the_config_is_untouched():
+    cfg = tiny_cfg()
+    assert with_budget(cfg) is cfg
