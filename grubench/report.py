@@ -281,10 +281,10 @@ _RUN_LEVEL_NAMES = ("params", "wall_s")
 def direction(metric: str) -> Literal["lower", "higher"] | None:
     """Which way is better for `metric`, by its name; None when the name does not say."""
     name = metric.lower()
-    if any(s in name for s in ("accuracy", "tokens_per_s")):
+    if any(s in name for s in ("accuracy", "tokens_per_s", "solved")):
         return "higher"
     if any(s in name for s in ("loss", "gap", "mse", "time", "bytes", "compile", "params",
-                               "wall")):
+                               "wall", "diverged", "_ms")):
         return "lower"
     return None
 
@@ -349,7 +349,8 @@ def samples(run: dict[str, Any], metric: str) -> list[tuple[int | None, float | 
         return [(s, None, "failed") for s in seeds] or [(None, None, "failed")]
     if not seeds:
         return [(None, None, "missing")]
-    diverged = {str(s) for s in (run.get("diverged") or {})}
+    # `diverged` (1 per diverged seed, 0 per other) is about divergence: every seed counts.
+    diverged = set() if metric == "diverged" else {str(s) for s in (run.get("diverged") or {})}
     raw = _raw_metric(run, metric)
     values = raw if isinstance(raw, list) else []
     out = []

@@ -205,11 +205,32 @@ def _progress(total: int, enabled: bool):
 
 
 class Preempted(Exception):
-    """SIGTERM arrived; the state was checkpointed at `step`."""
+    """A pre-emption signal arrived; the state was checkpointed at `step`. `requeue`, when
+    set, is the job scheduler's handler (submitit's): it requeues the job and exits."""
 
-    def __init__(self, step: int):
-        super().__init__(f"preempted by SIGTERM at step {step}: run the same command to resume")
+    def __init__(self, step: int, signal_name: str = "SIGTERM", requeue: Any = None):
+        super().__init__(f"preempted by {signal_name} at step {step}: run the same command to "
+                         "resume")
         self.step = step
+        self.signal_name = signal_name
+        self.requeue = requeue
+
+
+SOLVED = 0.99  # accuracy at which a lag counts as solved
+
+
+def solved_lag(lags: tuple[int, ...], accuracy: np.ndarray) -> np.ndarray:
+    """[seeds]: the largest lag L such that every lag <= L the split tests (accuracy not NaN)
+    is recalled with accuracy >= SOLVED; 0 when the shortest tested lag already fails."""
+    out = np.zeros(accuracy.shape[0])
+    for i, row in enumerate(np.asarray(accuracy, float)):
+        for lag, acc in zip(lags, row, strict=True):
+            if np.isnan(acc):
+                continue
+            if acc < SOLVED:
+                break
+            out[i] = lag
+    return out
 
 
 def completed(out_dir: str | Path) -> dict[str, Any] | None:
@@ -278,38 +299,60 @@ def train(cfg: DictConfig, out_dir: str | Path, *, group: str | None = None) -> 
 def _fault(point: str) -> None:
     """Fault injection for the resume tests, at the end of step N (after its checkpoint, if one
     falls there) or at `end` (after the last step, before the final evaluation):
-    GRUBENCH_FAULT=kill@N sends this process SIGKILL, term@N sends SIGTERM (pre-emption)."""
+    GRUBENCH_FAULT=kill@N sends this process SIGKILL, term@N sends SIGTERM (pre-emption),
+    usr2@N sends SIGUSR2 (submitit's pre-emption and time-out signal)."""
     fault = os.environ.get("GRUBENCH_FAULT", "")
-    if fault == f"kill@{point}":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if fault == f"term@{point}":
-        os.kill(os.getpid(), signal.SIGTERM)
+    for name, sig in (("kill", signal.SIGKILL), ("term", signal.SIGTERM),
+                      ("usr2", signal.SIGUSR2)):
+        if fault == f"{name}@{point}":
+            os.kill(os.getpid(), sig)
 
 
-class _SigtermFlag:
-    """While active, SIGTERM only raises a flag; the loop checkpoints and stops at a step end.
-    A second SIGTERM before then terminates the process as usual."""
+class _StopSignals:
+    """While active, SIGTERM (SLURM pre-emption) and, under submitit, its pre-emption signal
+    (SIGUSR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise) only raise a flag; the loop
+    checkpoints at the end of the step and stops. submitit's own handler for its signal is kept
+    as `requeue`, to be called once the checkpoint is safe: it requeues the job and exits. A
+    second signal before the step ends terminates the process as usual."""
 
     def __init__(self):
-        self.raised = False
+        self.raised: str | None = None
+        self.requeue: Any = None
 
     def __enter__(self):
-        self.raised = False
+        self.raised, self.requeue = None, None
+        self._old: dict[int, Any] = {}
+        names = {"SIGTERM", "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")}
         try:
-            self._old = signal.signal(signal.SIGTERM, self._handle)
+            for name in sorted(names):
+                sig = getattr(signal, name, None)
+                if sig is None:
+                    continue
+                old = signal.getsignal(sig)
+                if sig != signal.SIGTERM and not callable(old):
+                    continue  # nobody asked for this signal: leave its default alone
+                self._old[sig] = old
+                signal.signal(sig, self._handle)
         except ValueError:  # not the main thread: leave signals alone
-            self._old = None
+            self._restore()
         return self
 
     def _handle(self, signum, frame):
-        if self.raised:  # a second SIGTERM: the step did not end (a hang?); die at once
+        if self.raised:  # a second signal: the step did not end (a hang?); die at once
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
-        self.raised = True
+        self.raised = signal.Signals(signum).name
+        old = self._old.get(signum)
+        if signum != signal.SIGTERM and callable(old):
+            self.requeue = lambda: old(signum, None)
+
+    def _restore(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
+        self._restore()
 
 
 def _resume_source(cfg: DictConfig, own: Checkpoints) -> Checkpoints:
@@ -390,7 +433,7 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
     if tr.patience and np.all(since_best >= tr.patience):  # resumed after stopping early
         end = start
         results["stopped_early_at"] = start
-    with _SigtermFlag() as sigterm:
+    with _StopSignals() as stop_signal:
         for step in range(start, end):
             idx = order.indices(step)
             t = time.perf_counter()
@@ -425,10 +468,10 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
                     or stop:
                 checkpoint(done)
             _fault(str(done))
-            if sigterm.raised:
+            if stop_signal.raised:
                 if done % (tr.checkpoint_every or tr.steps + 1) and done != tr.steps:
                     checkpoint(done)
-                raise Preempted(done)
+                raise Preempted(done, stop_signal.raised, stop_signal.requeue)
             if stop:
                 results["stopped_early_at"] = done
                 break
@@ -457,11 +500,13 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
                 program.spec.loss_scale
     metrics["best_val_loss"] = mask(best_val)
     metrics["best_step"] = best_step.astype(float)
-    results["metrics"] = {k: [float(x) for x in np.asarray(v)] for k, v in metrics.items()}
+    metrics["diverged"] = diverged.astype(float)  # its mean over seeds: the divergence rate
     if "lag_accuracy" in final["test"]:
+        lag_acc = np.where(diverged[:, None], np.nan, final["test"]["lag_accuracy"])
         results["recall"] = {"lags": list(program.spec.lags), "split": "test",
-                             "accuracy": np.where(diverged[:, None], np.nan,
-                                                  final["test"]["lag_accuracy"])}
+                             "accuracy": lag_acc, "solved_at": SOLVED}
+        metrics["solved_lag"] = mask(solved_lag(program.spec.lags, lag_acc))
+    results["metrics"] = {k: [float(x) for x in np.asarray(v)] for k, v in metrics.items()}
 
     # Streaming inference (a real-time speech or chat server): one step at batch 1, seed 0.
     one = jax.tree.map(lambda a: a[0], params)
@@ -556,6 +601,10 @@ def _hydra_app(cfg: DictConfig) -> None:
         group = cfg.logger.group or (Path(hc.sweep.dir).name if multirun else None)
         results = train(cfg, out_dir, group=group)
     except Preempted as e:
+        if e.requeue is not None:  # under submitit: the checkpoint is safe, requeue now
+            print(f"grubench-train: preempted by {e.signal_name} at step {e.step}: checkpointed; "
+                  "submitit requeues the job", file=sys.stderr, flush=True)
+            e.requeue()
         _fail(str(e), 143)  # a pre-empted sweep stops too: its launcher requeues it
     except KeyboardInterrupt:
         _fail("interrupted; results.json records the run as failed", 130)

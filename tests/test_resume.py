@@ -81,3 +81,27 @@ def test_resume_from_another_directory(reference, tmp_path):
     assert p.returncode == 0, p.stderr
     res = json.loads((second / "results.json").read_text())
     assert res["resumed_from_step"] == 5 and res["metrics"] == reference[0]["metrics"]
+
+
+def test_submitit_preemption_checkpoints_requeues_and_resumes(reference, tmp_path):
+    """submitit's pre-emption signal (SIGUSR2, what SLURM sends before a time-out or a
+    pre-emption) at step 7: the job checkpoints at 7, submitit requeues it, and the requeued
+    job resumes there and ends as if never interrupted. submitit_local runs the requeue path a
+    SLURM job takes."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    env = {**os.environ, "GRUBENCH_FAULT": "usr2@7"}
+    sweep = tmp_path / "sweep"
+    p = subprocess.run(
+        [sys.executable, "-m", "grubench.train", "-m", "hydra/launcher=submitit_local", *ARGS,
+         f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    (job,) = sweep.glob("0_*")
+    res = json.loads((job / "results.json").read_text())
+    assert res["status"] == "completed" and res["resumed_from_step"] == 7
+    assert res["metrics"] == reference[0]["metrics"]
+    assert curves(job) == reference[1]
+    logs = "".join(f.read_text() for f in sweep.rglob("*_log.err"))
+    assert "preempted by SIGUSR2 at step 7: checkpointed; submitit requeues the job" in logs
+    assert "this job is preempted" in logs  # submitit's handler ran after ours

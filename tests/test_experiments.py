@@ -1,0 +1,130 @@
+"""Every sweep preset in experiments/ end to end at tiny size, through the command line.
+
+Each preset is run with its swept keys pinned to tiny values (a command-line value replaces the
+preset's list) and with tiny shapes and step counts; the full sizes are in the README. Each test
+checks the measurement its preset exists for.
+"""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grubench.cli import CONF_DIR
+from grubench.report import main as report_main
+from grubench.tasks import available
+
+SMALL = ["model.hidden=8", "trainer.steps=4", "trainer.batch_size=8", "trainer.eval_every=2",
+         "trainer.log_every=2", "trainer.eval_batch_size=16", "trainer.warmup_steps=1",
+         "trainer.timing_warmup=1", "trainer.stream_repeats=5", "trainer.progress=false"]
+SYNTHETIC = ["task.train_size=32", "task.val_size=16", "task.test_size=16"]
+
+
+def sweep(name: str, tmp_path: Path, *overrides: str) -> list[dict]:
+    out = tmp_path / name
+    p = subprocess.run(
+        [sys.executable, "-m", "grubench.train", "-m", f"+experiment={name}", *SMALL, *overrides,
+         f"hydra.sweep.dir={out}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (out / "summary.md").exists()
+    jobs = sorted(out.glob("*/results.json"), key=lambda r: int(r.parent.name.split("_")[0]))
+    return [json.loads(r.read_text()) for r in jobs]
+
+
+def test_every_preset_is_tested_here():
+    presets = {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")}
+    tested = {"copy", "chung2014"}  # tested in test_cli.py and test_tasks_real.py
+    tested |= {n[len("test_"):] for n in globals() if n.startswith("test_")} & presets
+    assert presets == tested
+
+
+def test_speed(tmp_path):
+    (r,) = sweep("speed", tmp_path, *SYNTHETIC, "model=mingru", "model.hidden=8",
+                 "task.seq_len=12", "task.lag=3", "trainer.steps=12", "trainer.timing_warmup=2")
+    sp = r["speed"]
+    assert r["model"] == "mingru" and r["seq_len"] == 12 and sp["timed_steps"] == 10
+    assert sp["step_time_ms"] > 0 and sp["stream_step_ms"] > 0 and sp["compile_s"] > 0
+    np.testing.assert_allclose(sp["tokens_per_s"], 8 * 12 / (sp["step_time_ms"] / 1e3))
+    assert r["memory"]["param_bytes"] == 4 * r["params"]
+
+
+def test_memory(tmp_path):
+    plain, remat = sweep("memory", tmp_path, *SYNTHETIC, "model=lstm", "task.seq_len=256",
+                         "trainer.steps=2")
+    assert (plain["config"]["model"]["remat"], remat["config"]["model"]["remat"]) == (False, True)
+    assert remat["memory"]["train_step_bytes"] < plain["memory"]["train_step_bytes"] / 2
+    # Rematerialising changes the memory, not the arithmetic.
+    np.testing.assert_allclose(remat["metrics"]["test_loss"], plain["metrics"]["test_loss"],
+                               rtol=1e-5)
+
+
+def test_data_size(tmp_path):
+    runs = sweep("data_size", tmp_path, "task.val_size=16", "task.test_size=16", "model=gru",
+                 "task.seq_len=6", "task.n_keys=4", "task.train_size=10,1000",
+                 "trainer.seeds=2")
+    assert [r["train_size"] for r in runs] == [10, 1000]
+    for r in runs:
+        m = r["metrics"]
+        np.testing.assert_allclose(m["gap"], np.subtract(m["val_loss"], m["train_loss"]))
+        assert all(s in (2, 4) for s in m["best_step"])
+
+
+def test_seq_len(tmp_path):
+    (r,) = sweep("seq_len", tmp_path, *SYNTHETIC, "model=rnn", "task.seq_len=10")
+    assert len(r["grad_norms"]["norm"][0]) == len(r["grad_norms_init"]["norm"][1]) == 10
+    assert r["recall"]["lags"] == [2, 4, 6, 8]
+    assert all(lag in (0, 2, 4, 6, 8) for lag in r["metrics"]["solved_lag"])
+
+
+def test_recall(tmp_path):
+    (r,) = sweep("recall", tmp_path, *SYNTHETIC, "model=lstm", "task.seq_len=8", "task.lag=3")
+    assert r["recall"]["lags"] == [3] and r["config"]["task"]["n_symbols"] == 4
+    m = r["metrics"]
+    for acc, total, solved in zip(r["recall"]["accuracy"], m["test_accuracy"], m["solved_lag"],
+                                  strict=True):
+        np.testing.assert_allclose(acc[0], total)  # one lag: its accuracy is the accuracy
+        assert solved == (3 if acc[0] >= 0.99 else 0)
+
+
+def test_counting(tmp_path):
+    (r,) = sweep("counting", tmp_path, *SYNTHETIC, "model=lstm", "task.language=anbncn",
+                 "task.seq_len=3", "task.test_max_n=5")
+    assert r["recall"]["lags"] == [1, 2, 3, 4, 5]
+    acc = np.array(r["recall"]["accuracy"], float)  # [seeds, n]: the test has only n = 4, 5
+    assert np.isnan(acc[:, :3]).all() and not np.isnan(acc[:, 3:]).any()
+
+
+def test_depth(tmp_path):
+    (r,) = sweep("depth", tmp_path, *SYNTHETIC, "model=gru", "model.depth=2", "task.seq_len=6",
+                 "task.n_keys=4")
+    assert r["depth"] == 2 and r["params"] > 2 * 3 * 8 * 8  # two layers' recurrent kernels
+
+
+def test_lr_sensitivity(tmp_path, capsys):
+    runs = sweep("lr_sensitivity", tmp_path, *SYNTHETIC, "model=gru", "task.seq_len=6",
+                 "trainer.lr=1e30,1e-3", "trainer.seeds=2")
+    assert [r["metrics"]["diverged"] for r in runs] == [[1.0, 1.0], [0.0, 0.0]]
+    assert runs[0]["status"] == "diverged" and runs[0]["config"]["trainer"]["clip_norm"] == 0
+    # The report's mean of `diverged` is the divergence rate; diverged seeds count in it.
+    code = report_main([str(tmp_path / "lr_sensitivity"), "--rows", "trainer.lr", "--cols",
+                        "model", "--metric", "diverged", "--format", "csv"])
+    assert code in (None, 0)
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(float(r["trainer.lr"]), float(r["gru mean"]), r["gru n"]) for r in rows] == [
+        (1e-3, 0.0, "2"), (1e30, 1.0, "2")]
+
+
+@pytest.mark.skipif(not available("digits"), reason="needs the data extra (scikit-learn)")
+def test_dropout(tmp_path):
+    runs = sweep("dropout", tmp_path, "model=gru", "model.dropout=0.0,0.5")
+    assert [r["config"]["model"]["dropout"] for r in runs] == [0.0, 0.5]
+    assert all(r["train_size"] == 200 for r in runs)
+    # Dropout changes training, not evaluation: the runs differ.
+    assert runs[0]["metrics"]["train_loss"] != runs[1]["metrics"]["train_loss"]
