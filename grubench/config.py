@@ -36,8 +36,9 @@ class ModelConfig:
     dropout: float = 0.0  # on the output of every recurrent layer (Zaremba et al. 2014)
     embed_dim: int = 0  # encoder width; 0 feeds one-hot tokens / raw reals straight in
     unroll: int = 1  # jax.lax.scan unroll factor
-    # Rematerialise the scan in checkpointed chunks of remat_chunk steps (0: about sqrt(T)):
-    # training memory O(sqrt(T)) instead of O(T), for about one more forward pass.
+    # Train in checkpointed time chunks of remat_chunk steps (0: about sqrt(T)), each running
+    # encoder, layers, head and loss (SequenceModel.remat_loss): training memory O(sqrt(T))
+    # hidden states instead of O(T), for one more forward pass.
     remat: bool = False
     remat_chunk: int = 0
     # > 0: choose `hidden` so the model has as close to this many parameters as possible

@@ -48,10 +48,12 @@ class Recurrent(nnx.Module):
         self.remat_chunk = remat_chunk
 
     def __call__(self, xs: jax.Array, carry: Carry | None = None,
-                 probe: jax.Array | None = None) -> tuple[jax.Array, Carry]:
+                 probe: jax.Array | None = None, *, remat: bool | None = None,
+                 ) -> tuple[jax.Array, Carry]:
         """`probe`, shaped like the outputs, is added to h_t as it is made (and fed to step
         t + 1): the gradient of a loss with respect to a zero probe is dL/dh_t, through every
-        later step — the vanishing-gradient curve."""
+        later step — the vanishing-gradient curve. `remat` overrides the layer's setting (a
+        caller that checkpoints whole chunks itself passes False)."""
         # Time-major, so the scan slices contiguous [B, G*H] rows; XLA folds the transpose
         # into the projection matmul.
         xs_t = xs if self.time_major else jnp.swapaxes(xs, 0, 1)
@@ -59,7 +61,7 @@ class Recurrent(nnx.Module):
             carry = self.cell.initial_carry(xs_t.shape[1:2])
         if probe is not None:
             return self._probed(self.cell.project(xs_t), carry, probe)
-        if self.remat:
+        if self.remat if remat is None else remat:
             ys, carry = self._chunked(xs_t, carry)
         else:
             ys, carry = self._run(self.cell.project(xs_t), carry, self.reverse)
@@ -144,12 +146,15 @@ class RecurrentStack(nnx.Module):
             xs, c = layer(xs, None if carries is None else carries[i],
                           probe if i == 0 else None)
             out_carries.append(c)
-            if dropout_key is not None and self.dropout > 0:
-                keep = jax.random.bernoulli(
-                    jax.random.fold_in(dropout_key, i), 1.0 - self.dropout, xs.shape
-                )
-                xs = jnp.where(keep, xs / (1.0 - self.dropout), 0.0)
+            xs = self.apply_dropout(xs, i, dropout_key)
         return xs, out_carries
+
+    def apply_dropout(self, xs: jax.Array, layer: int, key: jax.Array | None) -> jax.Array:
+        """Inverted dropout on layer `layer`'s output; the identity without a key."""
+        if key is None or self.dropout == 0:
+            return xs
+        keep = jax.random.bernoulli(jax.random.fold_in(key, layer), 1.0 - self.dropout, xs.shape)
+        return jnp.where(keep, xs / (1.0 - self.dropout), 0.0)
 
 
 def stack(

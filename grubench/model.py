@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -47,6 +49,7 @@ class SequenceModel(nnx.Module):
             remat_chunk=m.remat_chunk,
         )
         self.head = nnx.Linear(m.hidden, self.spec.output_size, rngs=rngs)
+        self.remat_chunk = m.remat_chunk
 
     def encode(self, x: jax.Array) -> jax.Array:
         if self.encoder is not None:
@@ -59,6 +62,43 @@ class SequenceModel(nnx.Module):
                  probe: jax.Array | None = None) -> jax.Array:
         ys, _ = self.rnn(self.encode(x), dropout_key=dropout_key, probe=probe)
         return self.head(ys)
+
+    def remat_loss(self, batch: dict[str, jax.Array], *,
+                   dropout_key: jax.Array | None = None) -> jax.Array:
+        """The training loss `tasks.mean_loss(self(x), batch)` in checkpointed time chunks of
+        `model.remat_chunk` steps (0: about sqrt(T)): each chunk runs encoder, every layer,
+        head and loss, and only the carries between chunks are kept for the backward pass, so
+        training memory is O(sqrt(T)) hidden states plus the O(T) integer inputs and targets.
+        Dropout masks are drawn per chunk, so with dropout the draws differ from `__call__`'s."""
+        x = batch["x"]
+        b, t = x.shape[:2]
+        c = min(t, self.remat_chunk or max(1, round(math.sqrt(t))))
+        n = -(-t // c)
+
+        def chunks(a: jax.Array) -> jax.Array:  # [B, T, ...] -> [n, B, c, ...], zero-padded
+            a = jnp.pad(a, [(0, 0), (0, n * c - t)] + [(0, 0)] * (a.ndim - 2))
+            return jnp.swapaxes(a.reshape(b, n, c, *a.shape[2:]), 0, 1)
+
+        # Padded steps have zero masks: they add nothing to the sums.
+        per_step = {k: chunks(batch[k]) for k in ("x", "y", "loss_mask", "metric_mask")}
+
+        @jax.checkpoint
+        def chunk(carry, inputs):
+            carries, total, weight = carry
+            i, part = inputs
+            key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
+            h, out = self.encode(part["x"]), []
+            for j, (layer, cj) in enumerate(zip(self.rnn.layers, carries, strict=True)):
+                h, cj = layer(h, cj, remat=False)
+                out.append(cj)
+                h = self.rnn.apply_dropout(h, j, key)
+            sums = tasks.batch_sums(self.head(h), part, self.spec)
+            return (out, total + sums["loss_sum"], weight + sums["loss_weight"]), None
+
+        zero = jnp.zeros((), jnp.float32)
+        (_, total, weight), _ = jax.lax.scan(
+            chunk, (self.initial_carries(b), zero, zero), (jnp.arange(n), per_step))
+        return total / jnp.maximum(weight, 1.0)
 
     def initial_carries(self, batch: int) -> list:
         """The zero state of every layer, for `step`."""

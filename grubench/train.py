@@ -102,6 +102,8 @@ class Program:
 
     def loss(self, params, batch: dict[str, jax.Array], dropout_key: jax.Array | None):
         model = nnx.merge(self.graphdef, params)
+        if self.cfg.model.remat:  # the whole model in checkpointed chunks: O(sqrt(T)) memory
+            return model.remat_loss(batch, dropout_key=dropout_key)
         return tasks.mean_loss(model(batch["x"], dropout_key=dropout_key), batch, self.spec)
 
     def train_step(self, state: dict[str, Any], step: jax.Array, idx: jax.Array,
