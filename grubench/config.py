@@ -171,6 +171,9 @@ class TrainerConfig:
     checkpoint_every: int = 500  # also at the end; 0: only at the end
     keep_checkpoints: int = 2
     resume: str | None = None  # a run or checkpoints directory to continue from
+    # No step finished for this long: the XLA CPU runtime is stuck (a rare upstream hang);
+    # the command restarts itself from the last checkpoint (grubench/watchdog.py). 0: off.
+    hang_timeout_s: float = 600.0
     progress: bool = True  # tqdm bar on a terminal
 
 
@@ -332,6 +335,8 @@ def validate(cfg: DictConfig | Config) -> None:
         tr.keep_checkpoints >= 1, "trainer.keep_checkpoints", tr.keep_checkpoints,
         "an integer >= 1",
     )
+    _require(tr.hang_timeout_s >= 0, "trainer.hang_timeout_s", tr.hang_timeout_s,
+             "a number of seconds >= 0 (0: no watchdog)")
     _require(lg.name in LOGGERS, "logger", lg.name, f"one of {', '.join(LOGGERS)}")
     _require(
         lg.mode in ("auto", "online", "offline", "disabled"),

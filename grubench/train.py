@@ -15,6 +15,7 @@ import os
 import signal
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from grubench.config import ConfigError, validate
 from grubench.model import SequenceModel, param_count, with_budget
 from grubench.results import SCHEMA, write_json
 from grubench.tracking import Tracker, TrackingError
+from grubench.watchdog import RESTARTS_ENV, Watchdog, exit_or_restart, restart_command
 
 # ---------------------------------------------------------------------------------------------
 # Pure functions: state is a pytree, the model is rebuilt with nnx.merge inside them.
@@ -245,14 +247,17 @@ def completed(out_dir: str | Path) -> dict[str, Any] | None:
     return res if isinstance(res, dict) and res.get("status") == "completed" else None
 
 
-def train(cfg: DictConfig, out_dir: str | Path, *, group: str | None = None) -> dict[str, Any]:
+def train(cfg: DictConfig, out_dir: str | Path, *, group: str | None = None,
+          restart_argv: list[str] | None = None) -> dict[str, Any]:
     """Train `cfg` for every seed, write results.json and metrics.jsonl into `out_dir`, and
     return the results. The results record is written whatever the ending: completed,
     diverged (some seed's loss went non-finite), or failed (an exception, re-raised).
 
     A run resumes from the newest checkpoint in `out_dir/checkpoints` (or
     `trainer.resume`); a directory whose results.json says completed is returned untouched.
-    `group` names the sweep for W&B (default `logger.group`).
+    `group` names the sweep for W&B (default `logger.group`). If no step finishes for
+    `trainer.hang_timeout_s` seconds (a wedged XLA runtime), the process re-executes
+    `restart_argv` (which must resume this run) or, without it, exits with status 3.
     """
     validate(cfg)
     cfg = with_budget(cfg)  # model.param_budget > 0 sets model.hidden
@@ -283,14 +288,18 @@ def train(cfg: DictConfig, out_dir: str | Path, *, group: str | None = None) -> 
         "memory": {},
     }
     tracker = Tracker(out_dir, cfg, config_dict, group=group, seeds=seeds)
+    dog = Watchdog(cfg.trainer.hang_timeout_s, lambda stalled: exit_or_restart(
+        f"no training step finished for {stalled:.0f} s (trainer.hang_timeout_s="
+        f"{cfg.trainer.hang_timeout_s:g}): the XLA runtime is stuck", restart_argv))
     t_start = time.perf_counter()
     try:
-        _run(cfg, seeds, results, tracker, out_dir, config_dict)
+        _run(cfg, seeds, results, tracker, out_dir, config_dict, dog)
     except BaseException as e:
         results["status"] = "failed"
         results["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
         raise
     finally:
+        dog.stop()
         results["wall_s"] = time.perf_counter() - t_start
         tracker.summary(results)
         tracker.close()
@@ -302,8 +311,13 @@ def _fault(point: str) -> None:
     """Fault injection for the resume tests, at the end of step N (after its checkpoint, if one
     falls there) or at `end` (after the last step, before the final evaluation):
     GRUBENCH_FAULT=kill@N sends this process SIGKILL, term@N sends SIGTERM (pre-emption),
-    usr2@N sends SIGUSR2 (submitit's pre-emption and time-out signal)."""
+    usr2@N sends SIGUSR2 (submitit's pre-emption and time-out signal), hang@N blocks forever
+    as a wedged runtime would in the first process of a command (not after a watchdog restart),
+    stuck@N in every process."""
     fault = os.environ.get("GRUBENCH_FAULT", "")
+    if fault == f"stuck@{point}" or (fault == f"hang@{point}" and
+                                      not os.environ.get(RESTARTS_ENV)):
+        threading.Event().wait()
     for name, sig in (("kill", signal.SIGKILL), ("term", signal.SIGTERM),
                       ("usr2", signal.SIGUSR2)):
         if fault == f"{name}@{point}":
@@ -372,7 +386,7 @@ def _resume_source(cfg: DictConfig, own: Checkpoints) -> Checkpoints:
 
 
 def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tracker,
-         out_dir: Path, config_dict: dict) -> None:
+         out_dir: Path, config_dict: dict, dog: Watchdog) -> None:
     tr = cfg.trainer
     splits = tasks.make_splits(cfg.task)
     program = build(cfg)
@@ -435,12 +449,14 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
     if tr.patience and np.all(since_best >= tr.patience):  # resumed after stopping early
         end = start
         results["stopped_early_at"] = start
+    dog.start()
     with _StopSignals() as stop_signal:
         for step in range(start, end):
             idx = order.indices(step)
             t = time.perf_counter()
             state, out = compiled(state, jnp.int32(step), idx, data)
             jax.block_until_ready(state)
+            dog.tick()
             step_times.append(time.perf_counter() - t)
             done = step + 1
             if done % tr.log_every == 0 or done == tr.steps:
@@ -455,6 +471,7 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
                 bar.set_postfix(loss=shown, steps_s=f"{rate:.1f}")
             if done % tr.eval_every == 0 or done == tr.steps:
                 val = evaluate(state["params"], splits.val)
+                dog.tick()
                 tracker.log(done, {"val/loss": val["loss"], "val/accuracy": val["accuracy"]})
                 tracker.flush()
                 better = val["loss"] < best_val
@@ -486,9 +503,10 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
         results["grad_norms"] = {"t": list(range(int(splits.val.x.shape[1]))),
                                  "step": int(results.get("stopped_early_at", tr.steps)),
                                  "norm": probe(params)}
-    final = {name: evaluate(params, split)
-             for name, split in (("train", train_eval), ("val", splits.val),
-                                 ("test", splits.test))}
+    final = {}
+    for name, split in (("train", train_eval), ("val", splits.val), ("test", splits.test)):
+        final[name] = evaluate(params, split)
+        dog.tick()
     diverged = np.asarray(state["diverged"])
     mask = lambda v: np.where(diverged, np.nan, v)
     metrics = {}
@@ -601,7 +619,7 @@ def _hydra_app(cfg: DictConfig) -> None:
     try:
         # A sweep is one W&B group, named after its directory unless logger.group says.
         group = cfg.logger.group or (Path(hc.sweep.dir).name if multirun else None)
-        results = train(cfg, out_dir, group=group)
+        results = train(cfg, out_dir, group=group, restart_argv=_restart_argv(hc, multirun))
     except Preempted as e:
         if e.requeue is not None:  # under submitit: the checkpoint is safe, requeue now
             print(f"grubench-train: preempted by {e.signal_name} at step {e.step}: checkpointed; "
@@ -617,6 +635,16 @@ def _hydra_app(cfg: DictConfig) -> None:
         _fail_job(f"run failed ({type(e).__name__}: {e})".splitlines()[0], 1, multirun)
         return
     print(format_summary(results), flush=True)
+
+
+def _restart_argv(hc, multirun: bool) -> list[str] | None:
+    """This command, pinned to its output directory, for the hang watchdog; None where this
+    process is a launcher's worker (joblib, submitit), whose command is not the user's."""
+    if "BasicLauncher" not in str(hc.launcher.get("_target_", "")):
+        return None
+    key, where = ("hydra.sweep.dir", hc.sweep.dir) if multirun else \
+        ("hydra.run.dir", hc.runtime.output_dir)
+    return restart_command([sys.executable, *sys.orig_argv[1:]], key, str(where))
 
 
 def _fail(message: str, code: int) -> None:

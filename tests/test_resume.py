@@ -105,3 +105,34 @@ def test_submitit_preemption_checkpoints_requeues_and_resumes(reference, tmp_pat
     logs = "".join(f.read_text() for f in sweep.rglob("*_log.err"))
     assert "preempted by SIGUSR2 at step 7: checkpointed; submitit requeues the job" in logs
     assert "this job is preempted" in logs  # submitit's handler ran after ours
+
+
+def test_a_stuck_step_restarts_the_command_which_resumes(reference, tmp_path):
+    """The XLA CPU hang, simulated at step 7: after trainer.hang_timeout_s without a finished
+    step the watchdog re-executes the same command in the same directory, which resumes from
+    the checkpoint at step 5 and ends as if never interrupted."""
+    p = run(tmp_path, "hang@7", "trainer.hang_timeout_s=1")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "the XLA runtime is stuck; restarting from the last checkpoint (1 of 3)" in p.stderr
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["status"] == "completed" and res["resumed_from_step"] == 5
+    assert res["metrics"] == reference[0]["metrics"]
+
+
+def test_a_stuck_step_past_the_restart_limit_exits_with_one_line(tmp_path):
+    env = {**os.environ, "GRUBENCH_FAULT": "stuck@3", "GRUBENCH_RESTARTS": "3"}  # 3 so far
+    p = subprocess.run(
+        [sys.executable, "-m", "grubench.train", *ARGS, "trainer.hang_timeout_s=1",
+         f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 3
+    assert p.stderr.strip().splitlines()[-1].startswith(
+        "grubench-train: error: no training step finished for ")
+    assert p.stderr.strip().endswith("run the same command to resume from the last checkpoint")
+    assert "Traceback" not in p.stderr
+
+
+def test_restart_command_pins_the_output_directory():
+    from grubench.watchdog import restart_command
+
+    assert restart_command(["py", "-m", "x", "hydra.run.dir=a", "k=1"], "hydra.run.dir", "b") == \
+        ["py", "-m", "x", "k=1", "hydra.run.dir=b"]
