@@ -73,15 +73,17 @@ def _jax_trainer(loss: Callable, params: Any, x: jax.Array, y: jax.Array):
     return run
 
 
-def ours(cell: str, b: int, t: int, d: int, h: int, unroll: int = 1):
+def ours(cell: str, b: int, t: int, d: int, h: int, unroll: int = 1,
+         backward: str = "fused", time_major: bool = False, matmul_dtype: str = "float32"):
     from flax import nnx
 
     from grubench.layers import Recurrent
 
-    layer = Recurrent(cell, d, h, rngs=nnx.Rngs(0), unroll=unroll)
+    layer = Recurrent(cell, d, h, rngs=nnx.Rngs(0), unroll=unroll, backward=backward,
+                      time_major=time_major, matmul_dtype=matmul_dtype)
     graphdef, params = nnx.split(layer)
-    x = jax.random.normal(jax.random.key(1), (b, t, d))
-    y = jax.random.normal(jax.random.key(2), (b, t, h))
+    x = jax.random.normal(jax.random.key(1), (t, b, d) if time_major else (b, t, d))
+    y = jax.random.normal(jax.random.key(2), (t, b, h) if time_major else (b, t, h))
 
     def loss(p, x, y):
         ys, _ = nnx.merge(graphdef, p)(x)
@@ -129,12 +131,12 @@ def torch_peer(cell: str, b: int, t: int, d: int, h: int):
 
 
 def run_bench(shapes: list[tuple[int, int, int, int]], cells: list[str], warmup: int,
-              iters: int, with_torch: bool) -> dict[str, Any]:
+              iters: int, with_torch: bool, **ours_kw) -> dict[str, Any]:
     rows = []
     for cell in cells:
         for b, t, d, h in shapes:
             impls: list[tuple[str, Callable, Callable]] = [
-                ("grubench", ours(cell, b, t, d, h), jax.block_until_ready),
+                ("grubench", ours(cell, b, t, d, h, **ours_kw), jax.block_until_ready),
                 ("flax", flax_linen(cell, b, t, d, h), jax.block_until_ready),
             ]
             if with_torch:
@@ -149,7 +151,53 @@ def run_bench(shapes: list[tuple[int, int, int, int]], cells: list[str], warmup:
                 print(f"  {cell:4s} {impl:8s} B={b:<4d} T={t:<4d} D={d:<4d} H={h:<4d} "
                       f"{ms:9.2f} ms", file=sys.stderr, flush=True)
     return {"peak_gflops": matmul_peak_gflops(), "device": jax.devices()[0].device_kind,
-            "rows": rows}
+            "options": ours_kw, "rows": rows}
+
+
+# Our layer's implementation options, each timed against the default (fused backward, unroll 1).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "autodiff": {"backward": "autodiff"},
+    "unroll2": {"unroll": 2},
+    "unroll4": {"unroll": 4},
+    "unroll8": {"unroll": 8},
+    "time_major": {"time_major": True},
+    "bf16": {"matmul_dtype": "bfloat16"},
+}
+
+
+def run_variants(shapes: list[tuple[int, int, int, int]], cells: list[str], warmup: int,
+                 iters: int) -> dict[str, Any]:
+    """Our layer under each of VARIANTS, same shapes: which options earn their keep."""
+    rows = []
+    for cell in cells:
+        for b, t, d, h in shapes:
+            for name, kw in VARIANTS.items():
+                ms = _median_ms(ours(cell, b, t, d, h, **kw), warmup, iters,
+                                jax.block_until_ready)
+                rows.append({"cell": cell, "impl": name, "shape": [b, t, d, h], "step_ms": ms,
+                             "gflops": step_flops(cell, b, t, d, h) / (ms * 1e-3) / 1e9})
+                print(f"  {cell:4s} {name:10s} B={b:<4d} T={t:<4d} D={d:<4d} H={h:<4d} "
+                      f"{ms:9.2f} ms", file=sys.stderr, flush=True)
+    return {"device": jax.devices()[0].device_kind, "rows": rows}
+
+
+def format_variants(result: dict[str, Any]) -> str:
+    """Markdown: ms per variant and shape, each over the default's time in brackets."""
+    by_key: dict[tuple, dict[str, float]] = {}
+    for r in result["rows"]:
+        by_key.setdefault((r["cell"], tuple(r["shape"])), {})[r["impl"]] = r["step_ms"]
+    names = list(dict.fromkeys(r["impl"] for r in result["rows"]))
+    lines = ["| cell | B, T, D, H | " + " | ".join(names) + " |",
+             "|" + "---|" * (2 + len(names))]
+    for (cell, shape), got in by_key.items():
+        base = got["default"]
+        cells = [f"{got[n]:.2f}" + ("" if n == "default" else f" ({got[n] / base:.2f})")
+                 for n in names]
+        lines.append(f"| {cell} | {', '.join(map(str, shape))} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"device {result['device']}; ms per train step (ratio to default)")
+    return "\n".join(lines)
 
 
 def run_scaling(cells: list[str], b: int, d: int, h: int, lengths: list[int], warmup: int,
@@ -212,6 +260,15 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _emit(result: dict[str, Any], table: str, json_path: str | None) -> int:
+    print(table)
+    if json_path:
+        from grubench.results import write_json
+
+        write_json(json_path, result)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="grubench-bench", description=__doc__.splitlines()[0])
     p.add_argument("--json", help="write the results here as JSON")
@@ -222,6 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     p.add_argument("--scaling", action="store_true",
                    help="instead: GRU, LSTM, minGRU, minLSTM (ours) over T = 128 .. 4096")
+    p.add_argument("--variants", action="store_true",
+                   help="instead: our layer's options (backward, unroll, layout) against each "
+                        "other")
+    p.add_argument("--backward", choices=("fused", "autodiff"), default="fused",
+                   help="our layer's backward pass (default fused)")
+    p.add_argument("--unroll", type=int, default=1, help="our layer's scan unroll (default 1)")
+    p.add_argument("--matmul-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="our layer's matmul operand type (default float32)")
     a = p.parse_args(argv)
     try:
         cells = a.cells.split(",")
@@ -234,8 +299,10 @@ def main(argv: list[str] | None = None) -> int:
             shapes = [tuple(int(v) for v in s.split(",")) for s in a.shapes.split(";")]
             if any(len(s) != 4 or min(s) < 1 for s in shapes):
                 raise ValueError("--shapes: each shape is four positive integers B,T,D,H")
-        if a.iters < 1 or a.warmup < 0:
-            raise ValueError("--iters must be >= 1 and --warmup >= 0")
+        if a.iters < 1 or a.warmup < 0 or a.unroll < 1:
+            raise ValueError("--iters and --unroll must be >= 1 and --warmup >= 0")
+        if a.scaling and a.variants:
+            raise ValueError("--scaling and --variants are separate runs: choose one")
     except ValueError as e:
         print(f"grubench-bench: error: {e}", file=sys.stderr)
         return 2
@@ -244,12 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         lengths = [s[1] for s in shapes] if a.shapes else SCALING_T
         cells = cells if a.cells != "gru,lstm" else ["gru", "lstm", "mingru", "minlstm"]
         result = run_scaling(cells, shape[0], shape[2], shape[3], lengths, a.warmup, a.iters)
-        print(format_scaling(result))
-        if a.json:
-            from grubench.results import write_json
-
-            write_json(a.json, result)
-        return 0
+        return _emit(result, format_scaling(result), a.json)
+    if a.variants:
+        result = run_variants(shapes, cells, a.warmup, a.iters)
+        return _emit(result, format_variants(result), a.json)
     with_torch = not a.no_torch
     if with_torch:
         try:
@@ -258,13 +323,9 @@ def main(argv: list[str] | None = None) -> int:
             print("grubench-bench: torch not installed; timing grubench and flax only",
                   file=sys.stderr)
             with_torch = False
-    result = run_bench(shapes, cells, a.warmup, a.iters, with_torch)
-    print(format_table(result))
-    if a.json:
-        from grubench.results import write_json
-
-        write_json(a.json, result)
-    return 0
+    result = run_bench(shapes, cells, a.warmup, a.iters, with_torch, backward=a.backward,
+                       unroll=a.unroll, matmul_dtype=a.matmul_dtype)
+    return _emit(result, format_table(result), a.json)
 
 
 if __name__ == "__main__":

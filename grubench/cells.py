@@ -19,6 +19,7 @@ with `jax.lax.associative_scan` in log space; `recurrence()` is the same map one
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import jax
@@ -27,6 +28,38 @@ from flax import nnx
 
 Carry = Any
 Step = Callable[[Carry, jax.Array], tuple[Carry, jax.Array]]
+
+
+def matmul(a: jax.Array, b: jax.Array, dtype: str | None = None) -> jax.Array:
+    """a [..., K] @ b [K, N]; with `dtype` (e.g. "bfloat16") the operands of this product and
+    of both its gradient products are cast to it, accumulated and returned in float32 — the
+    mixed-precision policy for GPU tensor cores."""
+    if dtype is None or dtype == "float32":
+        return a @ b
+    return _mixed_matmul(a, b, dtype)
+
+
+def _cast_dot(a: jax.Array, b: jax.Array, dtype: str) -> jax.Array:
+    return jnp.dot(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _mixed_matmul(a: jax.Array, b: jax.Array, dtype: str) -> jax.Array:
+    return _cast_dot(a, b, dtype)
+
+
+def _mixed_matmul_fwd(a, b, dtype):
+    return _cast_dot(a, b, dtype), (a, b)
+
+
+def _mixed_matmul_bwd(dtype, saved, g):
+    a, b = saved
+    da = _cast_dot(g, b.T, dtype)
+    db = _cast_dot(a.reshape(-1, a.shape[-1]).T, g.reshape(-1, g.shape[-1]), dtype)
+    return da.astype(a.dtype), db.astype(b.dtype)
+
+
+_mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
 
 
 def gru_step(wh: jax.Array, bh: jax.Array, h: jax.Array, xp: jax.Array, reset_after: bool):
@@ -144,9 +177,9 @@ class _FusedCell(nnx.Module):
         self.bi = nnx.Param(jnp.full((g,), bias_init, jnp.float32))
         self.bh = nnx.Param(jnp.zeros((g,), jnp.float32))
 
-    def project(self, xs: jax.Array) -> jax.Array:
+    def project(self, xs: jax.Array, dtype: str | None = None) -> jax.Array:
         """Gate pre-activations of every time step at once: xs Wi + bi, [..., D] -> [..., G*H]."""
-        return xs @ self.wi[...] + self.bi[...]
+        return matmul(xs, self.wi[...], dtype) + self.bi[...]
 
     def initial_carry(self, batch_shape: tuple[int, ...]) -> Carry:
         return jnp.zeros((*batch_shape, self.hidden), jnp.float32)
@@ -218,8 +251,8 @@ class _MinCell(nnx.Module):
         self.wi = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (in_features, g)))
         self.bi = nnx.Param(jnp.full((g,), bias_init, jnp.float32))
 
-    def project(self, xs: jax.Array) -> jax.Array:
-        return xs @ self.wi[...] + self.bi[...]
+    def project(self, xs: jax.Array, dtype: str | None = None) -> jax.Array:
+        return matmul(xs, self.wi[...], dtype) + self.bi[...]
 
     def initial_carry(self, batch_shape: tuple[int, ...]) -> Carry:
         return jnp.zeros((*batch_shape, self.hidden), jnp.float32)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from grubench import fused
 from grubench.cells import Carry, make_cell
 
 
@@ -23,6 +24,12 @@ class Recurrent(nnx.Module):
     steps (0: about sqrt(T)), each chunk's projection and scan is `jax.checkpoint`ed, and the
     backward pass recomputes a chunk's activations from the carry at its start. Training keeps
     T / c carries plus one chunk's activations instead of every step's gates: O(sqrt(T)).
+
+    `backward="fused"` (default) gives GRU, LSTM and tanh-RNN layers the hand-written backward
+    pass of `grubench.fused` (dh-only reverse scan, weight gradients as one matmul after it);
+    `"autodiff"` leaves the backward pass to JAX's transpose of the scan. `matmul_dtype=
+    "bfloat16"` (fused backward only) casts every matmul's operands to bfloat16 and accumulates
+    in float32; carries and gate arithmetic stay float32 (the grad probe's recurrence too).
     """
 
     def __init__(
@@ -37,6 +44,8 @@ class Recurrent(nnx.Module):
         reverse: bool = False,
         remat: bool = False,
         remat_chunk: int = 0,
+        backward: str = "fused",
+        matmul_dtype: str = "float32",
         **cell_kw,
     ):
         self.cell = make_cell(cell, in_features, hidden, rngs=rngs, **cell_kw)
@@ -46,6 +55,15 @@ class Recurrent(nnx.Module):
         self.reverse = reverse
         self.remat = remat
         self.remat_chunk = remat_chunk
+        if backward not in ("autodiff", "fused"):
+            raise ValueError(f"backward must be 'autodiff' or 'fused', not {backward!r}")
+        # minGRU / minLSTM have no recurrent matmul to fuse: they keep autodiff.
+        self.fused_kind = fused.kind_of(self.cell) if backward == "fused" else None
+        if matmul_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"matmul_dtype must be 'float32' or 'bfloat16', not {matmul_dtype!r}")
+        if matmul_dtype != "float32" and backward != "fused" and fused.kind_of(self.cell):
+            raise ValueError(f"matmul_dtype={matmul_dtype} needs backward='fused' for {cell}")
+        self.matmul_dtype = None if matmul_dtype == "float32" else matmul_dtype
 
     def __call__(self, xs: jax.Array, carry: Carry | None = None,
                  probe: jax.Array | None = None, *, remat: bool | None = None,
@@ -60,17 +78,22 @@ class Recurrent(nnx.Module):
         if carry is None:
             carry = self.cell.initial_carry(xs_t.shape[1:2])
         if probe is not None:
-            return self._probed(self.cell.project(xs_t), carry, probe)
+            return self._probed(self.cell.project(xs_t, self.matmul_dtype), carry, probe)
         if self.remat if remat is None else remat:
             ys, carry = self._chunked(xs_t, carry)
         else:
-            ys, carry = self._run(self.cell.project(xs_t), carry, self.reverse)
+            ys, carry = self._run(self.cell.project(xs_t, self.matmul_dtype), carry, self.reverse)
         return (ys if self.time_major else jnp.swapaxes(ys, 0, 1)), carry
 
     def _run(self, xp: jax.Array, carry: Carry, reverse: bool) -> tuple[jax.Array, Carry]:
         """(ys, carry) over time-major projected inputs xp."""
         if getattr(self.cell, "parallel_ok", False):  # minGRU / minLSTM: no scan needed
             ys, carry = self.cell.parallel(xp[::-1] if reverse else xp, carry)
+            return (ys[::-1] if reverse else ys), carry
+        if self.fused_kind is not None:
+            ys, carry = fused.scan(self.fused_kind, self.unroll, self.matmul_dtype,
+                                   self.cell.wh[...],
+                                   self.cell.bh[...], xp[::-1] if reverse else xp, carry)
             return (ys[::-1] if reverse else ys), carry
         carry, ys = jax.lax.scan(self.cell.recurrence(), carry, xp, unroll=self.unroll,
                                  reverse=reverse)
@@ -92,7 +115,7 @@ class Recurrent(nnx.Module):
 
         @jax.checkpoint
         def chunk(h, x_chunk):
-            ys, h = self._run(self.cell.project(x_chunk), h, False)
+            ys, h = self._run(self.cell.project(x_chunk, self.matmul_dtype), h, False)
             return h, ys
 
         main = xs[: n * c].reshape(n, c, *xs.shape[1:])
@@ -102,7 +125,6 @@ class Recurrent(nnx.Module):
             carry, rest = chunk(carry, xs[n * c :])
             ys = jnp.concatenate([ys, rest])
         return ys, carry
-
 
     def _probed(self, xp: jax.Array, carry: Carry, probe: jax.Array):
         """The scan with probe_t added to h_t (the carry's last element for an LSTM)."""

@@ -45,6 +45,8 @@ class SequenceModel(nnx.Module):
             recurrent_init=m.recurrent_init,
             bias_init=m.bias_init,
             unroll=m.unroll,
+            backward=m.backward,
+            matmul_dtype=m.matmul_dtype,
             remat=m.remat,
             remat_chunk=m.remat_chunk,
         )

@@ -30,7 +30,8 @@ def test_flop_count():
 
 
 @pytest.mark.parametrize("args", [["--cells", "gruu"], ["--shapes", "1,2,3"],
-                                  ["--iters", "0"]])
+                                  ["--iters", "0"], ["--unroll", "0"],
+                                  ["--scaling", "--variants"]])
 def test_bad_arguments_are_one_line(args, capsys):
     assert bench.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -47,3 +48,16 @@ def test_scaling_mode_times_min_cells_against_gated_ones(tmp_path, capsys):
     table = capsys.readouterr().out
     row16 = next(line for line in table.splitlines() if line.startswith("| 16 |"))
     assert row16.split("|")[6].strip() == f"{got[('gru', 16)] / got[('mingru', 16)]:.1f}x"
+
+
+def test_variants_mode_times_each_option_against_the_default(tmp_path, capsys):
+    out = tmp_path / "variants.json"
+    assert bench.main(["--variants", "--cells", "gru", "--shapes", "2,5,3,4", "--iters", "1",
+                       "--warmup", "0", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    got = {r["impl"]: r["step_ms"] for r in res["rows"]}
+    assert set(got) == set(bench.VARIANTS)
+    row = next(line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("| gru | 2, 5, 3, 4 |"))
+    autodiff = row.split("|")[3 + list(bench.VARIANTS).index("autodiff")].strip()
+    assert autodiff.endswith(f"({got['autodiff'] / got['default']:.2f})")

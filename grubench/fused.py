@@ -1,0 +1,192 @@
+"""A hand-written backward pass for a whole recurrent layer, as cuDNN does it.
+
+`scan(cell, wh, bh, xp, carry0)` equals running the cell's step under `jax.lax.scan` over the
+time-major projected inputs xp [T, B, G*H], and has a `jax.custom_vjp`:
+
+  forward   one scan that keeps each step's gate activations;
+  backward  one reverse scan whose carry is only dh (an LSTM: dh and dc), each step one
+            [B, G*H] x [G*H, H] matmul (dg_t Wh^T) and elementwise gate derivatives;
+  weights   dWh = sum_t h_{t-1}^T dg_t and dbh = sum_t dg_t, as single large matmuls over
+            all T*B rows after the scan, not T small ones accumulated inside it.
+
+JAX's own reverse of a scan accumulates dWh in the scan carry: every step reads and writes
+an H x G*H matrix. Here dxp (the gradient of the pre-activations) is returned for the
+projection xs Wi + bi, whose gradient autodiff takes care of outside.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from grubench.cells import GRUCell, LSTMCell, RNNCell, matmul
+
+SUPPORTED = (GRUCell, LSTMCell, RNNCell)
+
+
+def kind_of(cell) -> str | None:
+    """"gru" (reset after), "gru_v1" (reset before), "lstm", "rnn"; None for other cells."""
+    if isinstance(cell, GRUCell):
+        return "gru" if cell.reset_after else "gru_v1"
+    if isinstance(cell, LSTMCell):
+        return "lstm"
+    if isinstance(cell, RNNCell):
+        return "rnn"
+    return None
+
+
+def _sig_grad(s: jax.Array) -> jax.Array:
+    return s * (1.0 - s)
+
+
+def _tanh_grad(t: jax.Array) -> jax.Array:
+    return 1.0 - t * t
+
+
+def _prev(h0: jax.Array, hs: jax.Array) -> jax.Array:
+    """[h_0, h_1, ..., h_{T-1}]: the state each step read."""
+    return jnp.concatenate([h0[None], hs[:-1]], axis=0)
+
+
+def _outer_sum(a: jax.Array, b: jax.Array, dtype: str | None = None) -> jax.Array:
+    """sum_t a_t^T b_t over [T, B, ·] as one [·, T*B] x [T*B, ·] matmul."""
+    return matmul(a.reshape(-1, a.shape[-1]).T, b.reshape(-1, b.shape[-1]), dtype)
+
+
+# Forward steps: (carry, xp_t) -> (carry, (h_t, residuals_t)).
+
+def _gru_fwd_step(wh, bh, h, xp, dt):
+    xr, xz, xn = jnp.split(xp, 3, axis=-1)
+    hr, hz, hn = jnp.split(matmul(h, wh, dt) + bh, 3, axis=-1)
+    r = jax.nn.sigmoid(xr + hr)
+    z = jax.nn.sigmoid(xz + hz)
+    n = jnp.tanh(xn + r * hn)
+    h = (1.0 - z) * n + z * h
+    return h, (h, (r, z, n, hn))
+
+
+def _gru_v1_fwd_step(wh, bh, h, xp, dt):
+    d = h.shape[-1]
+    xr, xz, xn = jnp.split(xp, 3, axis=-1)
+    hr, hz = jnp.split(matmul(h, wh[:, : 2 * d], dt) + bh[: 2 * d], 2, axis=-1)
+    r = jax.nn.sigmoid(xr + hr)
+    z = jax.nn.sigmoid(xz + hz)
+    n = jnp.tanh(xn + matmul(r * h, wh[:, 2 * d :], dt) + bh[2 * d :])
+    h = (1.0 - z) * n + z * h
+    return h, (h, (r, z, n))
+
+
+def _lstm_fwd_step(wh, bh, carry, xp, dt):
+    c, h = carry
+    i, f, g, o = jnp.split(xp + matmul(h, wh, dt) + bh, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    c = f * c + i * g
+    h = o * jnp.tanh(c)
+    return (c, h), (h, (i, f, g, o, c))
+
+
+def _rnn_fwd_step(wh, bh, h, xp, dt):
+    h = jnp.tanh(xp + matmul(h, wh, dt) + bh)
+    return h, (h, ())
+
+
+_FWD = {"gru": _gru_fwd_step, "gru_v1": _gru_v1_fwd_step, "lstm": _lstm_fwd_step,
+        "rnn": _rnn_fwd_step}
+
+
+def _h_of(kind: str, carry):
+    return carry[1] if kind == "lstm" else carry
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def scan(kind: str, unroll: int, dtype: str | None, wh: jax.Array, bh: jax.Array, xp: jax.Array,
+         carry0):
+    """(ys [T, B, H], final carry) of cell `kind` over time-major xp; see the module doc.
+    `dtype` ("bfloat16"; None: float32) is the operand type of every matmul, forward and
+    backward; carries, gates and accumulation stay float32."""
+    (ys, carry), _ = _forward(kind, unroll, dtype, wh, bh, xp, carry0)
+    return ys, carry
+
+
+def _forward(kind, unroll, dtype, wh, bh, xp, carry0):
+    step = _FWD[kind]
+    carry, (ys, res) = jax.lax.scan(lambda c, x: step(wh, bh, c, x, dtype), carry0, xp,
+                                    unroll=unroll)
+    return (ys, carry), res
+
+
+def _scan_fwd(kind, unroll, dtype, wh, bh, xp, carry0):
+    (ys, carry), res = _forward(kind, unroll, dtype, wh, bh, xp, carry0)
+    return (ys, carry), (wh, ys, res, carry0)
+
+
+def _scan_bwd(kind, unroll, dt, saved, cotangents):
+    wh, ys, res, carry0 = saved
+    dys, dcarry = cotangents
+    h_prev = _prev(_h_of(kind, carry0), ys)
+    hdim = ys.shape[-1]
+    wh_t = wh.T
+
+    if kind == "gru":
+        def step(dh, inp):
+            dy, hp, (r, z, n, hn) = inp
+            dh = dh + dy
+            dn = dh * (1.0 - z) * _tanh_grad(n)
+            dr = dn * hn * _sig_grad(r)
+            dz = dh * (hp - n) * _sig_grad(z)
+            dhp = jnp.concatenate([dr, dz, dn * r], axis=-1)
+            return dh * z + matmul(dhp, wh_t, dt), (jnp.concatenate([dr, dz, dn], axis=-1), dhp)
+
+        dh0, (dxp, dhp) = jax.lax.scan(step, dcarry, (dys, h_prev, res), reverse=True,
+                                       unroll=unroll)
+        return _outer_sum(h_prev, dhp, dt), dhp.sum((0, 1)), dxp, dh0
+
+    if kind == "gru_v1":
+        wh_rz_t, wh_n_t = wh[:, : 2 * hdim].T, wh[:, 2 * hdim :].T
+
+        def step(dh, inp):
+            dy, hp, (r, z, n) = inp
+            dh = dh + dy
+            dn = dh * (1.0 - z) * _tanh_grad(n)
+            drh = matmul(dn, wh_n_t, dt)
+            dr = drh * hp * _sig_grad(r)
+            dz = dh * (hp - n) * _sig_grad(z)
+            drz = jnp.concatenate([dr, dz], axis=-1)
+            return dh * z + drh * r + matmul(drz, wh_rz_t, dt), jnp.concatenate([drz, dn], axis=-1)
+
+        dh0, dxp = jax.lax.scan(step, dcarry, (dys, h_prev, res), reverse=True, unroll=unroll)
+        r = res[0]
+        dwh = jnp.concatenate([_outer_sum(h_prev, dxp[..., : 2 * hdim], dt),
+                               _outer_sum(r * h_prev, dxp[..., 2 * hdim :], dt)], axis=-1)
+        return dwh, dxp.sum((0, 1)), dxp, dh0
+
+    if kind == "lstm":
+        i, f, g, o, cs = res
+        c_prev = _prev(carry0[0], cs)
+
+        def step(dcarry, inp):
+            dc, dh = dcarry
+            dy, (i, f, g, o, c, cp) = inp
+            dh = dh + dy
+            tc = jnp.tanh(c)
+            dc = dc + dh * o * _tanh_grad(tc)
+            dgates = jnp.concatenate([dc * g * _sig_grad(i), dc * cp * _sig_grad(f),
+                                      dc * i * _tanh_grad(g), dh * tc * _sig_grad(o)], axis=-1)
+            return (dc * f, matmul(dgates, wh_t, dt)), dgates
+
+        dcarry0, dxp = jax.lax.scan(step, dcarry, (dys, (i, f, g, o, cs, c_prev)),
+                                    reverse=True, unroll=unroll)
+        return _outer_sum(h_prev, dxp, dt), dxp.sum((0, 1)), dxp, dcarry0
+
+    def step(dh, inp):  # rnn
+        dy, h = inp
+        dpre = (dh + dy) * _tanh_grad(h)
+        return matmul(dpre, wh_t, dt), dpre
+
+    dh0, dxp = jax.lax.scan(step, dcarry, (dys, ys), reverse=True, unroll=unroll)
+    return _outer_sum(h_prev, dxp, dt), dxp.sum((0, 1)), dxp, dh0
+
+
+scan.defvjp(_scan_fwd, _scan_bwd)
