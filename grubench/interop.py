@@ -46,7 +46,7 @@ def _weight(rnn: Any, name: str, layer: int) -> jnp.ndarray:
     return jnp.asarray(getattr(rnn, f"{name}_l{layer}").detach().cpu().float().numpy())
 
 
-def from_torch(rnn: Any, *, unroll: int = 1) -> RecurrentStack:
+def from_torch(rnn: Any, *, unroll: int = 0) -> RecurrentStack:
     """A RecurrentStack holding `rnn`'s weights, taking the same input layout (batch_first or
     time-major) and returning (ys, carries) with ys equal to torch's `out`. Inter-layer
     dropout, which torch applies only in training mode, is not carried over."""

@@ -30,7 +30,7 @@ def test_flop_count():
 
 
 @pytest.mark.parametrize("args", [["--cells", "gruu"], ["--shapes", "1,2,3"],
-                                  ["--iters", "0"], ["--unroll", "0"],
+                                  ["--iters", "0"], ["--unroll", "-1"],
                                   ["--scaling", "--variants"]])
 def test_bad_arguments_are_one_line(args, capsys):
     assert bench.main(args) == 2

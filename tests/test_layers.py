@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from grubench.layers import Recurrent, stack
+from grubench.layers import Recurrent, default_unroll, stack
 
 B, T, D, H = 2, 9, 3, 4
 
@@ -131,3 +131,9 @@ def test_remat_memory_grows_sublinearly():
     assert plain[1] / plain[0] > 3.5  # linear: 4x the length, about 4x the bytes
     assert remat[1] / remat[0] < 3.0
     assert remat[1] < plain[1] / 4
+
+
+def test_unroll_zero_picks_the_backend_default():
+    layer = Recurrent("gru", D, H, rngs=nnx.Rngs(0))
+    assert layer.unroll == default_unroll() == (1 if jax.default_backend() == "cpu" else 8)
+    assert Recurrent("gru", D, H, rngs=nnx.Rngs(0), unroll=3).unroll == 3
