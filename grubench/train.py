@@ -102,6 +102,18 @@ class Program:
             "diverged_step": jnp.array(-1, jnp.int32),
         }
 
+    def init_seeds(self, seeds: list[int]) -> dict[str, Any]:
+        """The states of `seeds`, stacked on a leading seed axis, as `vmap(init)` would give.
+
+        Each seed is initialised on its own and then stacked, not under `vmap`: XLA's CPU
+        backend deadlocks running many batched QR decompositions (the orthogonal initialiser)
+        in one program — `jax.jit(jax.vmap(f))` of twelve 64 x 64 `jnp.linalg.qr` hangs in
+        `block_until_ready` with the CPU idle (jax 0.10.2; the reproducer is in the README).
+        The states are bit-identical to vmap's."""
+        init = jax.jit(self.init)
+        states = [init(jnp.asarray(s, jnp.int32)) for s in seeds]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
     def loss(self, params, batch: dict[str, jax.Array], dropout_key: jax.Array | None):
         model = nnx.merge(self.graphdef, params)
         if self.cfg.model.remat:  # the whole model in checkpointed chunks: O(sqrt(T)) memory
@@ -388,9 +400,10 @@ def _resume_source(cfg: DictConfig, own: Checkpoints) -> Checkpoints:
 def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tracker,
          out_dir: Path, config_dict: dict, dog: Watchdog) -> None:
     tr = cfg.trainer
+    dog.start()  # from here on, so a wedged init or compile is caught too
     splits = tasks.make_splits(cfg.task)
     program = build(cfg)
-    state = jax.jit(jax.vmap(program.init))(jnp.asarray(seeds, jnp.int32))
+    state = program.init_seeds(seeds)
     results["params"] = param_count(jax.tree.map(lambda a: a[0], state["params"]))
     results["train_size"] = len(splits.train)  # what the task had, not just what was asked
     data = jax.device_put(splits.train.arrays())
@@ -449,7 +462,7 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
     if tr.patience and np.all(since_best >= tr.patience):  # resumed after stopping early
         end = start
         results["stopped_early_at"] = start
-    dog.start()
+    dog.tick()
     with _StopSignals() as stop_signal:
         for step in range(start, end):
             idx = order.indices(step)
