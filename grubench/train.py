@@ -17,6 +17,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ class Program:
             "diverged_step": jnp.array(-1, jnp.int32),
         }
 
-    def init_seeds(self, seeds: list[int]) -> dict[str, Any]:
+    def init_seeds(self, seeds: list[int], init: Callable | None = None) -> dict[str, Any]:
         """The states of `seeds`, stacked on a leading seed axis, as `vmap(init)` would give.
 
         Each seed is initialised on its own and then stacked, not under `vmap`: XLA's CPU
@@ -110,7 +111,7 @@ class Program:
         in one program — `jax.jit(jax.vmap(f))` of twelve 64 x 64 `jnp.linalg.qr` hangs in
         `block_until_ready` with the CPU idle (jax 0.10.2; the reproducer is in the README).
         The states are bit-identical to vmap's."""
-        init = jax.jit(self.init)
+        init = init or jax.jit(self.init)
         states = [init(jnp.asarray(s, jnp.int32)) for s in seeds]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
@@ -400,10 +401,12 @@ def _resume_source(cfg: DictConfig, own: Checkpoints) -> Checkpoints:
 def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tracker,
          out_dir: Path, config_dict: dict, dog: Watchdog) -> None:
     tr = cfg.trainer
-    dog.start()  # from here on, so a wedged init or compile is caught too
+    dog.start()  # from here on, so a wedged initialisation is caught too
     splits = tasks.make_splits(cfg.task)
     program = build(cfg)
-    state = program.init_seeds(seeds)
+    with dog.paused():  # compiling is slow but cannot wedge; running it can
+        init = jax.jit(program.init).lower(jnp.int32(0)).compile()
+    state = program.init_seeds(seeds, init)
     results["params"] = param_count(jax.tree.map(lambda a: a[0], state["params"]))
     results["train_size"] = len(splits.train)  # what the task had, not just what was asked
     data = jax.device_put(splits.train.arrays())
@@ -435,7 +438,8 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
     step_fn = jax.jit(jax.vmap(program.train_step, in_axes=(0, None, 0, None)),
                       donate_argnums=0)
     t0 = time.perf_counter()
-    compiled = step_fn.lower(state, jnp.int32(0), order.indices(0), data).compile()
+    with dog.paused():
+        compiled = step_fn.lower(state, jnp.int32(0), order.indices(0), data).compile()
     compile_s = time.perf_counter() - t0
     # The training set is an argument of the step but the same for every model: left out.
     results["memory"] = {

@@ -14,7 +14,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 RESTARTS_ENV = "GRUBENCH_RESTARTS"  # how many times this command has restarted itself
 MAX_RESTARTS = 3
@@ -24,13 +25,15 @@ HANG_EXIT = 3
 class Watchdog:
     """`start()`, then `tick()` after each unit of work, then `stop()`. `on_hang(stalled_s)`
     runs once, on the watchdog's thread, after `timeout_s` seconds without a tick; timeout_s = 0
-    disables the watchdog."""
+    disables the watchdog. Inside `with paused():` (compiling: slow, but it cannot wedge) the
+    clock does not run."""
 
     def __init__(self, timeout_s: float, on_hang: Callable[[float], None]):
         self.timeout_s = timeout_s
         self.on_hang = on_hang
         self._last = time.monotonic()
         self._stop = threading.Event()
+        self._paused = False
 
     def tick(self) -> None:
         self._last = time.monotonic()
@@ -38,7 +41,7 @@ class Watchdog:
     def _watch(self) -> None:
         while not self._stop.wait(min(5.0, self.timeout_s / 4)):
             stalled = time.monotonic() - self._last
-            if stalled > self.timeout_s:
+            if stalled > self.timeout_s and not self._paused:
                 self.on_hang(stalled)
                 return
 
@@ -49,6 +52,15 @@ class Watchdog:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        self._paused = True
+        try:
+            yield
+        finally:
+            self.tick()
+            self._paused = False
 
 
 def restart_command(argv: Sequence[str], dir_key: str, out_dir: str) -> list[str]:
