@@ -183,7 +183,8 @@ def run_variants(shapes: list[tuple[int, int, int, int]], cells: list[str], warm
                              "gflops": step_flops(cell, b, t, d, h) / (ms * 1e-3) / 1e9})
                 print(f"  {cell:4s} {name:10s} B={b:<4d} T={t:<4d} D={d:<4d} H={h:<4d} "
                       f"{ms:9.2f} ms", file=sys.stderr, flush=True)
-    return {"device": jax.devices()[0].device_kind, "rows": rows}
+    return {"peak_gflops": matmul_peak_gflops(), "device": jax.devices()[0].device_kind,
+            "rows": rows}
 
 
 def format_variants(result: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from grubench.cells import Carry, make_cell
 
 def default_unroll() -> int:
     """The scan unroll that `unroll=0` means: 1 on a CPU, where unrolling was no faster
-    (`grubench-bench --variants`: 0.85-1.09x at 2 and 4, up to 2.7x slower at 8), and 8 on
+    (`grubench-bench --variants`: 0.85-1.37x at 2 and 4, up to 2.7x slower at 8), and 8 on
     an accelerator, where it cut the train step to 0.53-0.90x of unroll 1 (H200)."""
     return 1 if jax.default_backend() == "cpu" else 8
 

@@ -56,7 +56,7 @@ def test_variants_mode_times_each_option_against_the_default(tmp_path, capsys):
                        "--warmup", "0", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     got = {r["impl"]: r["step_ms"] for r in res["rows"]}
-    assert set(got) == set(bench.VARIANTS)
+    assert set(got) == set(bench.VARIANTS) and res["peak_gflops"] > 0
     row = next(line for line in capsys.readouterr().out.splitlines()
                if line.startswith("| gru | 2, 5, 3, 4 |"))
     autodiff = row.split("|")[3 + list(bench.VARIANTS).index("autodiff")].strip()
