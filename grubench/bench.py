@@ -307,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("--shapes: each shape is four positive integers B,T,D,H")
         if a.iters < 1 or a.warmup < 0 or a.unroll < 0:
             raise ValueError("--iters must be >= 1, --warmup and --unroll >= 0")
+        if a.matmul_dtype != "float32" and a.backward != "fused":
+            raise ValueError(f"--matmul-dtype {a.matmul_dtype} needs --backward fused")
         if a.scaling and a.variants:
             raise ValueError("--scaling and --variants are separate runs: choose one")
     except ValueError as e:

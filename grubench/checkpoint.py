@@ -17,9 +17,13 @@ import numpy as np
 
 from grubench.results import jsonable
 
-# Keys that may differ between the run that wrote a checkpoint and the run that resumes it.
+# Keys that may differ between the run that wrote a checkpoint and the run that resumes it:
+# bookkeeping, and how the same gradients are computed (backward pass, scan unroll).
 _FREE_KEYS = {("trainer", "progress"), ("trainer", "resume"), ("trainer", "checkpoint_every"),
-              ("trainer", "keep_checkpoints"), ("logger",)}
+              ("trainer", "keep_checkpoints"), ("logger",), ("model", "backward"),
+              ("model", "unroll")}
+# Keys added after checkpoints were first written: a checkpoint without one had this value.
+_ADDED_KEYS = {("model", "matmul_dtype"): "float32"}
 
 
 class CheckpointError(RuntimeError):
@@ -49,7 +53,7 @@ def config_difference(a: dict, b: dict, prefix: tuple = ()) -> str | None:
         path = (*prefix, k)
         if path in _FREE_KEYS or path[:1] in _FREE_KEYS:
             continue
-        va, vb = a.get(k), b.get(k)
+        va, vb = a.get(k, _ADDED_KEYS.get(path)), b.get(k, _ADDED_KEYS.get(path))
         if isinstance(va, dict) and isinstance(vb, dict):
             diff = config_difference(va, vb, path)
             if diff:

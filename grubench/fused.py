@@ -5,13 +5,15 @@ time-major projected inputs xp [T, B, G*H], and has a `jax.custom_vjp`:
 
   forward   one scan that keeps each step's gate activations;
   backward  one reverse scan whose carry is only dh (an LSTM: dh and dc), each step one
-            [B, G*H] x [G*H, H] matmul (dg_t Wh^T) and elementwise gate derivatives;
+            [B, G*H] x [G*H, H] matmul (dg_t Wh^T; the reset-before GRU: two, since its
+            candidate reads r * h) and elementwise gate derivatives;
   weights   dWh = sum_t h_{t-1}^T dg_t and dbh = sum_t dg_t, as single large matmuls over
             all T*B rows after the scan, not T small ones accumulated inside it.
 
 JAX's own reverse of a scan accumulates dWh in the scan carry: every step reads and writes
 an H x G*H matrix. Here dxp (the gradient of the pre-activations) is returned for the
-projection xs Wi + bi, whose gradient autodiff takes care of outside.
+projection xs Wi + bi, whose gradient autodiff takes care of outside. Being a custom VJP, the
+layer supports reverse mode only (grad, vjp), not jvp / jacfwd.
 """
 
 from __future__ import annotations

@@ -36,8 +36,9 @@ class Recurrent(nnx.Module):
     `backward="fused"` (default) gives GRU, LSTM and tanh-RNN layers the hand-written backward
     pass of `grubench.fused` (dh-only reverse scan, weight gradients as one matmul after it);
     `"autodiff"` leaves the backward pass to JAX's transpose of the scan. `matmul_dtype=
-    "bfloat16"` (fused backward only) casts every matmul's operands to bfloat16 and accumulates
-    in float32; carries and gate arithmetic stay float32 (the grad probe's recurrence too).
+    "bfloat16"` (with the fused backward, or for minGRU / minLSTM, whose only matmul is the
+    projection) casts every matmul's operands to bfloat16 and accumulates in float32; carries
+    and gate arithmetic stay float32 (the grad probe's recurrence too).
     """
 
     def __init__(

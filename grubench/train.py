@@ -451,8 +451,10 @@ def _run(cfg: DictConfig, seeds: list[int], results: dict[str, Any], tracker: Tr
     evaluate = Evaluator(program, min(tr.eval_batch_size, len(splits.val), len(splits.test)))
     probe = None
     if tr.grad_probe:
-        probe_fn = jax.jit(jax.vmap(program.grad_profile, in_axes=(0, None)))
         probe_batch = splits.val.take(evaluate.batch_size).arrays()
+        with dog.paused():
+            probe_fn = jax.jit(jax.vmap(program.grad_profile, in_axes=(0, None))).lower(
+                state["params"], probe_batch).compile()
         probe = lambda params: np.asarray(probe_fn(params, probe_batch))
         if start == 0:
             results["grad_norms_init"] = {"t": list(range(int(splits.val.x.shape[1]))),

@@ -40,8 +40,10 @@ class Watchdog:
 
     def _watch(self) -> None:
         while not self._stop.wait(min(5.0, self.timeout_s / 4)):
+            if self._paused:  # read first: paused() ticks before it clears the flag
+                continue
             stalled = time.monotonic() - self._last
-            if stalled > self.timeout_s and not self._paused:
+            if stalled > self.timeout_s:
                 self.on_hang(stalled)
                 return
 

@@ -31,7 +31,8 @@ def test_flop_count():
 
 @pytest.mark.parametrize("args", [["--cells", "gruu"], ["--shapes", "1,2,3"],
                                   ["--iters", "0"], ["--unroll", "-1"],
-                                  ["--scaling", "--variants"]])
+                                  ["--scaling", "--variants"],
+                                  ["--backward", "autodiff", "--matmul-dtype", "bfloat16"]])
 def test_bad_arguments_are_one_line(args, capsys):
     assert bench.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()

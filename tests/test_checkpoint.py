@@ -88,3 +88,14 @@ def test_config_difference_ignores_free_keys():
     assert config_difference(a, b) is None
     assert config_difference(a, b | {"trainer": {"steps": 6}}) == "trainer.steps=5 here, 6 in " \
         "the checkpoint"
+
+
+def test_checkpoints_from_before_the_fused_backward_still_resume():
+    """Older checkpoints have no model.backward / model.matmul_dtype and unroll 1: the first two
+    compute the same gradients, a missing matmul_dtype was float32."""
+    old = {"model": {"hidden": 8, "unroll": 1}}
+    new = {"model": {"hidden": 8, "unroll": 0, "backward": "fused", "matmul_dtype": "float32"}}
+    assert config_difference(new, old) is None
+    bf16 = {"model": {**new["model"], "matmul_dtype": "bfloat16"}}
+    assert config_difference(bf16, old) == ("model.matmul_dtype='bfloat16' here, 'float32' in "
+                                            "the checkpoint")
