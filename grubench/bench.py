@@ -42,6 +42,22 @@ def _median_ms(step: Callable[[], Any], warmup: int, iters: int, sync: Callable[
     return 1e3 * statistics.median(times)
 
 
+def _timed_row(cell: str, impl: str, shape: tuple[int, int, int, int], run: Callable,
+               sync: Callable, warmup: int, iters: int) -> dict[str, Any]:
+    """One result row (the JSON contract's): the median step time of `run` and its GFLOP/s."""
+    ms = _median_ms(run, warmup, iters, sync)
+    b, t, d, h = shape
+    print(f"  {cell:7s} {impl:10s} B={b:<4d} T={t:<5d} D={d:<4d} H={h:<4d} {ms:9.2f} ms",
+          file=sys.stderr, flush=True)
+    return {"cell": cell, "impl": impl, "shape": [b, t, d, h], "step_ms": ms,
+            "gflops": step_flops(cell, b, t, d, h) / (ms * 1e-3) / 1e9}
+
+
+def _result(rows: list[dict[str, Any]], **extra) -> dict[str, Any]:
+    return {"peak_gflops": matmul_peak_gflops(), "device": jax.devices()[0].device_kind,
+            **extra, "rows": rows}
+
+
 def step_flops(cell: str, b: int, t: int, d: int, h: int) -> float:
     """Matmul FLOPs of forward + backward: 3 x 2·B·T·G·H·(D + H) (minGRU/minLSTM: no H term)."""
     return 3 * 2 * b * t * GATES[cell] * h * (d + (h if RECURRENT_MATMUL[cell] else 0))
@@ -144,16 +160,9 @@ def run_bench(shapes: list[tuple[int, int, int, int]], cells: list[str], warmup:
             if with_torch:
                 run, sync = torch_peer(cell, b, t, d, h)
                 impls.append(("torch", run, sync))
-            for impl, run, sync in impls:
-                ms = _median_ms(run, warmup, iters, sync)
-                rows.append({
-                    "cell": cell, "impl": impl, "shape": [b, t, d, h], "step_ms": ms,
-                    "gflops": step_flops(cell, b, t, d, h) / (ms * 1e-3) / 1e9,
-                })
-                print(f"  {cell:4s} {impl:8s} B={b:<4d} T={t:<4d} D={d:<4d} H={h:<4d} "
-                      f"{ms:9.2f} ms", file=sys.stderr, flush=True)
-    return {"peak_gflops": matmul_peak_gflops(), "device": jax.devices()[0].device_kind,
-            "options": ours_kw, "rows": rows}
+            rows += [_timed_row(cell, impl, (b, t, d, h), run, sync, warmup, iters)
+                     for impl, run, sync in impls]
+    return _result(rows, options=ours_kw)
 
 
 # Our layer's implementation options, each timed against the default (fused backward, unroll
@@ -176,15 +185,10 @@ def run_variants(shapes: list[tuple[int, int, int, int]], cells: list[str], warm
     rows = []
     for cell in cells:
         for b, t, d, h in shapes:
-            for name, kw in VARIANTS.items():
-                ms = _median_ms(ours(cell, b, t, d, h, **kw), warmup, iters,
-                                jax.block_until_ready)
-                rows.append({"cell": cell, "impl": name, "shape": [b, t, d, h], "step_ms": ms,
-                             "gflops": step_flops(cell, b, t, d, h) / (ms * 1e-3) / 1e9})
-                print(f"  {cell:4s} {name:10s} B={b:<4d} T={t:<4d} D={d:<4d} H={h:<4d} "
-                      f"{ms:9.2f} ms", file=sys.stderr, flush=True)
-    return {"peak_gflops": matmul_peak_gflops(), "device": jax.devices()[0].device_kind,
-            "rows": rows}
+            rows += [_timed_row(cell, name, (b, t, d, h), ours(cell, b, t, d, h, **kw),
+                                jax.block_until_ready, warmup, iters)
+                     for name, kw in VARIANTS.items()]
+    return _result(rows)
 
 
 def format_variants(result: dict[str, Any]) -> str:
@@ -210,13 +214,9 @@ def run_scaling(cells: list[str], b: int, d: int, h: int, lengths: list[int], wa
     """Our layers only, over sequence lengths: the case for parallel-scan cells."""
     rows = []
     for t in lengths:
-        for cell in cells:
-            ms = _median_ms(ours(cell, b, t, d, h), warmup, iters, jax.block_until_ready)
-            rows.append({"cell": cell, "impl": "grubench", "shape": [b, t, d, h], "step_ms": ms,
-                         "gflops": step_flops(cell, b, t, d, h) / (ms * 1e-3) / 1e9})
-            print(f"  {cell:8s} T={t:<5d} {ms:9.2f} ms", file=sys.stderr, flush=True)
-    return {"peak_gflops": matmul_peak_gflops(), "device": jax.devices()[0].device_kind,
-            "rows": rows}
+        rows += [_timed_row(cell, "grubench", (b, t, d, h), ours(cell, b, t, d, h),
+                            jax.block_until_ready, warmup, iters) for cell in cells]
+    return _result(rows)
 
 
 def format_scaling(result: dict[str, Any]) -> str:

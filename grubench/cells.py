@@ -62,8 +62,10 @@ def _mixed_matmul_bwd(dtype, saved, g):
 _mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
 
 
-def gru_step(wh: jax.Array, bh: jax.Array, h: jax.Array, xp: jax.Array, reset_after: bool):
-    """One GRU step on projected input xp = x Wi + bi (gates r, z, n).
+def gru_forward(wh: jax.Array, bh: jax.Array, h: jax.Array, xp: jax.Array, reset_after: bool,
+                dtype: str | None = None):
+    """One GRU step on projected input xp = x Wi + bi (gates r, z, n): h' and the activations
+    its derivative needs, (r, z, n, h Wh_n + bh_n) reset after, (r, z, n) reset before.
 
     r = σ(xp_r + h Wh_r + bh_r),  z = σ(xp_z + h Wh_z + bh_z)
     reset_after:      n = tanh(xp_n + r ⊙ (h Wh_n + bh_n))        (cuDNN, PyTorch)
@@ -73,37 +75,57 @@ def gru_step(wh: jax.Array, bh: jax.Array, h: jax.Array, xp: jax.Array, reset_af
     hdim = h.shape[-1]
     xr, xz, xn = jnp.split(xp, 3, axis=-1)
     if reset_after:
-        hp = h @ wh + bh
-        hr, hz, hn = jnp.split(hp, 3, axis=-1)
+        hr, hz, hn = jnp.split(matmul(h, wh, dtype) + bh, 3, axis=-1)
         r = jax.nn.sigmoid(xr + hr)
         z = jax.nn.sigmoid(xz + hz)
         n = jnp.tanh(xn + r * hn)
+        acts = (r, z, n, hn)
     else:
-        hp = h @ wh[:, : 2 * hdim] + bh[: 2 * hdim]
-        hr, hz = jnp.split(hp, 2, axis=-1)
+        hr, hz = jnp.split(matmul(h, wh[:, : 2 * hdim], dtype) + bh[: 2 * hdim], 2, axis=-1)
         r = jax.nn.sigmoid(xr + hr)
         z = jax.nn.sigmoid(xz + hz)
-        n = jnp.tanh(xn + (r * h) @ wh[:, 2 * hdim :] + bh[2 * hdim :])
-    h = (1.0 - z) * n + z * h
-    return h, h
+        n = jnp.tanh(xn + matmul(r * h, wh[:, 2 * hdim :], dtype) + bh[2 * hdim :])
+        acts = (r, z, n)
+    return (1.0 - z) * n + z * h, acts
 
 
-def lstm_step(wh: jax.Array, bh: jax.Array, carry: tuple[jax.Array, jax.Array], xp: jax.Array):
-    """One LSTM step on projected input xp = x Wi + bi (gates i, f, g, o); carry (c, h).
+def lstm_forward(wh: jax.Array, bh: jax.Array, carry: tuple[jax.Array, jax.Array],
+                 xp: jax.Array, dtype: str | None = None):
+    """One LSTM step on projected input xp = x Wi + bi (gates i, f, g, o); carry (c, h):
+    (c', h') and the activations its derivative needs, (i, f, g, o, c').
 
     [i, f, g, o] = [σ, σ, tanh, σ](xp + h Wh + bh)
     c' = f ⊙ c + i ⊙ g,   h' = o ⊙ tanh(c')
     """
     c, h = carry
-    i, f, g, o = jnp.split(xp + h @ wh + bh, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
-    return (c, h), h
+    i, f, g, o = jnp.split(xp + matmul(h, wh, dtype) + bh, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    c = f * c + i * g
+    return (c, o * jnp.tanh(c)), (i, f, g, o, c)
+
+
+def rnn_forward(wh: jax.Array, bh: jax.Array, h: jax.Array, xp: jax.Array,
+                dtype: str | None = None):
+    """One tanh-RNN (Elman) step on projected input xp = x Wi + bi:  h' = tanh(xp + h Wh + bh);
+    its derivative needs h' alone, so no other activations."""
+    return jnp.tanh(xp + matmul(h, wh, dtype) + bh), ()
+
+
+def gru_step(wh: jax.Array, bh: jax.Array, h: jax.Array, xp: jax.Array, reset_after: bool):
+    """(h', h'): one GRU step as a `jax.lax.scan` body; equations in `gru_forward`."""
+    h, _ = gru_forward(wh, bh, h, xp, reset_after)
+    return h, h
+
+
+def lstm_step(wh: jax.Array, bh: jax.Array, carry: tuple[jax.Array, jax.Array], xp: jax.Array):
+    """((c', h'), h'): one LSTM step as a `jax.lax.scan` body; equations in `lstm_forward`."""
+    carry, _ = lstm_forward(wh, bh, carry, xp)
+    return carry, carry[1]
 
 
 def rnn_step(wh: jax.Array, bh: jax.Array, h: jax.Array, xp: jax.Array):
-    """One tanh-RNN (Elman) step on projected input xp = x Wi + bi:  h' = tanh(xp + h Wh + bh)."""
-    h = jnp.tanh(xp + h @ wh + bh)
+    """(h', h'): one tanh-RNN step as a `jax.lax.scan` body; equation in `rnn_forward`."""
+    h, _ = rnn_forward(wh, bh, h, xp)
     return h, h
 
 
@@ -189,7 +211,7 @@ class _FusedCell(nnx.Module):
 
 
 class GRUCell(_FusedCell):
-    """Gated recurrent unit (Cho et al. 2014), equations in `gru_step`.
+    """Gated recurrent unit (Cho et al. 2014), equations in `gru_forward`.
 
     `reset_after=True` applies the reset gate after the recurrent matmul, as cuDNN and PyTorch
     do (one fused [H, 3H] matmul per step); `reset_after=False` is the original form.
@@ -207,7 +229,7 @@ class GRUCell(_FusedCell):
 
 
 class LSTMCell(_FusedCell):
-    """Long short-term memory (Hochreiter & Schmidhuber 1997), equations in `lstm_step`.
+    """Long short-term memory (Hochreiter & Schmidhuber 1997), equations in `lstm_forward`.
 
     The forget-gate slice of `bi` starts at `forget_bias` (1 by default, Jozefowicz et al. 2015).
     """
@@ -228,7 +250,7 @@ class LSTMCell(_FusedCell):
 
 
 class RNNCell(_FusedCell):
-    """Tanh RNN (Elman 1990), the baseline of Chung et al. 2014; equation in `rnn_step`."""
+    """Tanh RNN (Elman 1990), the baseline of Chung et al. 2014; equation in `rnn_forward`."""
 
     gates = 1
 

@@ -23,9 +23,15 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from grubench.cells import GRUCell, LSTMCell, RNNCell, matmul
-
-SUPPORTED = (GRUCell, LSTMCell, RNNCell)
+from grubench.cells import (
+    GRUCell,
+    LSTMCell,
+    RNNCell,
+    gru_forward,
+    lstm_forward,
+    matmul,
+    rnn_forward,
+)
 
 
 def kind_of(cell) -> str | None:
@@ -57,45 +63,10 @@ def _outer_sum(a: jax.Array, b: jax.Array, dtype: str | None = None) -> jax.Arra
     return matmul(a.reshape(-1, a.shape[-1]).T, b.reshape(-1, b.shape[-1]), dtype)
 
 
-# Forward steps: (carry, xp_t) -> (carry, (h_t, residuals_t)).
-
-def _gru_fwd_step(wh, bh, h, xp, dt):
-    xr, xz, xn = jnp.split(xp, 3, axis=-1)
-    hr, hz, hn = jnp.split(matmul(h, wh, dt) + bh, 3, axis=-1)
-    r = jax.nn.sigmoid(xr + hr)
-    z = jax.nn.sigmoid(xz + hz)
-    n = jnp.tanh(xn + r * hn)
-    h = (1.0 - z) * n + z * h
-    return h, (h, (r, z, n, hn))
-
-
-def _gru_v1_fwd_step(wh, bh, h, xp, dt):
-    d = h.shape[-1]
-    xr, xz, xn = jnp.split(xp, 3, axis=-1)
-    hr, hz = jnp.split(matmul(h, wh[:, : 2 * d], dt) + bh[: 2 * d], 2, axis=-1)
-    r = jax.nn.sigmoid(xr + hr)
-    z = jax.nn.sigmoid(xz + hz)
-    n = jnp.tanh(xn + matmul(r * h, wh[:, 2 * d :], dt) + bh[2 * d :])
-    h = (1.0 - z) * n + z * h
-    return h, (h, (r, z, n))
-
-
-def _lstm_fwd_step(wh, bh, carry, xp, dt):
-    c, h = carry
-    i, f, g, o = jnp.split(xp + matmul(h, wh, dt) + bh, 4, axis=-1)
-    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-    c = f * c + i * g
-    h = o * jnp.tanh(c)
-    return (c, h), (h, (i, f, g, o, c))
-
-
-def _rnn_fwd_step(wh, bh, h, xp, dt):
-    h = jnp.tanh(xp + matmul(h, wh, dt) + bh)
-    return h, (h, ())
-
-
-_FWD = {"gru": _gru_fwd_step, "gru_v1": _gru_v1_fwd_step, "lstm": _lstm_fwd_step,
-        "rnn": _rnn_fwd_step}
+# Forward steps: the cells' own equations, returning (carry, activations for the backward).
+_FWD = {"gru": partial(gru_forward, reset_after=True),
+        "gru_v1": partial(gru_forward, reset_after=False), "lstm": lstm_forward,
+        "rnn": rnn_forward}
 
 
 def _h_of(kind: str, carry):
@@ -103,19 +74,23 @@ def _h_of(kind: str, carry):
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def scan(kind: str, unroll: int, dtype: str | None, wh: jax.Array, bh: jax.Array, xp: jax.Array,
+def scan(kind: str, unroll: int, dtype: str, wh: jax.Array, bh: jax.Array, xp: jax.Array,
          carry0):
     """(ys [T, B, H], final carry) of cell `kind` over time-major xp; see the module doc.
-    `dtype` ("bfloat16"; None: float32) is the operand type of every matmul, forward and
+    `dtype` ("float32" or "bfloat16") is the operand type of every matmul, forward and
     backward; carries, gates and accumulation stay float32."""
     (ys, carry), _ = _forward(kind, unroll, dtype, wh, bh, xp, carry0)
     return ys, carry
 
 
 def _forward(kind, unroll, dtype, wh, bh, xp, carry0):
-    step = _FWD[kind]
-    carry, (ys, res) = jax.lax.scan(lambda c, x: step(wh, bh, c, x, dtype), carry0, xp,
-                                    unroll=unroll)
+    forward = _FWD[kind]
+
+    def step(carry, x):
+        carry, acts = forward(wh, bh, carry, x, dtype=dtype)
+        return carry, (_h_of(kind, carry), acts)
+
+    carry, (ys, res) = jax.lax.scan(step, carry0, xp, unroll=unroll)
     return (ys, carry), res
 
 

@@ -66,13 +66,14 @@ class Recurrent(nnx.Module):
         self.remat_chunk = remat_chunk
         if backward not in ("autodiff", "fused"):
             raise ValueError(f"backward must be 'autodiff' or 'fused', not {backward!r}")
-        # minGRU / minLSTM have no recurrent matmul to fuse: they keep autodiff.
-        self.fused_kind = fused.kind_of(self.cell) if backward == "fused" else None
         if matmul_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"matmul_dtype must be 'float32' or 'bfloat16', not {matmul_dtype!r}")
-        if matmul_dtype != "float32" and backward != "fused" and fused.kind_of(self.cell):
+        # minGRU / minLSTM (kind None) have no recurrent matmul to fuse: they keep autodiff.
+        kind = fused.kind_of(self.cell)
+        if matmul_dtype != "float32" and backward != "fused" and kind:
             raise ValueError(f"matmul_dtype={matmul_dtype} needs backward='fused' for {cell}")
-        self.matmul_dtype = None if matmul_dtype == "float32" else matmul_dtype
+        self.fused_kind = kind if backward == "fused" else None
+        self.matmul_dtype = matmul_dtype
 
     def __call__(self, xs: jax.Array, carry: Carry | None = None,
                  probe: jax.Array | None = None, *, remat: bool | None = None,
@@ -101,8 +102,8 @@ class Recurrent(nnx.Module):
             return (ys[::-1] if reverse else ys), carry
         if self.fused_kind is not None:
             ys, carry = fused.scan(self.fused_kind, self.unroll, self.matmul_dtype,
-                                   self.cell.wh[...],
-                                   self.cell.bh[...], xp[::-1] if reverse else xp, carry)
+                                   self.cell.wh[...], self.cell.bh[...],
+                                   xp[::-1] if reverse else xp, carry)
             return (ys[::-1] if reverse else ys), carry
         carry, ys = jax.lax.scan(self.cell.recurrence(), carry, xp, unroll=self.unroll,
                                  reverse=reverse)
