@@ -204,9 +204,11 @@ class _FusedCell(nnx.Module):
         self.bi = nnx.Param(jnp.full((g,), bias_init, jnp.float32))
         self.bh = nnx.Param(jnp.zeros((g,), jnp.float32))
 
-    def project(self, xs: jax.Array, dtype: str | None = None) -> jax.Array:
-        """Gate pre-activations of every time step at once: xs Wi + bi, [..., D] -> [..., G*H]."""
-        return matmul(xs, self.wi[...], dtype) + self.bi[...]
+    def project(self, xs: jax.Array, dtype: str | None = None, bias: bool = True) -> jax.Array:
+        """Gate pre-activations of every time step at once: xs Wi + bi, [..., D] -> [..., G*H]
+        (`bias=False`: xs Wi, for a caller that adds bi inside its step)."""
+        xp = matmul(xs, self.wi[...], dtype)
+        return xp + self.bi[...] if bias else xp
 
     def initial_carry(self, batch_shape: tuple[int, ...]) -> Carry:
         return jnp.zeros((*batch_shape, self.hidden), jnp.float32)

@@ -1,18 +1,21 @@
 """A hand-written backward pass for a whole recurrent layer, as cuDNN does it.
 
-`scan(cell, wh, bh, xp, carry0)` equals running the cell's step under `jax.lax.scan` over the
-time-major projected inputs xp [T, B, G*H], and has a `jax.custom_vjp`:
+`scan(cell, unroll, dtype, wh, bh, bi, xp, carry0)` equals running the cell's step under
+`jax.lax.scan` over the time-major projected inputs xp + bi (xp = xs Wi [T, B, G*H], its bias
+added inside the step, where it costs no extra pass over [T, B, G*H]), and has a
+`jax.custom_vjp`:
 
   forward   one scan that keeps each step's gate activations;
   backward  one reverse scan whose carry is only dh (an LSTM: dh and dc), each step one
             [B, G*H] x [G*H, H] matmul (dg_t Wh^T; the reset-before GRU: two, since its
             candidate reads r * h) and elementwise gate derivatives;
   weights   dWh = sum_t h_{t-1}^T dg_t and dbh = sum_t dg_t, as single large matmuls over
-            all T*B rows after the scan, not T small ones accumulated inside it.
+            all T*B rows after the scan, not T small ones accumulated inside it; dbi is the
+            same sum of dxp (for an LSTM and a tanh-RNN dbh itself).
 
 JAX's own reverse of a scan accumulates dWh in the scan carry: every step reads and writes
 an H x G*H matrix. Here dxp (the gradient of the pre-activations) is returned for the
-projection xs Wi + bi, whose gradient autodiff takes care of outside. Being a custom VJP, the
+projection xs Wi, whose gradient autodiff takes care of outside. Being a custom VJP, the
 layer supports reverse mode only (grad, vjp), not jvp / jacfwd.
 """
 
@@ -74,28 +77,28 @@ def _h_of(kind: str, carry):
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def scan(kind: str, unroll: int, dtype: str, wh: jax.Array, bh: jax.Array, xp: jax.Array,
-         carry0):
-    """(ys [T, B, H], final carry) of cell `kind` over time-major xp; see the module doc.
+def scan(kind: str, unroll: int, dtype: str, wh: jax.Array, bh: jax.Array, bi: jax.Array,
+         xp: jax.Array, carry0):
+    """(ys [T, B, H], final carry) of cell `kind` over time-major xp + bi; see the module doc.
     `dtype` ("float32" or "bfloat16") is the operand type of every matmul, forward and
     backward; carries, gates and accumulation stay float32."""
-    (ys, carry), _ = _forward(kind, unroll, dtype, wh, bh, xp, carry0)
+    (ys, carry), _ = _forward(kind, unroll, dtype, wh, bh, bi, xp, carry0)
     return ys, carry
 
 
-def _forward(kind, unroll, dtype, wh, bh, xp, carry0):
+def _forward(kind, unroll, dtype, wh, bh, bi, xp, carry0):
     forward = _FWD[kind]
 
     def step(carry, x):
-        carry, acts = forward(wh, bh, carry, x, dtype=dtype)
+        carry, acts = forward(wh, bh, carry, x + bi, dtype=dtype)
         return carry, (_h_of(kind, carry), acts)
 
     carry, (ys, res) = jax.lax.scan(step, carry0, xp, unroll=unroll)
     return (ys, carry), res
 
 
-def _scan_fwd(kind, unroll, dtype, wh, bh, xp, carry0):
-    (ys, carry), res = _forward(kind, unroll, dtype, wh, bh, xp, carry0)
+def _scan_fwd(kind, unroll, dtype, wh, bh, bi, xp, carry0):
+    (ys, carry), res = _forward(kind, unroll, dtype, wh, bh, bi, xp, carry0)
     return (ys, carry), (wh, ys, res, carry0)
 
 
@@ -118,7 +121,7 @@ def _scan_bwd(kind, unroll, dt, saved, cotangents):
 
         dh0, (dxp, dhp) = jax.lax.scan(step, dcarry, (dys, h_prev, res), reverse=True,
                                        unroll=unroll)
-        return _outer_sum(h_prev, dhp, dt), dhp.sum((0, 1)), dxp, dh0
+        return _outer_sum(h_prev, dhp, dt), dhp.sum((0, 1)), dxp.sum((0, 1)), dxp, dh0
 
     if kind == "gru_v1":
         wh_rz_t, wh_n_t = wh[:, : 2 * hdim].T, wh[:, 2 * hdim :].T
@@ -137,7 +140,8 @@ def _scan_bwd(kind, unroll, dt, saved, cotangents):
         r = res[0]
         dwh = jnp.concatenate([_outer_sum(h_prev, dxp[..., : 2 * hdim], dt),
                                _outer_sum(r * h_prev, dxp[..., 2 * hdim :], dt)], axis=-1)
-        return dwh, dxp.sum((0, 1)), dxp, dh0
+        db = dxp.sum((0, 1))
+        return dwh, db, db, dxp, dh0
 
     if kind == "lstm":
         i, f, g, o, cs = res
@@ -155,7 +159,8 @@ def _scan_bwd(kind, unroll, dt, saved, cotangents):
 
         dcarry0, dxp = jax.lax.scan(step, dcarry, (dys, (i, f, g, o, cs, c_prev)),
                                     reverse=True, unroll=unroll)
-        return _outer_sum(h_prev, dxp, dt), dxp.sum((0, 1)), dxp, dcarry0
+        db = dxp.sum((0, 1))
+        return _outer_sum(h_prev, dxp, dt), db, db, dxp, dcarry0
 
     def step(dh, inp):  # rnn
         dy, h = inp
@@ -163,7 +168,8 @@ def _scan_bwd(kind, unroll, dt, saved, cotangents):
         return matmul(dpre, wh_t, dt), dpre
 
     dh0, dxp = jax.lax.scan(step, dcarry, (dys, ys), reverse=True, unroll=unroll)
-    return _outer_sum(h_prev, dxp, dt), dxp.sum((0, 1)), dxp, dh0
+    db = dxp.sum((0, 1))
+    return _outer_sum(h_prev, dxp, dt), db, db, dxp, dh0
 
 
 scan.defvjp(_scan_fwd, _scan_bwd)

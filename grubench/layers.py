@@ -92,20 +92,26 @@ class Recurrent(nnx.Module):
         if self.remat if remat is None else remat:
             ys, carry = self._chunked(xs_t, carry)
         else:
-            ys, carry = self._run(self.cell.project(xs_t, self.matmul_dtype), carry, self.reverse)
+            ys, carry = self._run(xs_t, carry, self.reverse)
         return (ys if self.time_major else jnp.swapaxes(ys, 0, 1)), carry
 
-    def _run(self, xp: jax.Array, carry: Carry, reverse: bool) -> tuple[jax.Array, Carry]:
-        """(ys, carry) over time-major projected inputs xp."""
-        if getattr(self.cell, "parallel_ok", False):  # minGRU / minLSTM: no scan needed
-            ys, carry = self.cell.parallel(xp[::-1] if reverse else xp, carry)
+    def _run(self, xs: jax.Array, carry: Carry, reverse: bool) -> tuple[jax.Array, Carry]:
+        """(ys, carry) over time-major inputs xs."""
+        cell, dtype = self.cell, self.matmul_dtype
+        if getattr(cell, "parallel_ok", False):  # minGRU / minLSTM: no scan needed
+            xp = cell.project(xs, dtype)
+            ys, carry = cell.parallel(xp[::-1] if reverse else xp, carry)
             return (ys[::-1] if reverse else ys), carry
         if self.fused_kind is not None:
-            ys, carry = fused.scan(self.fused_kind, self.unroll, self.matmul_dtype,
-                                   self.cell.wh[...], self.cell.bh[...],
-                                   xp[::-1] if reverse else xp, carry)
+            # bi is added inside the step, fused with the gate arithmetic, instead of in a
+            # pass of its own over [T, B, G*H] (6.5 of 69 ms of an LSTM step at 16,512,32,128).
+            xp = cell.project(xs, dtype, bias=False)
+            ys, carry = fused.scan(self.fused_kind, self.unroll, dtype, cell.wh[...],
+                                   cell.bh[...], cell.bi[...], xp[::-1] if reverse else xp,
+                                   carry)
             return (ys[::-1] if reverse else ys), carry
-        carry, ys = jax.lax.scan(self.cell.recurrence(), carry, xp, unroll=self.unroll,
+        xp = cell.project(xs, dtype)
+        carry, ys = jax.lax.scan(cell.recurrence(), carry, xp, unroll=self.unroll,
                                  reverse=reverse)
         return ys, carry
 
@@ -125,7 +131,7 @@ class Recurrent(nnx.Module):
 
         @jax.checkpoint
         def chunk(h, x_chunk):
-            ys, h = self._run(self.cell.project(x_chunk, self.matmul_dtype), h, False)
+            ys, h = self._run(x_chunk, h, False)
             return h, ys
 
         main = xs[: n * c].reshape(n, c, *xs.shape[1:])
