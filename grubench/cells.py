@@ -12,8 +12,10 @@ RNN  wi [D, H],  wh [H, H],  bi [H],  bh [H].
 
 minGRU and minLSTM (Feng et al. 2024, "Were RNNs All We Needed?") have gates that read only
 the input, so their recurrence is linear in h and `parallel(xp, h0)` computes every step at once
-with `jax.lax.associative_scan` in log space; `recurrence()` is the same map one step at a time
-(streaming inference). Their parameters: minGRU wi [D, 2H] (z, h~), minLSTM wi [D, 3H] (f, i, h~).
+with `jax.lax.associative_scan` in log space; `sequential(xp, h0)` is the same map as a linear-
+space scan with a hand-written backward (faster where there are no idle cores for the parallel
+scan); `recurrence()` is one step at a time (streaming inference). Their parameters:
+minGRU wi [D, 2H] (z, h~), minLSTM wi [D, 3H] (f, i, h~).
 """
 
 from __future__ import annotations
@@ -156,6 +158,66 @@ def linear_recurrence_log(log_a: jax.Array, log_b: jax.Array, h0: jax.Array) -> 
     return jnp.exp(log_h)
 
 
+def linear_recurrence(a: jax.Array, b: jax.Array, h0: jax.Array, unroll: int = 1) -> jax.Array:
+    """All h_t of h_t = a_t h_{t-1} + b_t (time on axis 0), one step after another.
+
+    The sequential counterpart of `linear_recurrence_log`, for machines with no idle cores to
+    give a parallel scan's O(log T) depth: T elementwise steps in linear space (stable: the
+    minimal cells' a is in (0, 1)), no logarithms or exponentials. Its backward pass is the
+    same recurrence reversed, dL/dh_t = dy_t + a_{t+1} dL/dh_{t+1}, then da_t = dL/dh_t h_{t-1}
+    and db_t = dL/dh_t (a custom VJP; autodiff would keep a copy of every h_t per step).
+    """
+    return _linear_recurrence(unroll, a, b, h0)
+
+
+def _scan_linear(a, b, h0, unroll, reverse=False):
+    def step(h, ab):
+        h = ab[0] * h + ab[1]
+        return h, h
+
+    return jax.lax.scan(step, h0, (a, b), unroll=unroll, reverse=reverse)[1]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _linear_recurrence(unroll, a, b, h0):
+    return _scan_linear(a, b, h0, unroll)
+
+
+def _linear_recurrence_fwd(unroll, a, b, h0):
+    hs = _scan_linear(a, b, h0, unroll)
+    return hs, (a, hs, h0)
+
+
+def _linear_recurrence_bwd(unroll, saved, dhs):
+    a, hs, h0 = saved
+    a_next = jnp.concatenate([a[1:], jnp.zeros_like(a[:1])])
+    dh = _scan_linear(a_next, dhs, jnp.zeros_like(h0), unroll, reverse=True)
+    h_prev = jnp.concatenate([h0[None], hs[:-1]])
+    return dh * h_prev, dh, a[0] * dh[0]
+
+
+_linear_recurrence.defvjp(_linear_recurrence_fwd, _linear_recurrence_bwd)
+
+
+def g(x: jax.Array) -> jax.Array:
+    """g(x) = x + 1/2 for x >= 0 and σ(x) below (Feng et al.): positive, continuous at 0."""
+    return jnp.where(x >= 0, x + 0.5, jax.nn.sigmoid(x))
+
+
+def mingru_coefficients(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(a, b) of minGRU's h' = a ⊙ h + b: a = 1 - z, b = z ⊙ h~, z = σ(xp_z), h~ = g(xp_h)."""
+    xz, xh = jnp.split(xp, 2, axis=-1)
+    return jax.nn.sigmoid(-xz), jax.nn.sigmoid(xz) * g(xh)
+
+
+def minlstm_coefficients(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(a, b) of minLSTM's h' = a ⊙ h + b: a = f / (f + i), b = i / (f + i) ⊙ h~ with
+    f = σ(xp_f), i = σ(xp_i), h~ = g(xp_h)."""
+    xf, xi, xh = jnp.split(xp, 3, axis=-1)
+    f, i = jax.nn.sigmoid(xf), jax.nn.sigmoid(xi)
+    return f / (f + i), i / (f + i) * g(xh)
+
+
 def mingru_gates(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(log a, log b) of minGRU: z = σ(xp_z), h~ = g(xp_h); h' = (1 - z) ⊙ h + z ⊙ h~."""
     xz, xh = jnp.split(xp, 2, axis=-1)
@@ -289,17 +351,26 @@ class _MinCell(nnx.Module):
     def log_gates(self, xp: jax.Array) -> tuple[jax.Array, jax.Array]:  # pragma: no cover
         raise NotImplementedError
 
+    def coefficients(self, xp: jax.Array) -> tuple[jax.Array, jax.Array]:  # pragma: no cover
+        raise NotImplementedError
+
     def recurrence(self) -> Step:
         def step(h, xp):
-            log_a, log_b = self.log_gates(xp)
-            h = jnp.exp(log_a) * h + jnp.exp(log_b)
+            a, b = self.coefficients(xp)
+            h = a * h + b
             return h, h
 
         return step
 
     def parallel(self, xp: jax.Array, h0: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(ys [T, B, H], h_T) from time-major xp, every step at once."""
+        """(ys [T, B, H], h_T) from time-major xp, every step at once (log-space scan)."""
         ys = linear_recurrence_log(*self.log_gates(xp), h0)
+        return ys, ys[-1]
+
+    def sequential(self, xp: jax.Array, h0: jax.Array, unroll: int = 1
+                   ) -> tuple[jax.Array, jax.Array]:
+        """The same (ys, h_T), one step after another in linear space (`linear_recurrence`)."""
+        ys = linear_recurrence(*self.coefficients(xp), h0, unroll)
         return ys, ys[-1]
 
 
@@ -311,6 +382,9 @@ class MinGRUCell(_MinCell):
     def log_gates(self, xp: jax.Array) -> tuple[jax.Array, jax.Array]:
         return mingru_gates(xp)
 
+    def coefficients(self, xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return mingru_coefficients(xp)
+
 
 class MinLSTMCell(_MinCell):
     """minLSTM (Feng et al. 2024), equations in `minlstm_gates`."""
@@ -319,6 +393,9 @@ class MinLSTMCell(_MinCell):
 
     def log_gates(self, xp: jax.Array) -> tuple[jax.Array, jax.Array]:
         return minlstm_gates(xp)
+
+    def coefficients(self, xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return minlstm_coefficients(xp)
 
 
 def make_cell(

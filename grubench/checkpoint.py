@@ -18,10 +18,11 @@ import numpy as np
 from grubench.results import jsonable
 
 # Keys that may differ between the run that wrote a checkpoint and the run that resumes it:
-# bookkeeping, and how the same gradients are computed (backward pass, scan unroll).
+# bookkeeping, and how the same gradients are computed (backward pass, scan unroll, min-cell
+# scan).
 _FREE_KEYS = {("trainer", "progress"), ("trainer", "resume"), ("trainer", "checkpoint_every"),
               ("trainer", "keep_checkpoints"), ("logger",), ("model", "backward"),
-              ("model", "unroll")}
+              ("model", "unroll"), ("model", "scan")}
 # Keys added after checkpoints were first written: a checkpoint without one had this value.
 _ADDED_KEYS = {("model", "matmul_dtype"): "float32"}
 

@@ -43,6 +43,9 @@ class ModelConfig:
     # bfloat16: matmul operands cast to bfloat16, float32 accumulation, carries and gates (GPU
     # tensor cores); needs backward=fused for gru, lstm and rnn.
     matmul_dtype: str = "float32"
+    # mingru / minlstm: parallel = log-space jax.lax.associative_scan (Feng et al.), sequential
+    # = linear-space scan, auto = sequential on CPU, parallel on GPU (layers.default_min_scan).
+    scan: str = "auto"
     # Train in checkpointed time chunks of remat_chunk steps (0: about sqrt(T)), each running
     # encoder, layers, head and loss (SequenceModel.remat_loss): training memory O(sqrt(T))
     # hidden states instead of O(T), for one more forward pass.
@@ -263,6 +266,10 @@ def validate(cfg: DictConfig | Config) -> None:
              "float32 or bfloat16")
     _require(m.matmul_dtype == "float32" or m.backward == "fused" or m.cell.startswith("min"),
              "model.matmul_dtype", m.matmul_dtype, "bfloat16 needs model.backward=fused")
+    _require(m.scan in ("auto", "parallel", "sequential"), "model.scan", m.scan,
+             "auto, parallel or sequential")
+    _require(m.scan == "auto" or m.cell.startswith("min"), "model.scan", m.scan,
+             "parallel and sequential apply to model=mingru and model=minlstm only")
     _require(m.remat_chunk >= 0, "model.remat_chunk", m.remat_chunk,
              "an integer >= 0 (0: about sqrt(seq_len))")
     _require(m.param_budget >= 0, "model.param_budget", m.param_budget,

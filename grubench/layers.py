@@ -19,6 +19,13 @@ def default_unroll() -> int:
     return 1 if jax.default_backend() == "cpu" else 8
 
 
+def default_min_scan() -> str:
+    """The minGRU / minLSTM scan that `scan="auto"` means: "sequential" on a CPU, where the
+    log-space parallel scan was 3x slower at T = 4096 on two cores (`grubench-bench
+    --scaling`), and "parallel" on an accelerator, where it is what makes these cells fast."""
+    return "sequential" if jax.default_backend() == "cpu" else "parallel"
+
+
 class Recurrent(nnx.Module):
     """Run one cell over a sequence: ys, carry = Recurrent(...)(xs, carry).
 
@@ -39,6 +46,10 @@ class Recurrent(nnx.Module):
     "bfloat16"` (with the fused backward, or for minGRU / minLSTM, whose only matmul is the
     projection) casts every matmul's operands to bfloat16 and accumulates in float32; carries
     and gate arithmetic stay float32 (the grad probe's recurrence too).
+
+    `scan` picks how minGRU / minLSTM run: "parallel" (`jax.lax.associative_scan` in log
+    space), "sequential" (a linear-space scan with a hand-written backward) or "auto"
+    (`default_min_scan()`); the same function either way.
     """
 
     def __init__(
@@ -55,6 +66,7 @@ class Recurrent(nnx.Module):
         remat_chunk: int = 0,
         backward: str = "fused",
         matmul_dtype: str = "float32",
+        scan: str = "auto",
         **cell_kw,
     ):
         self.cell = make_cell(cell, in_features, hidden, rngs=rngs, **cell_kw)
@@ -74,6 +86,11 @@ class Recurrent(nnx.Module):
             raise ValueError(f"matmul_dtype={matmul_dtype} needs backward='fused' for {cell}")
         self.fused_kind = kind if backward == "fused" else None
         self.matmul_dtype = matmul_dtype
+        if scan not in ("auto", "parallel", "sequential"):
+            raise ValueError(f"scan must be 'auto', 'parallel' or 'sequential', not {scan!r}")
+        if scan != "auto" and not getattr(self.cell, "parallel_ok", False):
+            raise ValueError(f"scan={scan!r} applies to mingru and minlstm, not {cell}")
+        self.min_scan = default_min_scan() if scan == "auto" else scan
 
     def __call__(self, xs: jax.Array, carry: Carry | None = None,
                  probe: jax.Array | None = None, *, remat: bool | None = None,
@@ -98,9 +115,13 @@ class Recurrent(nnx.Module):
     def _run(self, xs: jax.Array, carry: Carry, reverse: bool) -> tuple[jax.Array, Carry]:
         """(ys, carry) over time-major inputs xs."""
         cell, dtype = self.cell, self.matmul_dtype
-        if getattr(cell, "parallel_ok", False):  # minGRU / minLSTM: no scan needed
+        if getattr(cell, "parallel_ok", False):  # minGRU / minLSTM: linear in h
             xp = cell.project(xs, dtype)
-            ys, carry = cell.parallel(xp[::-1] if reverse else xp, carry)
+            xp = xp[::-1] if reverse else xp
+            if self.min_scan == "parallel":
+                ys, carry = cell.parallel(xp, carry)
+            else:
+                ys, carry = cell.sequential(xp, carry, self.unroll)
             return (ys[::-1] if reverse else ys), carry
         if self.fused_kind is not None:
             # bi is added inside the step, fused with the gate arithmetic, instead of in a

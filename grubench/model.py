@@ -47,6 +47,7 @@ class SequenceModel(nnx.Module):
             unroll=m.unroll,
             backward=m.backward,
             matmul_dtype=m.matmul_dtype,
+            scan=m.scan,
             remat=m.remat,
             remat_chunk=m.remat_chunk,
         )

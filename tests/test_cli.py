@@ -69,6 +69,10 @@ BAD = [
     (["model.backward=cudnn"], "model.backward=cudnn is not allowed: fused or autodiff"),
     (["model.backward=autodiff", "model.matmul_dtype=bfloat16"],
      "model.matmul_dtype=bfloat16 is not allowed: bfloat16 needs model.backward=fused"),
+    (["model=mingru", "model.scan=fast"],
+     "model.scan=fast is not allowed: auto, parallel or sequential"),
+    (["model.scan=parallel"], "model.scan=parallel is not allowed: parallel and sequential apply "
+     "to model=mingru and model=minlstm only"),
     (["logger=foo"], "logger=foo is not allowed"),
     (["task=adding", "task.n_symbols=4"], "task.n_symbols=4 is not allowed: no such key"),
     (["task=recall", "task.n_keys=2"], "task.n_keys=2 is not allowed"),
