@@ -21,7 +21,8 @@ def test_xla_flag_added_once_and_user_choice_kept(monkeypatch):
 @pytest.mark.parametrize("name,value", [("GRUBENCH_MALLOC", "default"),
                                         ("MALLOC_TOP_PAD_", "0"),
                                         ("MALLOC_MMAP_MAX_", "65536"),
-                                        ("MALLOC_TRIM_THRESHOLD_", "131072")])
+                                        ("MALLOC_TRIM_THRESHOLD_", "131072"),
+                                        ("MALLOC_ARENA_MAX", "8")])
 def test_malloc_left_alone_when_the_user_chose(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     assert runtime.configure_malloc() is False
