@@ -1,7 +1,7 @@
 """Process-wide settings grubench makes when it is imported, before JAX starts.
 
 XLA flags: single-threaded Eigen on the CPU (see `configure_xla`).
-glibc malloc: keep freed memory for reuse (see `configure_malloc`).
+glibc malloc: keep freed memory for reuse (see `configure_malloc`; GRUBENCH_MALLOC).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import warnings
 
 # mallopt(3) parameter numbers, from glibc's malloc.h.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -2, -4, -8
@@ -27,27 +28,35 @@ def configure_xla() -> None:
 
 def configure_malloc() -> bool:
     """Make glibc keep freed memory instead of handing it back to the kernel: no mmap for large
-    blocks (M_MMAP_MAX 0), no trimming of the heap, growth in 512 MiB steps, and one arena
-    (M_ARENA_MAX 1: a thread's own arena maps any block over 64 MiB whatever M_MMAP_MAX says).
+    blocks (M_MMAP_MAX 0), no trimming, growth in 512 MiB steps. GRUBENCH_MALLOC=one-arena
+    also puts every thread on one arena (M_ARENA_MAX 1), GRUBENCH_MALLOC=default changes
+    nothing; so does setting any of glibc's own MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_,
+    MALLOC_TOP_PAD_, MALLOC_ARENA_MAX. Off glibc Linux it does nothing. Returns whether it
+    changed anything.
 
-    Each call of a jitted XLA program on the CPU allocates its temporaries afresh, in one block
-    of tens to hundreds of MB for a training step, from one of XLA's worker threads; by default
-    glibc maps such blocks from the kernel and unmaps them on free, so the next step page-faults
-    all of it in again. Measured on this project's 2-core machine (`grubench-bench`, README):
-    LSTM train step 72 -> 48 ms at (B, T, D, H) = (16, 512, 32, 128) and 312 -> 271 ms at
-    (64, 256, 64, 256), where 745 000 page faults in 4 s fell to none. The cost is that the
-    process keeps its peak heap. Skipped when any of MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_,
-    MALLOC_TOP_PAD_, MALLOC_ARENA_MAX is set (glibc reads those itself) or
-    GRUBENCH_MALLOC=default, and off glibc Linux. Returns whether it changed anything."""
-    if os.environ.get("GRUBENCH_MALLOC", "") == "default" or any(
-            v in os.environ for v in _MALLOC_ENV):
+    Why: each call of a jitted XLA program on the CPU allocates its temporaries afresh, in one
+    block of tens to hundreds of MB for a training step, and by default glibc maps such blocks
+    from the kernel and unmaps them on free, so every step page-faults its memory in again.
+    Measured on this project's 2-core machine (README, Speed): LSTM train step 72 -> 48 ms at
+    (B, T, D, H) = (16, 512, 32, 128). A block over 64 MiB allocated by a worker thread is
+    mapped from that thread's own arena whatever M_MMAP_MAX says; one arena stops that too
+    (LSTM at (64, 256, 64, 256): 745 000 page faults in 4 s -> none, 310 -> 266 ms), but costs
+    compile time (a compile-bound test subset took 1.5x as long), so it is opt-in. The cost of
+    either: the process keeps its peak heap.
+    """
+    mode = os.environ.get("GRUBENCH_MALLOC", "keep")
+    if mode == "default" or any(v in os.environ for v in _MALLOC_ENV):
         return False
+    if mode not in ("keep", "one-arena"):
+        warnings.warn(f"GRUBENCH_MALLOC={mode} is not one of keep, one-arena, default: "
+                      "using keep", stacklevel=2)
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):  # musl or another libc: leave it alone
         return False
-    return all([mallopt(_M_MMAP_MAX, 0), mallopt(_M_TRIM_THRESHOLD, 2**31 - 1),
-                mallopt(_M_TOP_PAD, 512 << 20), mallopt(_M_ARENA_MAX, 1)])
+    settings = [(_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 512 << 20)]
+    if mode == "one-arena":
+        settings.append((_M_ARENA_MAX, 1))
+    return all([mallopt(param, value) for param, value in settings])

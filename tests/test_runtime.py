@@ -29,11 +29,23 @@ def test_malloc_left_alone_when_the_user_chose(monkeypatch, name, value):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_malloc_tuned_on_glibc(monkeypatch):
-    for name in ("GRUBENCH_MALLOC", *runtime._MALLOC_ENV):
-        monkeypatch.delenv(name, raising=False)
+@pytest.mark.parametrize("mode", [None, "keep", "one-arena", "typo"])
+def test_malloc_tuned_on_glibc(monkeypatch, mode):
     import platform
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("not glibc")
-    assert runtime.configure_malloc() is True
+    for name in ("GRUBENCH_MALLOC", *runtime._MALLOC_ENV):
+        monkeypatch.delenv(name, raising=False)
+    settings = []
+    monkeypatch.setattr(runtime.ctypes, "CDLL", lambda _: type(
+        "libc", (), {"mallopt": staticmethod(lambda p, v: settings.append((p, v)) or 1)}))
+    if mode is not None:
+        monkeypatch.setenv("GRUBENCH_MALLOC", mode)
+    if mode == "typo":
+        with pytest.warns(UserWarning, match="GRUBENCH_MALLOC=typo is not one of"):
+            assert runtime.configure_malloc() is True
+    else:
+        assert runtime.configure_malloc() is True
+    assert (runtime._M_MMAP_MAX, 0) in settings
+    assert ((runtime._M_ARENA_MAX, 1) in settings) == (mode == "one-arena")
