@@ -28,11 +28,11 @@ def configure_xla() -> None:
 
 def configure_malloc() -> bool:
     """Make glibc keep freed memory instead of handing it back to the kernel: no mmap for large
-    blocks (M_MMAP_MAX 0), no trimming, growth in 512 MiB steps. GRUBENCH_MALLOC=one-arena
-    also puts every thread on one arena (M_ARENA_MAX 1), GRUBENCH_MALLOC=default changes
-    nothing; so does setting any of glibc's own MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_,
-    MALLOC_TOP_PAD_, MALLOC_ARENA_MAX. Off glibc Linux it does nothing. Returns whether it
-    changed anything.
+    blocks (M_MMAP_MAX 0), no trimming, growth in 512 MiB steps, every thread on one arena
+    (M_ARENA_MAX 1). GRUBENCH_MALLOC=keep leaves out the one arena, GRUBENCH_MALLOC=default
+    changes nothing; so does setting any of glibc's own MALLOC_MMAP_MAX_,
+    MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_, MALLOC_ARENA_MAX. Off glibc Linux it does nothing.
+    Returns whether it changed anything.
 
     Why: each call of a jitted XLA program on the CPU allocates its temporaries afresh, in one
     block of tens to hundreds of MB for a training step, and by default glibc maps such blocks
@@ -40,16 +40,17 @@ def configure_malloc() -> bool:
     Measured on this project's 2-core machine (README, Speed): LSTM train step 72 -> 48 ms at
     (B, T, D, H) = (16, 512, 32, 128). A block over 64 MiB allocated by a worker thread is
     mapped from that thread's own arena whatever M_MMAP_MAX says; one arena stops that too
-    (LSTM at (64, 256, 64, 256): 745 000 page faults in 4 s -> none, 310 -> 266 ms), but costs
-    compile time (a compile-bound test subset took 1.5x as long), so it is opt-in. The cost of
-    either: the process keeps its peak heap.
+    (LSTM at (64, 256, 64, 256): 745 000 page faults in 4 s -> none, 310 -> 266 ms) but costs
+    compile time (one training run's compile 1.34 -> 1.58 s; a compile-bound test subset took
+    1.5x as long): a trade that favours training runs, and `keep` is there for compile-bound
+    work such as this project's test suite. The cost of either: the process keeps its peak heap.
     """
-    mode = os.environ.get("GRUBENCH_MALLOC", "keep")
+    mode = os.environ.get("GRUBENCH_MALLOC", "one-arena")
     if mode == "default" or any(v in os.environ for v in _MALLOC_ENV):
         return False
     if mode not in ("keep", "one-arena"):
-        warnings.warn(f"GRUBENCH_MALLOC={mode} is not one of keep, one-arena, default: "
-                      "using keep", stacklevel=2)
+        warnings.warn(f"GRUBENCH_MALLOC={mode} is not one of one-arena, keep, default: "
+                      "using one-arena", stacklevel=2)
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -57,6 +58,6 @@ def configure_malloc() -> bool:
     except (OSError, AttributeError):  # musl or another libc: leave it alone
         return False
     settings = [(_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 512 << 20)]
-    if mode == "one-arena":
+    if mode != "keep":
         settings.append((_M_ARENA_MAX, 1))
     return all([mallopt(param, value) for param, value in settings])
