@@ -92,13 +92,15 @@ def _jax_trainer(loss: Callable, params: Any, x: jax.Array, y: jax.Array):
 
 
 def ours(cell: str, b: int, t: int, d: int, h: int, unroll: int = 0,
-         backward: str = "fused", time_major: bool = False, matmul_dtype: str = "float32"):
+         backward: str = "fused", time_major: bool = False, matmul_dtype: str = "float32",
+         scan: str = "auto"):
     from flax import nnx
 
     from grubench.layers import Recurrent
 
     layer = Recurrent(cell, d, h, rngs=nnx.Rngs(0), unroll=unroll, backward=backward,
-                      time_major=time_major, matmul_dtype=matmul_dtype)
+                      time_major=time_major, matmul_dtype=matmul_dtype,
+                      scan=scan if cell.startswith("min") else "auto")
     graphdef, params = nnx.split(layer)
     x = jax.random.normal(jax.random.key(1), (t, b, d) if time_major else (b, t, d))
     y = jax.random.normal(jax.random.key(2), (t, b, h) if time_major else (b, t, h))
@@ -210,13 +212,13 @@ def format_variants(result: dict[str, Any]) -> str:
 
 
 def run_scaling(cells: list[str], b: int, d: int, h: int, lengths: list[int], warmup: int,
-                iters: int) -> dict[str, Any]:
-    """Our layers only, over sequence lengths: the case for parallel-scan cells."""
+                iters: int, scan: str = "auto") -> dict[str, Any]:
+    """Our layers only, over sequence lengths: the case for minGRU / minLSTM, on `scan`."""
     rows = []
     for t in lengths:
-        rows += [_timed_row(cell, "grubench", (b, t, d, h), ours(cell, b, t, d, h),
+        rows += [_timed_row(cell, "grubench", (b, t, d, h), ours(cell, b, t, d, h, scan=scan),
                             jax.block_until_ready, warmup, iters) for cell in cells]
-    return _result(rows)
+    return _result(rows, options={"scan": scan})
 
 
 def format_scaling(result: dict[str, Any]) -> str:
@@ -293,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="our layer's scan unroll (default 0: 1 on CPU, 8 on an accelerator)")
     p.add_argument("--matmul-dtype", choices=("float32", "bfloat16"), default="float32",
                    help="our layer's matmul operand type (default float32)")
+    p.add_argument("--scan", choices=("auto", "parallel", "sequential"), default="auto",
+                   help="with --scaling: minGRU / minLSTM's scan (default auto: sequential on "
+                        "CPU, parallel on an accelerator)")
     a = p.parse_args(argv)
     try:
         cells = a.cells.split(",")
@@ -311,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--matmul-dtype {a.matmul_dtype} needs --backward fused")
         if a.scaling and a.variants:
             raise ValueError("--scaling and --variants are separate runs: choose one")
+        if a.scan != "auto" and not a.scaling:
+            raise ValueError("--scan applies to --scaling, where minGRU / minLSTM run")
     except ValueError as e:
         print(f"grubench-bench: error: {e}", file=sys.stderr)
         return 2
@@ -318,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         shape = shapes[0] if a.shapes else (16, 0, 64, 128)
         lengths = [s[1] for s in shapes] if a.shapes else SCALING_T
         cells = cells if a.cells != "gru,lstm" else ["gru", "lstm", "mingru", "minlstm"]
-        result = run_scaling(cells, shape[0], shape[2], shape[3], lengths, a.warmup, a.iters)
+        result = run_scaling(cells, shape[0], shape[2], shape[3], lengths, a.warmup, a.iters,
+                             a.scan)
         return _emit(result, format_scaling(result), a.json)
     if a.variants:
         result = run_variants(shapes, cells, a.warmup, a.iters)

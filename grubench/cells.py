@@ -190,16 +190,21 @@ def _linear_recurrence_fwd(unroll, a, b, h0):
 
 def _linear_recurrence_bwd(unroll, saved, dhs):
     a, hs, h0 = saved
-    a_next = jnp.concatenate([a[1:], jnp.zeros_like(a[:1])])
-    dh = _scan_linear(a_next, dhs, jnp.zeros_like(h0), unroll, reverse=True)
+
+    def step(a_dh_next, inp):  # carries a_{t+1} dL/dh_{t+1}; ends as a_0 dL/dh_0 = dL/dh0
+        a_t, dy_t = inp
+        dh = a_dh_next + dy_t
+        return a_t * dh, dh
+
+    dh0, dh = jax.lax.scan(step, jnp.zeros_like(h0), (a, dhs), reverse=True, unroll=unroll)
     h_prev = jnp.concatenate([h0[None], hs[:-1]])
-    return dh * h_prev, dh, a[0] * dh[0]
+    return dh * h_prev, dh, dh0
 
 
 _linear_recurrence.defvjp(_linear_recurrence_fwd, _linear_recurrence_bwd)
 
 
-def g(x: jax.Array) -> jax.Array:
+def g_activation(x: jax.Array) -> jax.Array:
     """g(x) = x + 1/2 for x >= 0 and σ(x) below (Feng et al.): positive, continuous at 0."""
     return jnp.where(x >= 0, x + 0.5, jax.nn.sigmoid(x))
 
@@ -207,15 +212,16 @@ def g(x: jax.Array) -> jax.Array:
 def mingru_coefficients(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(a, b) of minGRU's h' = a ⊙ h + b: a = 1 - z, b = z ⊙ h~, z = σ(xp_z), h~ = g(xp_h)."""
     xz, xh = jnp.split(xp, 2, axis=-1)
-    return jax.nn.sigmoid(-xz), jax.nn.sigmoid(xz) * g(xh)
+    return jax.nn.sigmoid(-xz), jax.nn.sigmoid(xz) * g_activation(xh)
 
 
 def minlstm_coefficients(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(a, b) of minLSTM's h' = a ⊙ h + b: a = f / (f + i), b = i / (f + i) ⊙ h~ with
     f = σ(xp_f), i = σ(xp_i), h~ = g(xp_h)."""
     xf, xi, xh = jnp.split(xp, 3, axis=-1)
-    f, i = jax.nn.sigmoid(xf), jax.nn.sigmoid(xi)
-    return f / (f + i), i / (f + i) * g(xh)
+    # f / (f + i) = σ(log f - log i), written so that it stays finite where both σ underflow.
+    diff = jax.nn.softplus(-xf) - jax.nn.softplus(-xi)  # log i - log f
+    return jax.nn.sigmoid(-diff), jax.nn.sigmoid(diff) * g_activation(xh)
 
 
 def mingru_gates(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -342,8 +348,9 @@ class _MinCell(nnx.Module):
         self.wi = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (in_features, g)))
         self.bi = nnx.Param(jnp.full((g,), bias_init, jnp.float32))
 
-    def project(self, xs: jax.Array, dtype: str | None = None) -> jax.Array:
-        return matmul(xs, self.wi[...], dtype) + self.bi[...]
+    def project(self, xs: jax.Array, dtype: str | None = None, bias: bool = True) -> jax.Array:
+        xp = matmul(xs, self.wi[...], dtype)
+        return xp + self.bi[...] if bias else xp
 
     def initial_carry(self, batch_shape: tuple[int, ...]) -> Carry:
         return jnp.zeros((*batch_shape, self.hidden), jnp.float32)
@@ -367,8 +374,8 @@ class _MinCell(nnx.Module):
         ys = linear_recurrence_log(*self.log_gates(xp), h0)
         return ys, ys[-1]
 
-    def sequential(self, xp: jax.Array, h0: jax.Array, unroll: int = 1
-                   ) -> tuple[jax.Array, jax.Array]:
+    def sequential(self, xp: jax.Array, h0: jax.Array,
+                   unroll: int = 1) -> tuple[jax.Array, jax.Array]:
         """The same (ys, h_T), one step after another in linear space (`linear_recurrence`)."""
         ys = linear_recurrence(*self.coefficients(xp), h0, unroll)
         return ys, ys[-1]

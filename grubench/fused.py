@@ -1,6 +1,6 @@
 """A hand-written backward pass for a whole recurrent layer, as cuDNN does it.
 
-`scan(cell, unroll, dtype, wh, bh, bi, xp, carry0)` equals running the cell's step under
+`scan(kind, unroll, dtype, wh, bh, bi, xp, carry0)` equals running the cell's step under
 `jax.lax.scan` over the time-major projected inputs xp + bi (xp = xs Wi [T, B, G*H], its bias
 added inside the step, where it costs no extra pass over [T, B, G*H]), and has a
 `jax.custom_vjp`:
@@ -11,7 +11,7 @@ added inside the step, where it costs no extra pass over [T, B, G*H]), and has a
             candidate reads r * h) and elementwise gate derivatives;
   weights   dWh = sum_t h_{t-1}^T dg_t and dbh = sum_t dg_t, as single large matmuls over
             all T*B rows after the scan, not T small ones accumulated inside it; dbi is the
-            same sum of dxp (for an LSTM and a tanh-RNN dbh itself).
+            same sum of dxp (dbh itself for the reset-before GRU, the LSTM and the tanh-RNN).
 
 JAX's own reverse of a scan accumulates dWh in the scan carry: every step reads and writes
 an H x G*H matrix. Here dxp (the gradient of the pre-activations) is returned for the

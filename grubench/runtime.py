@@ -6,14 +6,14 @@ glibc malloc: keep freed memory for reuse (see `configure_malloc`; GRUBENCH_MALL
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 import warnings
 
 # mallopt(3) parameter numbers, from glibc's malloc.h.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -2, -4, -8
-_MALLOC_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX")
+_MALLOC_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX",
+               "MALLOC_MMAP_THRESHOLD_")
 
 
 def configure_xla() -> None:
@@ -31,7 +31,8 @@ def configure_malloc() -> bool:
     blocks (M_MMAP_MAX 0), no trimming, growth in 512 MiB steps, every thread on one arena
     (M_ARENA_MAX 1). GRUBENCH_MALLOC=keep leaves out the one arena, GRUBENCH_MALLOC=default
     changes nothing; so does setting any of glibc's own MALLOC_MMAP_MAX_,
-    MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_, MALLOC_ARENA_MAX. Off glibc Linux it does nothing.
+    MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_, MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_ or a
+    glibc.malloc tunable in GLIBC_TUNABLES. Off glibc Linux it does nothing.
     Returns whether it changed anything.
 
     Why: each call of a jitted XLA program on the CPU allocates its temporaries afresh, in one
@@ -46,7 +47,8 @@ def configure_malloc() -> bool:
     work such as this project's test suite. The cost of either: the process keeps its peak heap.
     """
     mode = os.environ.get("GRUBENCH_MALLOC", "one-arena")
-    if mode == "default" or any(v in os.environ for v in _MALLOC_ENV):
+    if (mode == "default" or any(v in os.environ for v in _MALLOC_ENV)
+            or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "")):
         return False
     if mode not in ("keep", "one-arena"):
         warnings.warn(f"GRUBENCH_MALLOC={mode} is not one of one-arena, keep, default: "
@@ -54,8 +56,10 @@ def configure_malloc() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
+        import ctypes
+
         mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # musl or another libc: leave it alone
+    except (ImportError, OSError, AttributeError):  # no ctypes, musl or another libc
         return False
     settings = [(_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 512 << 20)]
     if mode != "keep":

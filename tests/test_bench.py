@@ -32,7 +32,8 @@ def test_flop_count():
 @pytest.mark.parametrize("args", [["--cells", "gruu"], ["--shapes", "1,2,3"],
                                   ["--iters", "0"], ["--unroll", "-1"],
                                   ["--scaling", "--variants"],
-                                  ["--backward", "autodiff", "--matmul-dtype", "bfloat16"]])
+                                  ["--backward", "autodiff", "--matmul-dtype", "bfloat16"],
+                                  ["--scan", "parallel"]])
 def test_bad_arguments_are_one_line(args, capsys):
     assert bench.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -49,6 +50,17 @@ def test_scaling_mode_times_min_cells_against_gated_ones(tmp_path, capsys):
     table = capsys.readouterr().out
     row16 = next(line for line in table.splitlines() if line.startswith("| 16 |"))
     assert row16.split("|")[6].strip() == f"{got[('gru', 16)] / got[('mingru', 16)]:.1f}x"
+
+
+def test_scaling_mode_times_either_scan(tmp_path):
+    got = {}
+    for scan in ("parallel", "sequential"):
+        out = tmp_path / f"{scan}.json"
+        assert bench.main(["--scaling", "--cells", "mingru", "--scan", scan, "--shapes",
+                           "2,8,3,4", "--iters", "1", "--warmup", "0", "--json", str(out)]) == 0
+        got[scan] = json.loads(out.read_text())
+    assert [r["options"] for r in got.values()] == [{"scan": "parallel"}, {"scan": "sequential"}]
+    assert all(r["rows"][0]["step_ms"] > 0 for r in got.values())
 
 
 def test_variants_mode_times_each_option_against_the_default(tmp_path, capsys):

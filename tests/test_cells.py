@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from grubench.cells import GRUCell, LSTMCell, RNNCell, make_cell
+from grubench.cells import (
+    GRUCell,
+    LSTMCell,
+    RNNCell,
+    make_cell,
+    mingru_coefficients,
+    mingru_gates,
+    minlstm_coefficients,
+    minlstm_gates,
+)
 from grubench.layers import Recurrent
 
 B, T, D, H = 3, 7, 5, 4
@@ -189,3 +198,18 @@ def test_scan_option_applies_to_min_cells_only():
         Recurrent("gru", D, H, rngs=nnx.Rngs(0), scan="sequential")
     with pytest.raises(ValueError, match="scan must be"):
         Recurrent("mingru", D, H, rngs=nnx.Rngs(0), scan="fast")
+
+
+@pytest.mark.parametrize("coefficients,log_gates", [(mingru_coefficients, mingru_gates),
+                                                    (minlstm_coefficients, minlstm_gates)])
+def test_min_coefficients_are_the_exp_of_the_log_gates_even_at_extremes(coefficients, log_gates):
+    """The sequential scan's (a, b) and the parallel scan's (log a, log b) are one map, and
+    stay finite where every σ underflows (both minLSTM gates at -100: f / (f + i) is 0 / 0)."""
+    v = jnp.array([-100.0, -30.0, -1.0, 0.0, 0.5, 30.0, 100.0])
+    xp = jnp.stack(jnp.meshgrid(*[v] * (2 if coefficients is mingru_coefficients else 3)),
+                   -1).reshape(-1, 2 if coefficients is mingru_coefficients else 3)
+    a, b = coefficients(xp)
+    log_a, log_b = log_gates(xp)
+    assert np.isfinite(a).all() and np.isfinite(b).all()
+    np.testing.assert_allclose(a, jnp.exp(log_a), rtol=1e-5, atol=1e-30)
+    np.testing.assert_allclose(b, jnp.exp(log_b), rtol=1e-5, atol=1e-30)

@@ -1,5 +1,7 @@
 """Process-wide settings made at import (grubench/runtime.py)."""
 
+import ctypes
+import platform
 import sys
 
 import pytest
@@ -22,7 +24,8 @@ def test_xla_flag_added_once_and_user_choice_kept(monkeypatch):
                                         ("MALLOC_TOP_PAD_", "0"),
                                         ("MALLOC_MMAP_MAX_", "65536"),
                                         ("MALLOC_TRIM_THRESHOLD_", "131072"),
-                                        ("MALLOC_ARENA_MAX", "8")])
+                                        ("MALLOC_ARENA_MAX", "8"),
+                                        ("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")])
 def test_malloc_left_alone_when_the_user_chose(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     assert runtime.configure_malloc() is False
@@ -31,14 +34,12 @@ def test_malloc_left_alone_when_the_user_chose(monkeypatch, name, value):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 @pytest.mark.parametrize("mode", [None, "keep", "one-arena", "typo"])
 def test_malloc_tuned_on_glibc(monkeypatch, mode):
-    import platform
-
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("not glibc")
-    for name in ("GRUBENCH_MALLOC", *runtime._MALLOC_ENV):
+    for name in ("GRUBENCH_MALLOC", "GLIBC_TUNABLES", *runtime._MALLOC_ENV):
         monkeypatch.delenv(name, raising=False)
     settings = []
-    monkeypatch.setattr(runtime.ctypes, "CDLL", lambda _: type(
+    monkeypatch.setattr(ctypes, "CDLL", lambda _: type(
         "libc", (), {"mallopt": staticmethod(lambda p, v: settings.append((p, v)) or 1)}))
     if mode is not None:
         monkeypatch.setenv("GRUBENCH_MALLOC", mode)
