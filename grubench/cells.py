@@ -170,12 +170,12 @@ def linear_recurrence(a: jax.Array, b: jax.Array, h0: jax.Array, unroll: int = 1
     return _linear_recurrence(unroll, a, b, h0)
 
 
-def _scan_linear(a, b, h0, unroll, reverse=False):
+def _scan_linear(a, b, h0, unroll):
     def step(h, ab):
         h = ab[0] * h + ab[1]
         return h, h
 
-    return jax.lax.scan(step, h0, (a, b), unroll=unroll, reverse=reverse)[1]
+    return jax.lax.scan(step, h0, (a, b), unroll=unroll)[1]
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -218,10 +218,15 @@ def mingru_coefficients(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
 def minlstm_coefficients(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(a, b) of minLSTM's h' = a ⊙ h + b: a = f / (f + i), b = i / (f + i) ⊙ h~ with
     f = σ(xp_f), i = σ(xp_i), h~ = g(xp_h)."""
-    xf, xi, xh = jnp.split(xp, 3, axis=-1)
     # f / (f + i) = σ(log f - log i), written so that it stays finite where both σ underflow.
-    diff = jax.nn.softplus(-xf) - jax.nn.softplus(-xi)  # log i - log f
+    diff, xh = _minlstm_log_ratio(xp)
     return jax.nn.sigmoid(-diff), jax.nn.sigmoid(diff) * g_activation(xh)
+
+
+def _minlstm_log_ratio(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(log i - log f, xp_h) of minLSTM's pre-activations xp = [xp_f, xp_i, xp_h]."""
+    xf, xi, xh = jnp.split(xp, 3, axis=-1)
+    return jax.nn.softplus(-xf) - jax.nn.softplus(-xi), xh
 
 
 def mingru_gates(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -233,8 +238,7 @@ def mingru_gates(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
 def minlstm_gates(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(log a, log b) of minLSTM: f = σ(xp_f), i = σ(xp_i), normalised f' = f / (f + i),
     i' = i / (f + i), h~ = g(xp_h); h' = f' ⊙ h + i' ⊙ h~."""
-    xf, xi, xh = jnp.split(xp, 3, axis=-1)
-    diff = jax.nn.softplus(-xf) - jax.nn.softplus(-xi)  # log i - log f
+    diff, xh = _minlstm_log_ratio(xp)
     return -jax.nn.softplus(diff), -jax.nn.softplus(-diff) + log_g(xh)
 
 
