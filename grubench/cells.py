@@ -342,7 +342,8 @@ class _MinCell(nnx.Module):
     """A gated cell whose gates read only x: wi [D, G*H], bi [G*H], no recurrent kernel."""
 
     gates: int = 2
-    parallel_ok = True
+    # h' = a(x) h + b(x): the layer may run it as a parallel or a linear-space sequential scan.
+    linear_in_h = True
 
     def __init__(self, in_features: int, hidden: int, *, rngs: nnx.Rngs, bias_init: float = 0.0,
                  **_ignored):

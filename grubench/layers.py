@@ -88,7 +88,7 @@ class Recurrent(nnx.Module):
         self.matmul_dtype = matmul_dtype
         if scan not in ("auto", "parallel", "sequential"):
             raise ValueError(f"scan must be 'auto', 'parallel' or 'sequential', not {scan!r}")
-        if scan != "auto" and not getattr(self.cell, "parallel_ok", False):
+        if scan != "auto" and not getattr(self.cell, "linear_in_h", False):
             raise ValueError(f"scan={scan!r} applies to mingru and minlstm, not {cell}")
         self.min_scan = default_min_scan() if scan == "auto" else scan
 
@@ -118,7 +118,7 @@ class Recurrent(nnx.Module):
         # The fused scan adds bi inside its step, fused with the gate arithmetic, instead of in
         # a pass of its own over [T, B, G*H] (6.5 of 69 ms of an LSTM step at 16,512,32,128).
         xp = cell.project(xs, self.matmul_dtype, bias=self.fused_kind is None)
-        if getattr(cell, "parallel_ok", False):  # minGRU / minLSTM: linear in h
+        if getattr(cell, "linear_in_h", False):  # minGRU / minLSTM
             xp = xp[::-1] if reverse else xp
             if self.min_scan == "parallel":
                 ys, carry = cell.parallel(xp, carry)

@@ -20,7 +20,12 @@ def test_tiny_run_writes_the_contracted_json(tmp_path, capsys):
         flops = bench.step_flops(r["cell"], 4, 6, 3, 5)
         assert r["gflops"] == pytest.approx(flops / (r["step_ms"] * 1e-3) / 1e9)
     table = capsys.readouterr().out
-    assert "| gru | 4, 6, 3, 5 |" in table and "geometric mean of ours / best peer" in table
+    assert "geometric mean of ours / best peer" in table
+    row = next(line for line in table.splitlines() if line.startswith("| gru | 4, 6, 3, 5 |"))
+    got = {r["impl"]: r for r in res["rows"] if r["cell"] == "gru"}
+    ours_pct, peer_pct = [c.strip() for c in row.split("|")[-3:-1]]
+    assert ours_pct == f"{100 * got['grubench']['gflops'] / res['peak_gflops']:.0f}%"
+    assert peer_pct == f"{100 * got['flax']['gflops'] / res['peak_gflops']:.0f}%"
 
 
 def test_flop_count():
@@ -33,7 +38,7 @@ def test_flop_count():
                                   ["--iters", "0"], ["--unroll", "-1"],
                                   ["--scaling", "--variants"],
                                   ["--backward", "autodiff", "--matmul-dtype", "bfloat16"],
-                                  ["--scan", "parallel"]])
+                                  ["--scan", "parallel"], ["--variants", "--unroll", "2"]])
 def test_bad_arguments_are_one_line(args, capsys):
     assert bench.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
