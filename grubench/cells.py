@@ -71,8 +71,9 @@ _mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
 
 def gru_forward(wh: jax.Array, bh: jax.Array, h: jax.Array, xp: jax.Array, reset_after: bool,
                 dtype: str | None = None):
-    """One GRU step on projected input xp = x Wi + bi (gates r, z, n): h' and the activations
-    its derivative needs, (r, z, n, h Wh_n + bh_n) reset after, (r, z, n) reset before.
+    """One GRU step on projected input xp = x Wi + bi (gates r, z, n; [B, 3H], or a tuple of
+    its three [B, H] blocks): h' and the activations its derivative needs, (r, z, n,
+    h Wh_n + bh_n) reset after, (r, z, n) reset before.
 
     r = σ(xp_r + h Wh_r + bh_r),  z = σ(xp_z + h Wh_z + bh_z)
     reset_after:      n = tanh(xp_n + r ⊙ (h Wh_n + bh_n))        (cuDNN, PyTorch)
@@ -80,7 +81,7 @@ def gru_forward(wh: jax.Array, bh: jax.Array, h: jax.Array, xp: jax.Array, reset
     h' = (1 - z) ⊙ n + z ⊙ h
     """
     hdim = h.shape[-1]
-    xr, xz, xn = jnp.split(xp, 3, axis=-1)
+    xr, xz, xn = xp if isinstance(xp, tuple) else jnp.split(xp, 3, axis=-1)
     if reset_after:
         hr, hz, hn = jnp.split(matmul(h, wh, dtype) + bh, 3, axis=-1)
         r = jax.nn.sigmoid(xr + hr)
@@ -98,14 +99,19 @@ def gru_forward(wh: jax.Array, bh: jax.Array, h: jax.Array, xp: jax.Array, reset
 
 def lstm_forward(wh: jax.Array, bh: jax.Array, carry: tuple[jax.Array, jax.Array],
                  xp: jax.Array, dtype: str | None = None):
-    """One LSTM step on projected input xp = x Wi + bi (gates i, f, g, o); carry (c, h):
-    (c', h') and the activations its derivative needs, (i, f, g, o, c').
+    """One LSTM step on projected input xp = x Wi + bi (gates i, f, g, o; [B, 4H], or a tuple
+    of its four [B, H] blocks); carry (c, h): (c', h') and the activations its derivative
+    needs, (i, f, g, o, c').
 
     [i, f, g, o] = [σ, σ, tanh, σ](xp + h Wh + bh)
     c' = f ⊙ c + i ⊙ g,   h' = o ⊙ tanh(c')
     """
     c, h = carry
-    i, f, g, o = jnp.split(xp + matmul(h, wh, dtype) + bh, 4, axis=-1)
+    if isinstance(xp, tuple):
+        hw = jnp.split(matmul(h, wh, dtype) + bh, 4, axis=-1)
+        i, f, g, o = (a + b for a, b in zip(xp, hw, strict=True))
+    else:
+        i, f, g, o = jnp.split(xp + matmul(h, wh, dtype) + bh, 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
     c = f * c + i * g
     return (c, o * jnp.tanh(c)), (i, f, g, o, c)

@@ -1,7 +1,7 @@
 """A hand-written backward pass for a whole recurrent layer, as cuDNN does it.
 
-`scan(kind, unroll, dtype, wh, bh, bi, xp, carry0)` equals running the cell's step under
-`jax.lax.scan` over the time-major projected inputs xp + bi (xp = xs Wi [T, B, G*H], its bias
+`scan(kind, unroll, dtype, per_gate, wh, bh, bi, xp, carry0)` equals running the cell's step
+under `jax.lax.scan` over the time-major projected inputs xp + bi (xp = xs Wi [T, B, G*H], its bias
 added inside the step, where it costs no extra pass over [T, B, G*H]), and has a
 `jax.custom_vjp`:
 
@@ -76,33 +76,50 @@ def _h_of(kind: str, carry):
     return carry[1] if kind == "lstm" else carry
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def scan(kind: str, unroll: int, dtype: str, wh: jax.Array, bh: jax.Array, bi: jax.Array,
-         xp: jax.Array, carry0):
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def scan(kind: str, unroll: int, dtype: str, per_gate: bool, wh: jax.Array, bh: jax.Array,
+         bi: jax.Array, xp: jax.Array, carry0):
     """(ys [T, B, H], final carry) of cell `kind` over time-major xp + bi; see the module doc.
     `dtype` ("float32" or "bfloat16") is the operand type of every matmul, forward and
-    backward; carries, gates and accumulation stay float32."""
-    (ys, carry), _ = _forward(kind, unroll, dtype, wh, bh, bi, xp, carry0)
+    backward; carries, gates and accumulation stay float32. `per_gate=True` scans xp as one
+    [T, B, H] array per gate (a copy of xp first): for a caller whose forward pass keeps no
+    activations, such as a rematerialised chunk's (see `_forward`). A call that is not
+    differentiated always does."""
+    (ys, carry), _ = _forward(kind, unroll, dtype, True, wh, bh, bi, xp, carry0)
     return ys, carry
 
 
-def _forward(kind, unroll, dtype, wh, bh, bi, xp, carry0):
+_GATES = {"gru": 3, "gru_v1": 3, "lstm": 4, "rnn": 1}
+
+
+def _forward(kind, unroll, dtype, per_gate, wh, bh, bi, xp, carry0):
+    # Why per_gate: XLA's CPU backend compiles an elementwise kernel that reads several column
+    # slices of one scanned input (xp_t[:, :H], xp_t[:, H:2H], ...) into code 5-8x slower per
+    # element than one that reads whole arrays. With the activations kept for the backward
+    # pass, each gate is its own kernel and reads one slice; without them (a forward pass
+    # alone: evaluation, inference, remat's first pass) the whole step is one kernel that reads
+    # all of them: a GRU step at B = 32, H = 128 took 100 us instead of 50.
     forward = _FWD[kind]
+    gates = _GATES[kind]
+    per_gate = per_gate and gates > 1
+    if per_gate:
+        xp, bi = tuple(jnp.split(xp, gates, -1)), tuple(jnp.split(bi, gates))
 
     def step(carry, x):
-        carry, acts = forward(wh, bh, carry, x + bi, dtype=dtype)
+        x = tuple(a + b for a, b in zip(x, bi, strict=True)) if per_gate else x + bi
+        carry, acts = forward(wh, bh, carry, x, dtype=dtype)
         return carry, (_h_of(kind, carry), acts)
 
     carry, (ys, res) = jax.lax.scan(step, carry0, xp, unroll=unroll)
     return (ys, carry), res
 
 
-def _scan_fwd(kind, unroll, dtype, wh, bh, bi, xp, carry0):
-    (ys, carry), res = _forward(kind, unroll, dtype, wh, bh, bi, xp, carry0)
+def _scan_fwd(kind, unroll, dtype, per_gate, wh, bh, bi, xp, carry0):
+    (ys, carry), res = _forward(kind, unroll, dtype, per_gate, wh, bh, bi, xp, carry0)
     return (ys, carry), (wh, ys, res, carry0)
 
 
-def _scan_bwd(kind, unroll, dt, saved, cotangents):
+def _scan_bwd(kind, unroll, dt, _per_gate, saved, cotangents):
     wh, ys, res, carry0 = saved
     dys, dcarry = cotangents
     h_prev = _prev(_h_of(kind, carry0), ys)

@@ -112,8 +112,10 @@ class Recurrent(nnx.Module):
             ys, carry = self._run(xs_t, carry, self.reverse)
         return (ys if self.time_major else jnp.swapaxes(ys, 0, 1)), carry
 
-    def _run(self, xs: jax.Array, carry: Carry, reverse: bool) -> tuple[jax.Array, Carry]:
-        """(ys, carry) over time-major inputs xs."""
+    def _run(self, xs: jax.Array, carry: Carry, reverse: bool,
+             per_gate: bool = False) -> tuple[jax.Array, Carry]:
+        """(ys, carry) over time-major inputs xs. `per_gate` goes to `fused.scan`: True where
+        the forward pass keeps no activations (a rematerialised chunk)."""
         cell = self.cell
         # The fused scan adds bi inside its step, fused with the gate arithmetic, instead of in
         # a pass of its own over [T, B, G*H] (6.5 of 69 ms of an LSTM step at 16,512,32,128).
@@ -126,9 +128,9 @@ class Recurrent(nnx.Module):
                 ys, carry = cell.sequential(xp, carry, self.unroll)
             return (ys[::-1] if reverse else ys), carry
         if self.fused_kind is not None:
-            ys, carry = fused.scan(self.fused_kind, self.unroll, self.matmul_dtype, cell.wh[...],
-                                   cell.bh[...], cell.bi[...], xp[::-1] if reverse else xp,
-                                   carry)
+            ys, carry = fused.scan(self.fused_kind, self.unroll, self.matmul_dtype, per_gate,
+                                   cell.wh[...], cell.bh[...], cell.bi[...],
+                                   xp[::-1] if reverse else xp, carry)
             return (ys[::-1] if reverse else ys), carry
         carry, ys = jax.lax.scan(cell.recurrence(), carry, xp, unroll=self.unroll,
                                  reverse=reverse)
@@ -150,7 +152,7 @@ class Recurrent(nnx.Module):
 
         @jax.checkpoint
         def chunk(h, x_chunk):
-            ys, h = self._run(x_chunk, h, False)
+            ys, h = self._run(x_chunk, h, False, per_gate=True)
             return h, ys
 
         main = xs[: n * c].reshape(n, c, *xs.shape[1:])

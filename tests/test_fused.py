@@ -1,5 +1,7 @@
 """The hand-written layer backward (grubench/fused.py) against JAX's own transpose of the scan."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,6 +46,34 @@ def test_fused_gradients_equal_autodiff(cell, cell_kw, layer_kw):
     # every parameter (wi, wh, bi, bh), the inputs and the initial carry
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell,cell_kw", CELLS, ids=["gru", "gru_v1", "lstm", "rnn"])
+def test_per_gate_inputs_are_a_layout_not_another_function(cell, cell_kw):
+    """A call that is not differentiated scans xp one array per gate (per_gate): it must give
+    the plain step's outputs, and gradients through either layout must agree."""
+    xs, carry0 = _inputs(cell)
+    layer = Recurrent(cell, D, H, rngs=nnx.Rngs(0), **cell_kw)
+    ys, carry = layer(xs, carry0)
+    layer.fused_kind = None  # the same parameters through jax.lax.scan of the cell's step
+    want_ys, want_carry = layer(xs, carry0)
+    np.testing.assert_allclose(ys, want_ys, rtol=1e-6, atol=1e-6)
+    for g, w in zip(jax.tree.leaves(carry), jax.tree.leaves(want_carry), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+    cell_ = layer.cell
+    kind = fused.kind_of(cell_)
+    xp = cell_.project(jnp.swapaxes(xs, 0, 1), "float32", bias=False)
+
+    def loss(per_gate, wh, bh, bi, xp, carry0):
+        ys, carry = fused.scan(kind, 1, "float32", per_gate, wh, bh, bi, xp, carry0)
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(c)) for c in jax.tree.leaves(carry))
+
+    args = (cell_.wh[...], cell_.bh[...], cell_.bi[...], xp, carry0)
+    grads = [jax.grad(partial(loss, per_gate), argnums=(0, 1, 2, 3, 4))(*args)
+             for per_gate in (False, True)]
+    for g, w in zip(*map(jax.tree.leaves, grads), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
 
 
 def test_fused_gradients_under_vmap_over_seeds():
