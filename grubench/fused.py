@@ -94,7 +94,7 @@ _GATES = {"gru": 3, "gru_v1": 3, "lstm": 4, "rnn": 1}
 
 def _forward(kind, unroll, dtype, per_gate, wh, bh, bi, xp, carry0):
     # Why per_gate: XLA's CPU backend compiles an elementwise kernel that reads several column
-    # slices of one scanned input (xp_t[:, :H], xp_t[:, H:2H], ...) into code 5-8x slower per
+    # slices of one scanned input (xp_t[:, :H], xp_t[:, H:2H], ...) into code 4-8x slower per
     # element than one that reads whole arrays. With the activations kept for the backward
     # pass, each gate is its own kernel and reads one slice; without them (a forward pass
     # alone: evaluation, inference, remat's first pass) the whole step is one kernel that reads

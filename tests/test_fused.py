@@ -49,11 +49,13 @@ def test_fused_gradients_equal_autodiff(cell, cell_kw, layer_kw):
 
 
 @pytest.mark.parametrize("cell,cell_kw", CELLS, ids=["gru", "gru_v1", "lstm", "rnn"])
-def test_per_gate_inputs_are_a_layout_not_another_function(cell, cell_kw):
-    """A call that is not differentiated scans xp one array per gate (per_gate): it must give
-    the plain step's outputs, and gradients through either layout must agree."""
+@pytest.mark.parametrize("layer_kw", [{}, {"reverse": True}, {"remat": True, "remat_chunk": 4}],
+                         ids=["forward", "reverse", "remat"])
+def test_undifferentiated_call_equals_the_plain_step(cell, cell_kw, layer_kw):
+    """A call that is not differentiated scans xp one array per gate (`per_gate`), a layout of
+    its own: it must give what `jax.lax.scan` of the cell's step gives."""
     xs, carry0 = _inputs(cell)
-    layer = Recurrent(cell, D, H, rngs=nnx.Rngs(0), **cell_kw)
+    layer = Recurrent(cell, D, H, rngs=nnx.Rngs(0), **layer_kw, **cell_kw)
     ys, carry = layer(xs, carry0)
     layer.fused_kind = None  # the same parameters through jax.lax.scan of the cell's step
     want_ys, want_carry = layer(xs, carry0)
@@ -61,7 +63,11 @@ def test_per_gate_inputs_are_a_layout_not_another_function(cell, cell_kw):
     for g, w in zip(jax.tree.leaves(carry), jax.tree.leaves(want_carry), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
 
-    cell_ = layer.cell
+
+@pytest.mark.parametrize("cell,cell_kw", CELLS, ids=["gru", "gru_v1", "lstm", "rnn"])
+def test_gradients_agree_in_either_layout(cell, cell_kw):
+    xs, carry0 = _inputs(cell)
+    cell_ = Recurrent(cell, D, H, rngs=nnx.Rngs(0), **cell_kw).cell
     kind = fused.kind_of(cell_)
     xp = cell_.project(jnp.swapaxes(xs, 0, 1), "float32", bias=False)
 
