@@ -107,11 +107,9 @@ def lstm_forward(wh: jax.Array, bh: jax.Array, carry: tuple[jax.Array, jax.Array
     c' = f ⊙ c + i ⊙ g,   h' = o ⊙ tanh(c')
     """
     c, h = carry
-    if isinstance(xp, tuple):  # the same sums in the same order, (xp + h Wh) + bh, per gate
-        hw, b = jnp.split(matmul(h, wh, dtype), 4, axis=-1), jnp.split(bh, 4)
-        i, f, g, o = ((x + m) + c for x, m, c in zip(xp, hw, b, strict=True))
-    else:
-        i, f, g, o = jnp.split(xp + matmul(h, wh, dtype) + bh, 4, axis=-1)
+    xs = xp if isinstance(xp, tuple) else jnp.split(xp, 4, axis=-1)
+    hw, b = jnp.split(matmul(h, wh, dtype), 4, axis=-1), jnp.split(bh, 4)
+    i, f, g, o = (x + m + bias for x, m, bias in zip(xs, hw, b, strict=True))
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
     c = f * c + i * g
     return (c, o * jnp.tanh(c)), (i, f, g, o, c)

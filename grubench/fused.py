@@ -89,9 +89,6 @@ def scan(kind: str, unroll: int, dtype: str, per_gate: bool, wh: jax.Array, bh: 
     return ys, carry
 
 
-_GATES = {"gru": 3, "gru_v1": 3, "lstm": 4, "rnn": 1}
-
-
 def _forward(kind, unroll, dtype, per_gate, wh, bh, bi, xp, carry0):
     # Why per_gate: XLA's CPU backend compiles an elementwise kernel that reads several column
     # slices of one scanned input (xp_t[:, :H], xp_t[:, H:2H], ...) into code 4-8x slower per
@@ -100,7 +97,7 @@ def _forward(kind, unroll, dtype, per_gate, wh, bh, bi, xp, carry0):
     # alone: evaluation, inference, remat's first pass) the whole step is one kernel that reads
     # all of them: a GRU step at B = 32, H = 128 took 100 us instead of 50.
     forward = _FWD[kind]
-    gates = _GATES[kind]
+    gates = wh.shape[1] // wh.shape[0]  # wh is [H, G*H]
     per_gate = per_gate and gates > 1
     if per_gate:
         xp, bi = tuple(jnp.split(xp, gates, -1)), tuple(jnp.split(bi, gates))

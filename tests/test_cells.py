@@ -206,8 +206,8 @@ def test_min_coefficients_are_the_exp_of_the_log_gates_even_at_extremes(coeffici
     """The sequential scan's (a, b) and the parallel scan's (log a, log b) are one map, and
     stay finite where every σ underflows (both minLSTM gates at -100: f / (f + i) is 0 / 0)."""
     v = jnp.array([-100.0, -30.0, -1.0, 0.0, 0.5, 30.0, 100.0])
-    xp = jnp.stack(jnp.meshgrid(*[v] * (2 if coefficients is mingru_coefficients else 3)),
-                   -1).reshape(-1, 2 if coefficients is mingru_coefficients else 3)
+    gates = 2 if coefficients is mingru_coefficients else 3
+    xp = jnp.stack(jnp.meshgrid(*[v] * gates), -1).reshape(-1, gates)
     a, b = coefficients(xp)
     log_a, log_b = log_gates(xp)
     assert np.isfinite(a).all() and np.isfinite(b).all()
