@@ -9,6 +9,8 @@ Each is timed as the median of `--iters` steps after `--warmup`, every step ende
 `block_until_ready` (torch: `cuda.synchronize` on a GPU). GFLOP/s counts the matmuls only:
 forward 2·B·T·G·H·(D + H), backward twice that. The machine's matmul peak is measured in the
 same run (float32 GEMM), so ratios are against peers measured under the same conditions.
+`--forward` times the forward pass alone instead (evaluation, inference; torch under
+`no_grad`), one third of those FLOPs.
 """
 
 from __future__ import annotations
@@ -43,14 +45,16 @@ def _median_ms(step: Callable[[], Any], warmup: int, iters: int, sync: Callable[
 
 
 def _timed_row(cell: str, impl: str, shape: tuple[int, int, int, int], run: Callable,
-               sync: Callable, warmup: int, iters: int) -> dict[str, Any]:
-    """One result row (the JSON contract's): the median step time of `run` and its GFLOP/s."""
+               sync: Callable, warmup: int, iters: int, forward: bool = False) -> dict[str, Any]:
+    """One result row (the JSON contract's): the median step time of `run` and its GFLOP/s
+    (`forward`: of a forward pass alone, a third of a training step's FLOPs)."""
     ms = _median_ms(run, warmup, iters, sync)
     b, t, d, h = shape
+    flops = step_flops(cell, b, t, d, h) / (3 if forward else 1)
     print(f"  {cell:7s} {impl:10s} B={b:<4d} T={t:<5d} D={d:<4d} H={h:<4d} {ms:9.2f} ms",
           file=sys.stderr, flush=True)
     return {"cell": cell, "impl": impl, "shape": [b, t, d, h], "step_ms": ms,
-            "gflops": step_flops(cell, b, t, d, h) / (ms * 1e-3) / 1e9}
+            "gflops": flops / (ms * 1e-3) / 1e9}
 
 
 def _result(rows: list[dict[str, Any]], **extra) -> dict[str, Any]:
@@ -74,6 +78,7 @@ def matmul_peak_gflops(n: int | None = None, iters: int = 10) -> float:
 
 
 def _jax_trainer(loss: Callable, params: Any, x: jax.Array, y: jax.Array):
+    """A zero-argument training step (grad of `loss`, Adam) that updates params in place."""
     tx = optax.adam(1e-3)
 
     @jax.jit
@@ -91,9 +96,15 @@ def _jax_trainer(loss: Callable, params: Any, x: jax.Array, y: jax.Array):
     return run
 
 
+def _jax_forward(apply: Callable, params: Any, x: jax.Array):
+    """A zero-argument forward pass: the jitted apply(params, x)."""
+    f = jax.jit(apply)
+    return lambda: f(params, x)
+
+
 def ours(cell: str, b: int, t: int, d: int, h: int, unroll: int = 0,
          backward: str = "fused", time_major: bool = False, matmul_dtype: str = "float32",
-         scan: str = "auto"):
+         scan: str = "auto", forward: bool = False):
     from flax import nnx
 
     from grubench.layers import Recurrent
@@ -105,14 +116,15 @@ def ours(cell: str, b: int, t: int, d: int, h: int, unroll: int = 0,
     x = jax.random.normal(jax.random.key(1), (t, b, d) if time_major else (b, t, d))
     y = jax.random.normal(jax.random.key(2), (t, b, h) if time_major else (b, t, h))
 
-    def loss(p, x, y):
-        ys, _ = nnx.merge(graphdef, p)(x)
-        return jnp.mean((ys - y) ** 2)
+    def apply(p, x):
+        return nnx.merge(graphdef, p)(x)[0]
 
-    return _jax_trainer(loss, params, x, y)
+    if forward:
+        return _jax_forward(apply, params, x)
+    return _jax_trainer(lambda p, x, y: jnp.mean((apply(p, x) - y) ** 2), params, x, y)
 
 
-def flax_linen(cell: str, b: int, t: int, d: int, h: int):
+def flax_linen(cell: str, b: int, t: int, d: int, h: int, forward: bool = False):
     import flax.linen as nn
 
     cls = nn.GRUCell if cell == "gru" else nn.OptimizedLSTMCell
@@ -120,14 +132,12 @@ def flax_linen(cell: str, b: int, t: int, d: int, h: int):
     x = jax.random.normal(jax.random.key(1), (b, t, d))
     y = jax.random.normal(jax.random.key(2), (b, t, h))
     params = model.init(jax.random.key(0), x)
-
-    def loss(p, x, y):
-        return jnp.mean((model.apply(p, x) - y) ** 2)
-
-    return _jax_trainer(loss, params, x, y)
+    if forward:
+        return _jax_forward(model.apply, params, x)
+    return _jax_trainer(lambda p, x, y: jnp.mean((model.apply(p, x) - y) ** 2), params, x, y)
 
 
-def torch_peer(cell: str, b: int, t: int, d: int, h: int):
+def torch_peer(cell: str, b: int, t: int, d: int, h: int, forward: bool = False):
     import torch
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -137,6 +147,9 @@ def torch_peer(cell: str, b: int, t: int, d: int, h: int):
     y = torch.randn(b, t, h, device=dev)
 
     def run():
+        if forward:
+            with torch.no_grad():
+                return rnn(x)[0]
         opt.zero_grad(set_to_none=True)
         out, _ = rnn(x)
         torch.mean((out - y) ** 2).backward()
@@ -151,20 +164,22 @@ def torch_peer(cell: str, b: int, t: int, d: int, h: int):
 
 
 def run_bench(shapes: list[tuple[int, int, int, int]], cells: list[str], warmup: int,
-              iters: int, with_torch: bool, **ours_kw) -> dict[str, Any]:
+              iters: int, with_torch: bool, forward: bool = False, **ours_kw) -> dict[str, Any]:
+    """Ours against the peers on every shape: training steps, or (`forward`) forward passes."""
     rows = []
     for cell in cells:
         for b, t, d, h in shapes:
             impls: list[tuple[str, Callable, Callable]] = [
-                ("grubench", ours(cell, b, t, d, h, **ours_kw), jax.block_until_ready),
-                ("flax", flax_linen(cell, b, t, d, h), jax.block_until_ready),
+                ("grubench", ours(cell, b, t, d, h, forward=forward, **ours_kw),
+                 jax.block_until_ready),
+                ("flax", flax_linen(cell, b, t, d, h, forward), jax.block_until_ready),
             ]
             if with_torch:
-                run, sync = torch_peer(cell, b, t, d, h)
+                run, sync = torch_peer(cell, b, t, d, h, forward)
                 impls.append(("torch", run, sync))
-            rows += [_timed_row(cell, impl, (b, t, d, h), run, sync, warmup, iters)
+            rows += [_timed_row(cell, impl, (b, t, d, h), run, sync, warmup, iters, forward)
                      for impl, run, sync in impls]
-    return _result(rows, options=ours_kw)
+    return _result(rows, options={**ours_kw, "forward": forward})
 
 
 # Our layer's implementation options, each timed against the default (fused backward, unroll
@@ -266,7 +281,8 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     geo = ", ".join(f"{c}: {float(np.exp(np.mean(np.log(v)))):.2f}" for c, v in ratios.items())
     lines.append("")
-    lines.append(f"device {result['device']}; matmul peak {peak:.1f} GFLOP/s; "
+    what = "forward pass" if result.get("options", {}).get("forward") else "train step"
+    lines.append(f"device {result['device']}; ms per {what}; matmul peak {peak:.1f} GFLOP/s; "
                  f"geometric mean of ours / best peer: {geo}")
     return "\n".join(lines)
 
@@ -299,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="our layer's scan unroll (default 0: 1 on CPU, 8 on an accelerator)")
     p.add_argument("--matmul-dtype", choices=("float32", "bfloat16"), default="float32",
                    help="our layer's matmul operand type (default float32)")
+    p.add_argument("--forward", action="store_true",
+                   help="time the forward pass alone (evaluation, inference), not a train step")
     p.add_argument("--scan", choices=("auto", "parallel", "sequential"), default="auto",
                    help="with --scaling: minGRU / minLSTM's scan (default auto: sequential on "
                         "CPU, parallel on an accelerator)")
@@ -323,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.variants and (a.backward, a.unroll, a.matmul_dtype) != ("fused", 0, "float32"):
             raise ValueError("--variants times its own list of options: drop --backward, "
                              "--unroll and --matmul-dtype")
+        if a.forward and (a.scaling or a.variants or a.backward != "fused"):
+            raise ValueError("--forward times a forward pass against the peers: it does not "
+                             "combine with --scaling, --variants or --backward")
         if a.scan != "auto" and not a.scaling:
             raise ValueError("--scan applies to --scaling, where minGRU / minLSTM run")
     except ValueError as e:
@@ -346,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             print("grubench-bench: torch not installed; timing grubench and flax only",
                   file=sys.stderr)
             with_torch = False
-    result = run_bench(shapes, cells, a.warmup, a.iters, with_torch, backward=a.backward,
-                       unroll=a.unroll, matmul_dtype=a.matmul_dtype)
+    result = run_bench(shapes, cells, a.warmup, a.iters, with_torch, a.forward,
+                       backward=a.backward, unroll=a.unroll, matmul_dtype=a.matmul_dtype)
     return _emit(result, format_table(result), a.json)
 
 

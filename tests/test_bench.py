@@ -28,6 +28,19 @@ def test_tiny_run_writes_the_contracted_json(tmp_path, capsys):
     assert peer_pct == f"{100 * got['flax']['gflops'] / res['peak_gflops']:.0f}%"
 
 
+def test_forward_mode_times_forward_passes(tmp_path, capsys):
+    out = tmp_path / "forward.json"
+    assert bench.main(["--forward", "--shapes", "4,6,3,5", "--iters", "2", "--warmup", "1",
+                       "--no-torch", "--cells", "lstm", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["options"]["forward"] is True
+    assert {r["impl"] for r in res["rows"]} == {"grubench", "flax"}
+    for r in res["rows"]:  # a forward pass is a third of a training step's FLOPs
+        flops = bench.step_flops("lstm", 4, 6, 3, 5) / 3
+        assert r["gflops"] == pytest.approx(flops / (r["step_ms"] * 1e-3) / 1e9)
+    assert "ms per forward pass" in capsys.readouterr().out
+
+
 def test_flop_count():
     # GRU: 3 gates; forward 2*B*T*3H*(D+H), backward twice that.
     assert bench.step_flops("gru", 2, 3, 4, 5) == 3 * 2 * 2 * 3 * 3 * 5 * 9
@@ -38,7 +51,9 @@ def test_flop_count():
                                   ["--iters", "0"], ["--unroll", "-1"],
                                   ["--scaling", "--variants"],
                                   ["--backward", "autodiff", "--matmul-dtype", "bfloat16"],
-                                  ["--scan", "parallel"], ["--variants", "--unroll", "2"]])
+                                  ["--scan", "parallel"], ["--variants", "--unroll", "2"],
+                                  ["--forward", "--scaling"],
+                                  ["--forward", "--backward", "autodiff"]])
 def test_bad_arguments_are_one_line(args, capsys):
     assert bench.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
