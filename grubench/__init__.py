@@ -1,8 +1,7 @@
-"""grubench: when should I use a GRU, and when an LSTM?"""
+"""grubench: when should I use a GRU, and when an LSTM?
 
-from grubench import runtime as _runtime
-
-_runtime.configure_xla()
-_runtime.configure_malloc()
+Importing grubench has no effect on the process; the command-line tools apply their process
+settings themselves (`grubench.runtime.configure`).
+"""
 
 __version__ = "0.1.0"

@@ -16,9 +16,7 @@ same run (float32 GEMM), so ratios are against peers measured under the same con
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,44 +25,55 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from grubench.measure import median_time
+from grubench.registry import CELLS
+
 SHAPES = [(32, 128, 64, 256), (64, 256, 64, 256), (16, 512, 32, 128), (128, 64, 128, 512)]
-GATES = {"gru": 3, "lstm": 4, "mingru": 2, "minlstm": 3}
-RECURRENT_MATMUL = {"gru": True, "lstm": True, "mingru": False, "minlstm": False}
 SCALING_T = [128, 256, 512, 1024, 2048, 4096]
 
 
-def _median_ms(step: Callable[[], Any], warmup: int, iters: int, sync: Callable[[Any], Any]):
-    for _ in range(warmup):
-        sync(step())
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        sync(step())
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
-
-
-def _timed_row(cell: str, impl: str, shape: tuple[int, int, int, int], run: Callable,
-               sync: Callable, warmup: int, iters: int, forward: bool = False) -> dict[str, Any]:
+def _timed_row(
+    cell: str,
+    impl: str,
+    shape: tuple[int, int, int, int],
+    run: Callable,
+    sync: Callable,
+    warmup: int,
+    iters: int,
+    forward: bool = False,
+) -> dict[str, Any]:
     """One result row (the JSON contract's): the median step time of `run` and its GFLOP/s
     (`forward`: of a forward pass alone, a third of a training step's FLOPs)."""
-    ms = _median_ms(run, warmup, iters, sync)
+    ms = 1e3 * median_time(run, iters, warmup, sync=sync)
     b, t, d, h = shape
     flops = step_flops(cell, b, t, d, h) / (3 if forward else 1)
-    print(f"  {cell:7s} {impl:10s} B={b:<4d} T={t:<5d} D={d:<4d} H={h:<4d} {ms:9.2f} ms",
-          file=sys.stderr, flush=True)
-    return {"cell": cell, "impl": impl, "shape": [b, t, d, h], "step_ms": ms,
-            "gflops": flops / (ms * 1e-3) / 1e9}
+    print(
+        f"  {cell:7s} {impl:10s} B={b:<4d} T={t:<5d} D={d:<4d} H={h:<4d} {ms:9.2f} ms",
+        file=sys.stderr,
+        flush=True,
+    )
+    return {
+        "cell": cell,
+        "impl": impl,
+        "shape": [b, t, d, h],
+        "step_ms": ms,
+        "gflops": flops / (ms * 1e-3) / 1e9,
+    }
 
 
 def _result(rows: list[dict[str, Any]], **extra) -> dict[str, Any]:
-    return {"peak_gflops": matmul_peak_gflops(), "device": jax.devices()[0].device_kind,
-            **extra, "rows": rows}
+    return {
+        "peak_gflops": matmul_peak_gflops(),
+        "device": jax.devices()[0].device_kind,
+        **extra,
+        "rows": rows,
+    }
 
 
 def step_flops(cell: str, b: int, t: int, d: int, h: int) -> float:
     """Matmul FLOPs of forward + backward: 3 x 2·B·T·G·H·(D + H) (minGRU/minLSTM: no H term)."""
-    return 3 * 2 * b * t * GATES[cell] * h * (d + (h if RECURRENT_MATMUL[cell] else 0))
+    entry = CELLS.get(cell)
+    return 3 * 2 * b * t * entry.gates * h * (d + (0 if entry.linear_in_h else h))
 
 
 def matmul_peak_gflops(n: int | None = None, iters: int = 10) -> float:
@@ -73,7 +82,7 @@ def matmul_peak_gflops(n: int | None = None, iters: int = 10) -> float:
     n = n or (2048 if jax.default_backend() == "cpu" else 8192)
     a = jax.random.normal(jax.random.key(0), (n, n))
     f = jax.jit(lambda x: x @ x)
-    ms = _median_ms(lambda: f(a), 2, iters, jax.block_until_ready)
+    ms = 1e3 * median_time(lambda: f(a), iters, warmup=2)
     return 2 * n**3 / (ms * 1e-3) / 1e9
 
 
@@ -102,16 +111,34 @@ def _jax_forward(apply: Callable, params: Any, x: jax.Array):
     return lambda: f(params, x)
 
 
-def ours(cell: str, b: int, t: int, d: int, h: int, unroll: int = 0,
-         backward: str = "fused", time_major: bool = False, matmul_dtype: str = "float32",
-         scan: str = "auto", forward: bool = False):
+def ours(
+    cell: str,
+    b: int,
+    t: int,
+    d: int,
+    h: int,
+    unroll: int = 0,
+    backward: str = "fused",
+    time_major: bool = False,
+    matmul_dtype: str = "float32",
+    scan: str = "auto",
+    forward: bool = False,
+):
     from flax import nnx
 
     from grubench.layers import Recurrent
 
-    layer = Recurrent(cell, d, h, rngs=nnx.Rngs(0), unroll=unroll, backward=backward,
-                      time_major=time_major, matmul_dtype=matmul_dtype,
-                      scan=scan if cell.startswith("min") else "auto")
+    layer = Recurrent(
+        cell,
+        d,
+        h,
+        rngs=nnx.Rngs(0),
+        unroll=unroll,
+        backward=backward,
+        time_major=time_major,
+        matmul_dtype=matmul_dtype,
+        scan=scan if CELLS.get(cell).linear_in_h else "auto",
+    )
     graphdef, params = nnx.split(layer)
     x = jax.random.normal(jax.random.key(1), (t, b, d) if time_major else (b, t, d))
     y = jax.random.normal(jax.random.key(2), (t, b, h) if time_major else (b, t, h))
@@ -163,22 +190,34 @@ def torch_peer(cell: str, b: int, t: int, d: int, h: int, forward: bool = False)
     return run, sync
 
 
-def run_bench(shapes: list[tuple[int, int, int, int]], cells: list[str], warmup: int,
-              iters: int, with_torch: bool, forward: bool = False, **ours_kw) -> dict[str, Any]:
+def run_bench(
+    shapes: list[tuple[int, int, int, int]],
+    cells: list[str],
+    warmup: int,
+    iters: int,
+    with_torch: bool,
+    forward: bool = False,
+    **ours_kw,
+) -> dict[str, Any]:
     """Ours against the peers on every shape: training steps, or (`forward`) forward passes."""
     rows = []
     for cell in cells:
         for b, t, d, h in shapes:
             impls: list[tuple[str, Callable, Callable]] = [
-                ("grubench", ours(cell, b, t, d, h, forward=forward, **ours_kw),
-                 jax.block_until_ready),
+                (
+                    "grubench",
+                    ours(cell, b, t, d, h, forward=forward, **ours_kw),
+                    jax.block_until_ready,
+                ),
                 ("flax", flax_linen(cell, b, t, d, h, forward), jax.block_until_ready),
             ]
             if with_torch:
                 run, sync = torch_peer(cell, b, t, d, h, forward)
                 impls.append(("torch", run, sync))
-            rows += [_timed_row(cell, impl, (b, t, d, h), run, sync, warmup, iters, forward)
-                     for impl, run, sync in impls]
+            rows += [
+                _timed_row(cell, impl, (b, t, d, h), run, sync, warmup, iters, forward)
+                for impl, run, sync in impls
+            ]
     return _result(rows, options={**ours_kw, "forward": forward})
 
 
@@ -196,15 +235,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def run_variants(shapes: list[tuple[int, int, int, int]], cells: list[str], warmup: int,
-                 iters: int) -> dict[str, Any]:
+def run_variants(
+    shapes: list[tuple[int, int, int, int]], cells: list[str], warmup: int, iters: int
+) -> dict[str, Any]:
     """Our layer under each of VARIANTS, same shapes: which options earn their keep."""
     rows = []
     for cell in cells:
         for b, t, d, h in shapes:
-            rows += [_timed_row(cell, name, (b, t, d, h), ours(cell, b, t, d, h, **kw),
-                                jax.block_until_ready, warmup, iters)
-                     for name, kw in VARIANTS.items()]
+            rows += [
+                _timed_row(
+                    cell,
+                    name,
+                    (b, t, d, h),
+                    ours(cell, b, t, d, h, **kw),
+                    jax.block_until_ready,
+                    warmup,
+                    iters,
+                )
+                for name, kw in VARIANTS.items()
+            ]
     return _result(rows)
 
 
@@ -214,25 +263,43 @@ def format_variants(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         by_key.setdefault((r["cell"], tuple(r["shape"])), {})[r["impl"]] = r["step_ms"]
     names = list(dict.fromkeys(r["impl"] for r in result["rows"]))
-    lines = ["| cell | B, T, D, H | " + " | ".join(names) + " |",
-             "|" + "---|" * (2 + len(names))]
+    lines = ["| cell | B, T, D, H | " + " | ".join(names) + " |", "|" + "---|" * (2 + len(names))]
     for (cell, shape), got in by_key.items():
         base = got["default"]
-        cells = [f"{got[n]:.2f}" + ("" if n == "default" else f" ({got[n] / base:.2f})")
-                 for n in names]
+        cells = [
+            f"{got[n]:.2f}" + ("" if n == "default" else f" ({got[n] / base:.2f})") for n in names
+        ]
         lines.append(f"| {cell} | {', '.join(map(str, shape))} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"device {result['device']}; ms per train step (ratio to default)")
     return "\n".join(lines)
 
 
-def run_scaling(cells: list[str], b: int, d: int, h: int, lengths: list[int], warmup: int,
-                iters: int, scan: str = "auto") -> dict[str, Any]:
+def run_scaling(
+    cells: list[str],
+    b: int,
+    d: int,
+    h: int,
+    lengths: list[int],
+    warmup: int,
+    iters: int,
+    scan: str = "auto",
+) -> dict[str, Any]:
     """Our layers only, over sequence lengths: the case for minGRU / minLSTM, on `scan`."""
     rows = []
     for t in lengths:
-        rows += [_timed_row(cell, "grubench", (b, t, d, h), ours(cell, b, t, d, h, scan=scan),
-                            jax.block_until_ready, warmup, iters) for cell in cells]
+        rows += [
+            _timed_row(
+                cell,
+                "grubench",
+                (b, t, d, h),
+                ours(cell, b, t, d, h, scan=scan),
+                jax.block_until_ready,
+                warmup,
+                iters,
+            )
+            for cell in cells
+        ]
     return _result(rows, options={"scan": scan})
 
 
@@ -247,12 +314,13 @@ def format_scaling(result: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t, got in by_t.items():
         ratios = [f"{got[a] / got[m]:.1f}x" for a, m in pairs]
-        lines.append("| " + " | ".join([str(t), *[f"{got[c]:.2f}" for c in cells], *ratios])
-                     + " |")
+        lines.append("| " + " | ".join([str(t), *[f"{got[c]:.2f}" for c in cells], *ratios]) + " |")
     b, _, d, h = result["rows"][0]["shape"]
     lines.append("")
-    lines.append(f"device {result['device']}; B={b}, D={d}, H={h}; train step = forward, "
-                 "backward, Adam update")
+    lines.append(
+        f"device {result['device']}; B={b}, D={d}, H={h}; train step = forward, "
+        "backward, Adam update"
+    )
     return "\n".join(lines)
 
 
@@ -264,8 +332,14 @@ def format_table(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         by_key.setdefault((r["cell"], tuple(r["shape"])), {})[r["impl"]] = r
     impls = sorted({r["impl"] for r in result["rows"]}, key=["grubench", "flax", "torch"].index)
-    head = ["cell", "B, T, D, H", *[f"{i} ms" for i in impls], "ours / best peer",
-            "ours % of peak", "best peer % of peak"]
+    head = [
+        "cell",
+        "B, T, D, H",
+        *[f"{i} ms" for i in impls],
+        "ours / best peer",
+        "ours % of peak",
+        "best peer % of peak",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ratios: dict[str, list[float]] = {}
     for (cell, shape), got in by_key.items():
@@ -274,16 +348,22 @@ def format_table(result: dict[str, Any]) -> str:
         best = min(peers, key=lambda r: r["step_ms"]) if peers else None
         ratio = ours_ms / best["step_ms"] if best else float("nan")
         ratios.setdefault(cell, []).append(ratio)
-        cells = [cell, ", ".join(map(str, shape)),
-                 *[f"{got[i]['step_ms']:.2f}" if i in got else "" for i in impls],
-                 f"{ratio:.2f}", f"{100 * got['grubench']['gflops'] / peak:.0f}%",
-                 f"{100 * best['gflops'] / peak:.0f}%" if best else ""]
+        cells = [
+            cell,
+            ", ".join(map(str, shape)),
+            *[f"{got[i]['step_ms']:.2f}" if i in got else "" for i in impls],
+            f"{ratio:.2f}",
+            f"{100 * got['grubench']['gflops'] / peak:.0f}%",
+            f"{100 * best['gflops'] / peak:.0f}%" if best else "",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     geo = ", ".join(f"{c}: {float(np.exp(np.mean(np.log(v)))):.2f}" for c, v in ratios.items())
     lines.append("")
     what = "forward pass" if result.get("options", {}).get("forward") else "train step"
-    lines.append(f"device {result['device']}; ms per {what}; matmul peak {peak:.1f} GFLOP/s; "
-                 f"geometric mean of ours / best peer: {geo}")
+    lines.append(
+        f"device {result['device']}; ms per {what}; matmul peak {peak:.1f} GFLOP/s; "
+        f"geometric mean of ours / best peer: {geo}"
+    )
     return "\n".join(lines)
 
 
@@ -304,30 +384,58 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
-    p.add_argument("--scaling", action="store_true",
-                   help="instead: GRU, LSTM, minGRU, minLSTM (ours) over T = 128 .. 4096")
-    p.add_argument("--variants", action="store_true",
-                   help="instead: our layer's options (backward, unroll, layout) against each "
-                        "other")
-    p.add_argument("--backward", choices=("fused", "autodiff"), default="fused",
-                   help="our layer's backward pass (default fused)")
-    p.add_argument("--unroll", type=int, default=0,
-                   help="our layer's scan unroll (default 0: 1 on CPU, 8 on an accelerator)")
-    p.add_argument("--matmul-dtype", choices=("float32", "bfloat16"), default="float32",
-                   help="our layer's matmul operand type (default float32)")
-    p.add_argument("--forward", action="store_true",
-                   help="time the forward pass alone (evaluation, inference), not a train step")
-    p.add_argument("--scan", choices=("auto", "parallel", "sequential"), default="auto",
-                   help="with --scaling: minGRU / minLSTM's scan (default auto: sequential on "
-                        "CPU, parallel on an accelerator)")
+    p.add_argument(
+        "--scaling",
+        action="store_true",
+        help="instead: GRU, LSTM, minGRU, minLSTM (ours) over T = 128 .. 4096",
+    )
+    p.add_argument(
+        "--variants",
+        action="store_true",
+        help="instead: our layer's options (backward, unroll, layout) against each other",
+    )
+    p.add_argument(
+        "--backward",
+        choices=("fused", "autodiff"),
+        default="fused",
+        help="our layer's backward pass (default fused)",
+    )
+    p.add_argument(
+        "--unroll",
+        type=int,
+        default=0,
+        help="our layer's scan unroll (default 0: 1 on CPU, 8 on an accelerator)",
+    )
+    p.add_argument(
+        "--matmul-dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="our layer's matmul operand type (default float32)",
+    )
+    p.add_argument(
+        "--forward",
+        action="store_true",
+        help="time the forward pass alone (evaluation, inference), not a train step",
+    )
+    p.add_argument(
+        "--scan",
+        choices=("auto", "parallel", "sequential"),
+        default="auto",
+        help="with --scaling: minGRU / minLSTM's scan (default auto: sequential on "
+        "CPU, parallel on an accelerator)",
+    )
     a = p.parse_args(argv)
+    from grubench import runtime
+
+    runtime.configure()
     try:
         cells = a.cells.split(",")
-        allowed = GATES if a.scaling else ("gru", "lstm")
+        # --scaling times any registered cell; the peers exist for the GRU and the LSTM only.
+        allowed = CELLS.names() if a.scaling else ["gru", "lstm"]
         bad = [c for c in cells if c not in allowed]
         if bad:
             raise ValueError(f"--cells: {bad[0]!r} is not one of {', '.join(allowed)}")
-        shapes = SHAPES
+        shapes: list[Any] = SHAPES
         if a.shapes:
             shapes = [tuple(int(v) for v in s.split(",")) for s in a.shapes.split(";")]
             if any(len(s) != 4 or min(s) < 1 for s in shapes):
@@ -339,11 +447,15 @@ def main(argv: list[str] | None = None) -> int:
         if a.scaling and a.variants:
             raise ValueError("--scaling and --variants are separate runs: choose one")
         if a.variants and (a.backward, a.unroll, a.matmul_dtype) != ("fused", 0, "float32"):
-            raise ValueError("--variants times its own list of options: drop --backward, "
-                             "--unroll and --matmul-dtype")
+            raise ValueError(
+                "--variants times its own list of options: drop --backward, "
+                "--unroll and --matmul-dtype"
+            )
         if a.forward and (a.scaling or a.variants or a.backward != "fused"):
-            raise ValueError("--forward times a forward pass against the peers: it does not "
-                             "combine with --scaling, --variants or --backward")
+            raise ValueError(
+                "--forward times a forward pass against the peers: it does not "
+                "combine with --scaling, --variants or --backward"
+            )
         if a.scan != "auto" and not a.scaling:
             raise ValueError("--scan applies to --scaling, where minGRU / minLSTM run")
     except ValueError as e:
@@ -353,8 +465,9 @@ def main(argv: list[str] | None = None) -> int:
         shape = shapes[0] if a.shapes else (16, 0, 64, 128)
         lengths = [s[1] for s in shapes] if a.shapes else SCALING_T
         cells = cells if a.cells != "gru,lstm" else ["gru", "lstm", "mingru", "minlstm"]
-        result = run_scaling(cells, shape[0], shape[2], shape[3], lengths, a.warmup, a.iters,
-                             a.scan)
+        result = run_scaling(
+            cells, shape[0], shape[2], shape[3], lengths, a.warmup, a.iters, a.scan
+        )
         return _emit(result, format_scaling(result), a.json)
     if a.variants:
         result = run_variants(shapes, cells, a.warmup, a.iters)
@@ -364,11 +477,22 @@ def main(argv: list[str] | None = None) -> int:
         try:
             import torch  # noqa: F401
         except ImportError:
-            print("grubench-bench: torch not installed; timing grubench and flax only",
-                  file=sys.stderr)
+            print(
+                "grubench-bench: torch not installed; timing grubench and flax only",
+                file=sys.stderr,
+            )
             with_torch = False
-    result = run_bench(shapes, cells, a.warmup, a.iters, with_torch, a.forward,
-                       backward=a.backward, unroll=a.unroll, matmul_dtype=a.matmul_dtype)
+    result = run_bench(
+        shapes,
+        cells,
+        a.warmup,
+        a.iters,
+        with_torch,
+        a.forward,
+        backward=a.backward,
+        unroll=a.unroll,
+        matmul_dtype=a.matmul_dtype,
+    )
     return _emit(result, format_table(result), a.json)
 
 

@@ -13,25 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
+from grubench.config import FREE_KEYS, SAME_MATH_KEYS, is_free_key
+from grubench.errors import CheckpointError
 from grubench.results import jsonable
 
-# Keys that may differ between the run that wrote a checkpoint and the run that resumes it:
-# bookkeeping, and how the same gradients are computed (backward pass, scan unroll, min-cell
-# scan).
-_FREE_KEYS = {("trainer", "progress"), ("trainer", "resume"), ("trainer", "checkpoint_every"),
-              ("trainer", "keep_checkpoints"), ("logger",), ("model", "backward"),
-              ("model", "unroll"), ("model", "scan")}
+__all__ = ["CheckpointError", "Checkpoints", "config_difference"]
+
 # Keys added after checkpoints were first written: a checkpoint without one had this value.
 _ADDED_KEYS = {("model", "matmul_dtype"): "float32"}
+# Keys that a checkpoint written before the cell registry may hold where today's config has
+# none: the model's cell is its name, a GRU's form is gru or gru_v1, and only the LSTM's config
+# has forget_bias. Compared only where the config has them too.
+_LEGACY_KEYS = {("model", "cell"), ("model", "reset_after"), ("model", "forget_bias")}
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: unreadable, or written by another configuration."""
-
-
-def _to_leaves(state: Any) -> list[np.ndarray]:
+def _to_leaves(state: Any) -> list[Any]:
     """PRNG keys become their raw uint32 data; orbax stores plain arrays."""
     return [
         jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
@@ -49,10 +46,13 @@ def _from_leaves(template: Any, leaves: list[Any]) -> Any:
 
 
 def config_difference(a: dict, b: dict, prefix: tuple = ()) -> str | None:
-    """The first key where two resolved configs differ (ignoring _FREE_KEYS), as 'key: a vs b'."""
+    """The first key where two resolved configs differ, as 'key=a here, b in the checkpoint';
+    keys that may differ on resume (config.FREE_KEYS, config.SAME_MATH_KEYS) are skipped."""
     for k in sorted(set(a) | set(b)):
         path = (*prefix, k)
-        if path in _FREE_KEYS or path[:1] in _FREE_KEYS:
+        if is_free_key(".".join(path), FREE_KEYS + SAME_MATH_KEYS) or (
+            path in _LEGACY_KEYS and k not in a
+        ):
             continue
         va, vb = a.get(k, _ADDED_KEYS.get(path)), b.get(k, _ADDED_KEYS.get(path))
         if isinstance(va, dict) and isinstance(vb, dict):
@@ -112,9 +112,9 @@ class Checkpoints:
         ocp = self._ocp
         where = self.directory / str(step)
         try:
-            meta = self.manager.restore(
-                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
-            )["meta"]
+            meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+                "meta"
+            ]
         except Exception as e:  # noqa: BLE001 - any failure to read is one message
             raise CheckpointError(f"checkpoint {where} is unreadable ({_line(e)})") from None
         if not isinstance(meta, dict) or "config" not in meta or "step" not in meta:

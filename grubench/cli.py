@@ -1,8 +1,10 @@
-"""Checking command-line overrides before Hydra runs, so a bad one is one line and exit 2.
+"""The command line of grubench-train before Hydra runs: composing, checking, `--help`.
 
 Hydra's own errors span several lines and exit 1. `check_overrides` composes the config the
 way Hydra will (every job of a `-m` sweep), validates it, and turns any failure into a
-`ConfigError` whose message names the key, the value and what is allowed.
+`ConfigError` whose message names the key, the value and what is allowed. `compose` is the
+same composition for Python code and tests; `usage` is `--help`, listing the registered
+models and tasks and the shipped presets.
 """
 
 from __future__ import annotations
@@ -10,17 +12,34 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from grubench.config import ConfigError, validate
+from grubench.config import ConfigError, store, validate
+from grubench.registry import CELLS, TASKS
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped inside the package
 
 # Flags that make Hydra print or do something other than run jobs: leave those to Hydra.
 _PASS_THROUGH = {
-    "-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-p", "--package", "-i",
-    "--info", "--shell-completion", "-sc", "-cp", "--config-path", "-cn", "--config-name",
-    "-cd", "--config-dir", "--experimental-rerun",
+    "-h",
+    "--help",
+    "--hydra-help",
+    "--version",
+    "-c",
+    "--cfg",
+    "-p",
+    "--package",
+    "-i",
+    "--info",
+    "--shell-completion",
+    "-sc",
+    "-cp",
+    "--config-path",
+    "-cn",
+    "--config-name",
+    "-cd",
+    "--config-dir",
+    "--experimental-rerun",
 }
 
 
@@ -75,11 +94,21 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     return [job for batch in batches for job in batch]
 
 
-def _compose(overrides: list[str]):
+def compose(*overrides: str) -> DictConfig:
+    """The job config `grubench-train OVERRIDES...` would run (without Hydra's own node);
+    ConfigError (one line) where the command line would fail."""
+    cfg = _compose(list(overrides))
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def _compose(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+    store()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose(config_name="config", overrides=overrides, return_hydra_config=True)
@@ -88,12 +117,13 @@ def _compose(overrides: list[str]):
     except (HydraException, OmegaConfBaseException) as e:
         cause = e.__cause__ or e
         missing_key = isinstance(cause, ConfigKeyError | ConfigAttributeError)
-        if missing_key and getattr(cause, "full_key", None):
-            raise ConfigError(_unknown_key(cause.full_key, overrides)) from None
-        if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
-            value = _value_of(cause.full_key, overrides)
+        full_key = getattr(cause, "full_key", None)
+        if missing_key and full_key:
+            raise ConfigError(_unknown_key(full_key, overrides)) from None
+        if isinstance(cause, OmegaConfBaseException) and full_key:
+            value = _value_of(full_key, overrides)
             msg = _first_line(getattr(cause, "msg", None) or str(cause))
-            raise ConfigError(f"{cause.full_key}={value} is not allowed: {msg}") from None
+            raise ConfigError(f"{full_key}={value} is not allowed: {msg}") from None
         raise ConfigError(_first_line(str(e))) from None
 
 
@@ -101,7 +131,7 @@ def _missing_option(e, overrides: list[str]) -> str:
     """`model=foo`: name the group, the value and the options that exist."""
     missing = getattr(e, "missing_cfg_file", "") or ""
     group, _, name = missing.rpartition("/")
-    options = sorted(o for o in (getattr(e, "options", None) or []) if not o.startswith("schema_"))
+    options = sorted(getattr(e, "options", None) or [])
     if group and options:
         return f"{group}={name} is not allowed: one of {', '.join(options)}"
     return _first_line(str(e))
@@ -114,7 +144,7 @@ def _unknown_key(full_key: str, overrides: list[str]) -> str:
         base = _compose([o for o in overrides if not o.lstrip("+~").startswith(full_key)])
         node = OmegaConf.select(base, parent) if parent else base
         if node is not None and OmegaConf.is_dict(node):
-            allowed = f": keys of {parent or 'the config'} are {', '.join(node.keys())}"
+            allowed = f": keys of {parent or 'the config'} are {', '.join(map(str, node.keys()))}"
     except ConfigError:
         pass
     return f"{full_key}={_value_of(full_key, overrides)} is not allowed: no such key{allowed}"
@@ -131,3 +161,41 @@ def _value_of(key: str, overrides: list[str]) -> str:
 def _first_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[0] if lines else text
+
+
+def presets() -> dict[str, str]:
+    """The shipped presets (`+experiment=NAME`): name -> the first line of its comment."""
+    out = {}
+    for path in sorted((CONF_DIR / "experiment").glob("*.yaml")):
+        lines = [
+            ln[1:].strip()
+            for ln in path.read_text().splitlines()
+            if ln.startswith("#") and "@package" not in ln
+        ]
+        out[path.stem] = lines[0] if lines else ""
+    return out
+
+
+def usage() -> str:
+    """`grubench-train --help`: usage, then models, tasks and presets, one line each."""
+
+    def block(title: str, rows: dict[str, str]) -> list[str]:
+        width = max(map(len, rows)) + 2
+        return [title, *(f"  {name.ljust(width)}{text}" for name, text in rows.items()), ""]
+
+    return "\n".join(
+        [
+            "usage: grubench-train [-m] [KEY=VALUE ...]",
+            "",
+            "Train one configuration (or, with -m, sweep every combination of comma-separated",
+            "values). Every config key can be overridden: see them with --cfg job; Hydra's own",
+            "options with --hydra-help.",
+            "",
+            *block("models (model=NAME):", {c.name: c.description for c in CELLS}),
+            *block("tasks (task=NAME):", {t.name: t.description for t in TASKS}),
+            *block("presets (-m +experiment=NAME):", presets()),
+            "common keys: model.hidden model.depth task.seq_len task.train_size trainer.steps",
+            "  trainer.seeds trainer.lr seed logger=none|wandb hydra.run.dir hydra.sweep.dir",
+            "docs: README.md and docs/ of the grubench repository",
+        ]
+    )

@@ -1,50 +1,83 @@
-"""Structured configs, registered in Hydra's ConfigStore, and their validation.
+"""The config schema, its Hydra config store, and its validation.
 
-The dataclasses are the schema: Hydra merges `conf/` into them, so a misspelled key or a value
-of the wrong type is rejected while composing. `validate` then checks ranges and choices,
-before any JAX work, and raises `ConfigError` with one line naming the key, the value and
-what is allowed.
+The dataclasses are the schema. `store()` puts them in Hydra's ConfigStore: `base_config` for
+config.yaml, and one node per registered cell (group `model`) and task (group `task`), each the
+entry's own dataclass (`grubench.registry`), so a misspelled key or a value of the wrong type
+is rejected while composing. `validate` then checks ranges and choices, before any JAX work,
+and raises `ConfigError` with one line naming the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-CELLS = ("gru", "lstm", "rnn", "mingru", "minlstm")
-MODELS = ("gru", "gru_v1", "lstm", "rnn", "mingru", "minlstm")
+from grubench.errors import ConfigError
+from grubench.registry import CELLS, TASKS
+
 OPTIMIZERS = ("adamw", "rmsprop")
 LOGGERS = ("none", "wandb")
 
+# Config keys that change nothing a run computes or measures: process and bookkeeping settings.
+# A run resumes a checkpoint written under other values of these, and grubench-report pools
+# runs that differ only in these (and the seed). A key ending in "." covers a whole group.
+FREE_KEYS = (
+    "trainer.progress",
+    "trainer.resume",
+    "trainer.checkpoint_every",
+    "trainer.keep_checkpoints",
+    "trainer.hang_timeout_s",
+    "trainer.eval_batch_size",
+    "logger.",
+)
+# Keys that change how the same gradients are computed, not what they are (backward pass, scan
+# unroll, the scan of a cell linear in h): a checkpoint resumes under other values of these;
+# the report keeps them apart, since they change the speed.
+SAME_MATH_KEYS = ("model.backward", "model.unroll", "model.scan")
 
-class ConfigError(ValueError):
-    """A configuration value outside what is allowed; the message is one line."""
+
+def is_free_key(key: str, keys: tuple[str, ...] = FREE_KEYS) -> bool:
+    """Whether the dotted config `key` is one of `keys` or inside a group ending in "."."""
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in keys)
+
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "LoggerConfig",
+    "ModelConfig",
+    "TaskConfig",
+    "TrainerConfig",
+    "is_free_key",
+    "require",
+    "store",
+    "validate",
+]
 
 
 @dataclass
 class ModelConfig:
-    """One recurrent model: encoder -> `depth` x Recurrent(cell) -> head."""
+    """One recurrent model: encoder -> `depth` x Recurrent(cell) -> head. `name` is the
+    registered cell (`model=NAME`); a cell with options of its own subclasses this."""
 
     name: str = "gru"
-    cell: str = "gru"  # gru | lstm | rnn | mingru | minlstm
-    reset_after: bool = True  # GRU only: True = cuDNN/PyTorch, False = Cho et al. 2014
     hidden: int = 128
     depth: int = 1
     dropout: float = 0.0  # on the output of every recurrent layer (Zaremba et al. 2014)
     embed_dim: int = 0  # encoder width; 0 feeds one-hot tokens / raw reals straight in
     unroll: int = 0  # jax.lax.scan unroll factor; 0: 1 on CPU, 8 on GPU (layers.default_unroll)
-    # fused: the hand-written layer backward of grubench/fused.py (gru, lstm, rnn); autodiff:
-    # JAX's own reverse of the scan. Same gradients; autodiff took 0.97-1.42x the fused step
-    # time on CPU and 1.13-1.43x on an H200 (grubench-bench --variants).
+    # fused: the cell's hand-written layer backward (grubench/fused.py), where it has one;
+    # autodiff: JAX's own reverse of the scan. The same gradients.
     backward: str = "fused"
     # bfloat16: matmul operands cast to bfloat16, float32 accumulation, carries and gates (GPU
-    # tensor cores); needs backward=fused for gru, lstm and rnn.
+    # tensor cores); needs a cell with a fused backward and backward=fused, or a cell linear in
+    # h (whose only matmul is the projection).
     matmul_dtype: str = "float32"
-    # mingru / minlstm: parallel = log-space jax.lax.associative_scan (Feng et al.), sequential
-    # = linear-space scan, auto = sequential on CPU, parallel on GPU (layers.default_min_scan).
+    # Cells linear in h (mingru, minlstm): parallel = log-space jax.lax.associative_scan,
+    # sequential = linear-space scan, auto = sequential on CPU, parallel on an accelerator
+    # (layers.default_min_scan).
     scan: str = "auto"
     # Train in checkpointed time chunks of remat_chunk steps (0: about sqrt(T)), each running
     # encoder, layers, head and loss (SequenceModel.remat_loss): training memory O(sqrt(T))
@@ -54,14 +87,14 @@ class ModelConfig:
     # > 0: choose `hidden` so the model has as close to this many parameters as possible
     # (GRU, LSTM and tanh-RNN compared at equal size, as Chung et al. 2014 did).
     param_budget: int = 0
-    forget_bias: float = 1.0  # LSTM forget-gate bias at init (Jozefowicz et al. 2015)
     recurrent_init: str = "orthogonal"  # orthogonal | lecun_normal
     bias_init: float = 0.0
 
 
 @dataclass
 class TaskConfig:
-    """Fields every task has. `seq_len` is the task's length knob (see each task)."""
+    """Fields every task has; a task subclasses it with its own. `seq_len` is the task's length
+    knob (see each task)."""
 
     name: str = MISSING
     seq_len: int = 20
@@ -69,87 +102,6 @@ class TaskConfig:
     val_size: int = 1_000
     test_size: int = 1_000
     data_seed: int = 1234
-
-
-@dataclass
-class CopyTaskConfig(TaskConfig):
-    """Copy memory: `seq_len` is the delay T; sequences are T + 2 * n_copy long."""
-
-    name: str = "copy"
-    n_symbols: int = 8
-    n_copy: int = 10
-
-
-@dataclass
-class AddingTaskConfig(TaskConfig):
-    """Adding problem: `seq_len` is the sequence length T."""
-
-    name: str = "adding"
-    seq_len: int = 50
-    tolerance: float = 0.04  # |error| below this counts as correct for accuracy
-
-
-@dataclass
-class RecallTaskConfig(TaskConfig):
-    """Associative recall: (seq_len - 2) / 2 key-value pairs, then a query marker and a key."""
-
-    name: str = "recall"
-    seq_len: int = 22
-    n_keys: int = 16
-    n_values: int = 16
-
-
-@dataclass
-class DelayTaskConfig(TaskConfig):
-    """Delayed recall: output the symbol seen `lag` steps back, over `seq_len` steps."""
-
-    name: str = "delay"
-    seq_len: int = 40
-    lag: int = 20
-    n_symbols: int = 8
-
-
-@dataclass
-class CountingTaskConfig(TaskConfig):
-    """Counting languages a^n b^n (anbn) or a^n b^n c^n (anbncn): `seq_len` is the largest n of
-    train and val; test draws n in seq_len+1..test_max_n (0: 2 * seq_len)."""
-
-    name: str = "counting"
-    language: str = "anbn"
-    seq_len: int = 20
-    test_max_n: int = 0
-
-
-@dataclass
-class ChoralesTaskConfig(TaskConfig):
-    """Bach chorales (music21): next-frame piano-roll prediction on a fixed 60/20/20 split.
-    `seq_len` caps the steps per chorale; train_size caps train (the default means all);
-    val_size, test_size and data_seed are ignored. See grubench/tasks/chorales.py."""
-
-    name: str = "chorales"
-    seq_len: int = 128
-
-
-@dataclass
-class SunspotsTaskConfig(TaskConfig):
-    """Yearly sunspots (statsmodels): forecast the next year from `seq_len` years, on a fixed
-    chronological 70/15/15 split; train_size caps train (the default means all); val_size,
-    test_size and data_seed are ignored. See grubench/tasks/sunspots.py."""
-
-    name: str = "sunspots"
-    seq_len: int = 20
-    tolerance: float = 0.25  # |error| below this (in train stds) counts as correct
-
-
-@dataclass
-class DigitsTaskConfig(TaskConfig):
-    """8x8 digits (scikit-learn) as 64-step pixel sequences on a fixed stratified 1197/300/300
-    split; train_size caps train (the default means all); val_size and test_size are ignored;
-    data_seed draws the pixel permutation of permute=true. See grubench/tasks/digits.py."""
-
-    name: str = "digits"
-    seq_len: int = 64
-    permute: bool = False
 
 
 @dataclass
@@ -199,136 +151,109 @@ class LoggerConfig:
 
 @dataclass
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    task: Any = MISSING
+    model: Any = MISSING  # a registered cell's config dataclass
+    task: Any = MISSING  # a registered task's config dataclass
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
 
 
-TASK_SCHEMAS: dict[str, type[TaskConfig]] = {
-    "copy": CopyTaskConfig,
-    "adding": AddingTaskConfig,
-    "recall": RecallTaskConfig,
-    "delay": DelayTaskConfig,
-    "counting": CountingTaskConfig,
-    "chorales": ChoralesTaskConfig,
-    "sunspots": SunspotsTaskConfig,
-    "digits": DigitsTaskConfig,
-}
+def store() -> None:
+    """Put the schema in Hydra's ConfigStore: `base_config` for config.yaml, and in the groups
+    `model` and `task` one node per registered cell and task. Called by the entry points and by
+    `grubench.cli.compose` before Hydra composes; idempotent."""
+    from hydra.core.config_store import ConfigStore
 
-
-def register() -> None:
-    """Store the schemas: `base_config` for config.yaml, `schema_NAME` in the task group."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    for name, schema in TASK_SCHEMAS.items():
-        cs.store(group="task", name=f"schema_{name}", node=schema)
+    for cell in CELLS:
+        cs.store(group="model", name=cell.name, node=cell.config(name=cell.name))
+    for task in TASKS:
+        cs.store(group="task", name=task.name, node=task.config(name=task.name))
 
 
-register()
-
-
-def _require(ok: bool, key: str, value: object, allowed: str) -> None:
+def require(ok: bool, key: str, value: object, allowed: str) -> None:
+    """Raise ConfigError('KEY=VALUE is not allowed: ALLOWED') unless `ok`."""
     if not ok:
         raise ConfigError(f"{key}={value} is not allowed: {allowed}")
+
+
+_require = require
 
 
 def validate(cfg: DictConfig | Config) -> None:
     """Check ranges and choices; raise ConfigError with one line on the first bad value."""
     c = OmegaConf.structured(cfg) if not isinstance(cfg, DictConfig) else cfg
     m, t, tr, lg = c.model, c.task, c.trainer, c.logger
-    _require(m.name in MODELS, "model", m.name, f"one of {', '.join(MODELS)}")
-    _require(m.cell in CELLS, "model.cell", m.cell, f"one of {', '.join(CELLS)}")
-    want_cell = "gru" if m.name.startswith("gru") else m.name
-    _require(
-        m.cell == want_cell, "model.cell", m.cell,
-        f"{want_cell} for model={m.name} (choose the model with model=NAME)",
-    )
-    if m.cell == "gru":
-        _require(
-            m.reset_after == (m.name == "gru"), "model.reset_after", m.reset_after,
-            f"{m.name == 'gru'} for model={m.name} (model=gru is reset-after, the cuDNN form; "
-            "model=gru_v1 is Cho et al. 2014)",
-        )
-    elif not m.reset_after:
-        raise ConfigError(f"model.reset_after=False is not allowed: it applies to GRUs only, "
-                          f"not model={m.name}")
+    cell = _entry(CELLS, "model", m.name)
+    _same_entry(m, cell.config, "model")
     _require(m.hidden >= 1, "model.hidden", m.hidden, "an integer >= 1")
     _require(m.depth >= 1, "model.depth", m.depth, "an integer >= 1")
     _require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "a float in [0, 1)")
     _require(m.embed_dim >= 0, "model.embed_dim", m.embed_dim, "an integer >= 0")
-    _require(m.unroll >= 0, "model.unroll", m.unroll,
-             "an integer >= 0 (0: 1 on CPU, 8 on an accelerator)")
-    _require(m.backward in ("fused", "autodiff"), "model.backward", m.backward,
-             "fused or autodiff")
-    _require(m.matmul_dtype in ("float32", "bfloat16"), "model.matmul_dtype", m.matmul_dtype,
-             "float32 or bfloat16")
-    _require(m.matmul_dtype == "float32" or m.backward == "fused" or m.cell.startswith("min"),
-             "model.matmul_dtype", m.matmul_dtype, "bfloat16 needs model.backward=fused")
-    _require(m.scan in ("auto", "parallel", "sequential"), "model.scan", m.scan,
-             "auto, parallel or sequential")
-    _require(m.scan == "auto" or m.cell.startswith("min"), "model.scan", m.scan,
-             "parallel and sequential apply to model=mingru and model=minlstm only")
-    _require(m.remat_chunk >= 0, "model.remat_chunk", m.remat_chunk,
-             "an integer >= 0 (0: about sqrt(seq_len))")
-    _require(m.param_budget >= 0, "model.param_budget", m.param_budget,
-             "an integer >= 0 (0: use model.hidden)")
+    _require(
+        m.unroll >= 0,
+        "model.unroll",
+        m.unroll,
+        "an integer >= 0 (0: 1 on CPU, 8 on an accelerator)",
+    )
+    _require(m.backward in ("fused", "autodiff"), "model.backward", m.backward, "fused or autodiff")
+    _require(
+        m.matmul_dtype in ("float32", "bfloat16"),
+        "model.matmul_dtype",
+        m.matmul_dtype,
+        "float32 or bfloat16",
+    )
+    _require(
+        m.matmul_dtype == "float32" or cell.linear_in_h or (cell.fused and m.backward == "fused"),
+        "model.matmul_dtype",
+        m.matmul_dtype,
+        f"float32 for model={m.name} with model.backward={m.backward} (bfloat16 needs the "
+        "fused backward, or a cell linear in h)",
+    )
+    _require(
+        m.scan in ("auto", "parallel", "sequential"),
+        "model.scan",
+        m.scan,
+        "auto, parallel or sequential",
+    )
+    _require(
+        m.scan == "auto" or m.scan in cell.scans,
+        "model.scan",
+        m.scan,
+        "parallel and sequential apply to cells linear in h only (model="
+        + ", ".join(c.name for c in CELLS if c.scans)
+        + ")",
+    )
+    _require(
+        m.remat_chunk >= 0,
+        "model.remat_chunk",
+        m.remat_chunk,
+        "an integer >= 0 (0: about sqrt(seq_len))",
+    )
+    _require(
+        m.param_budget >= 0,
+        "model.param_budget",
+        m.param_budget,
+        "an integer >= 0 (0: use model.hidden)",
+    )
     _require(
         m.recurrent_init in ("orthogonal", "lecun_normal"),
         "model.recurrent_init",
         m.recurrent_init,
         "orthogonal or lecun_normal",
     )
-    _require(t.name in TASK_SCHEMAS, "task", t.name, f"one of {', '.join(TASK_SCHEMAS)}")
+    task = _entry(TASKS, "task", t.name)
+    _same_entry(t, task.config, "task")
     _require(t.seq_len >= 1, "task.seq_len", t.seq_len, "an integer >= 1")
     for k in ("train_size", "val_size", "test_size"):
         _require(t[k] >= 1, f"task.{k}", t[k], "an integer >= 1")
-    if t.name == "copy":
-        _require(t.n_symbols >= 2, "task.n_symbols", t.n_symbols, "an integer >= 2")
-        _require(t.n_copy >= 1, "task.n_copy", t.n_copy, "an integer >= 1")
-    if t.name == "adding":
-        _require(t.seq_len >= 2, "task.seq_len", t.seq_len, "an integer >= 2 for adding")
-        _require(t.tolerance > 0, "task.tolerance", t.tolerance, "a float > 0")
-    if t.name == "recall":
-        n_pairs = (t.seq_len - 2) // 2
-        _require(
-            t.seq_len >= 4 and t.seq_len % 2 == 0,
-            "task.seq_len",
-            t.seq_len,
-            "an even integer >= 4 for recall (pairs, then a query marker and a key)",
-        )
-        _require(
-            t.n_keys >= n_pairs,
-            "task.n_keys",
-            t.n_keys,
-            f"an integer >= {n_pairs}, the number of pairs at seq_len={t.seq_len}",
-        )
-        _require(t.n_values >= 2, "task.n_values", t.n_values, "an integer >= 2")
-    if t.name == "delay":
-        _require(t.lag >= 1, "task.lag", t.lag, "an integer >= 1")
-        _require(
-            t.seq_len > t.lag, "task.seq_len", t.seq_len,
-            f"an integer > task.lag={t.lag} for delay (some steps must recall)",
-        )
-        _require(t.n_symbols >= 2, "task.n_symbols", t.n_symbols, "an integer >= 2")
-    if t.name == "counting":
-        _require(t.language in ("anbn", "anbncn"), "task.language", t.language, "anbn or anbncn")
-        _require(
-            t.test_max_n == 0 or t.test_max_n > t.seq_len, "task.test_max_n", t.test_max_n,
-            f"0 (2 * seq_len) or an integer > task.seq_len={t.seq_len}, the largest train n",
-        )
-    if t.name == "sunspots":
-        _require(t.seq_len <= 100, "task.seq_len", t.seq_len, "an integer in [1, 100] for sunspots")
-        _require(t.tolerance > 0, "task.tolerance", t.tolerance, "a float > 0")
-    if t.name == "digits":
-        _require(t.seq_len == 64, "task.seq_len", t.seq_len, "64 for digits (8x8 pixels)")
+    if task.validate is not None:
+        task.validate(t)
     _require(tr.steps >= 1, "trainer.steps", tr.steps, "an integer >= 1")
     _require(tr.batch_size >= 1, "trainer.batch_size", tr.batch_size, "an integer >= 1")
     _require(tr.seeds >= 1, "trainer.seeds", tr.seeds, "an integer >= 1")
-    _require(
-        tr.optimizer in OPTIMIZERS, "trainer.optimizer", tr.optimizer, f"one of {OPTIMIZERS}"
-    )
+    _require(tr.optimizer in OPTIMIZERS, "trainer.optimizer", tr.optimizer, f"one of {OPTIMIZERS}")
     _require(tr.lr > 0, "trainer.lr", tr.lr, "a float > 0")
     _require(0 < tr.rho < 1, "trainer.rho", tr.rho, "a float in (0, 1)")
     _require(tr.patience >= 0, "trainer.patience", tr.patience, "an integer >= 0 (0: off)")
@@ -337,27 +262,37 @@ def validate(cfg: DictConfig | Config) -> None:
     _require(0 <= tr.b2 < 1, "trainer.b2", tr.b2, "a float in [0, 1)")
     _require(tr.clip_norm >= 0, "trainer.clip_norm", tr.clip_norm, "a float >= 0 (0 disables)")
     _require(tr.warmup_steps >= 0, "trainer.warmup_steps", tr.warmup_steps, "an integer >= 0")
-    _require(
-        0 <= tr.final_lr_ratio <= 1, "trainer.final_lr_ratio", tr.final_lr_ratio, "in [0, 1]"
-    )
+    _require(0 <= tr.final_lr_ratio <= 1, "trainer.final_lr_ratio", tr.final_lr_ratio, "in [0, 1]")
     _require(tr.eval_every >= 1, "trainer.eval_every", tr.eval_every, "an integer >= 1")
     _require(tr.log_every >= 1, "trainer.log_every", tr.log_every, "an integer >= 1")
     _require(
         tr.eval_batch_size >= 1, "trainer.eval_batch_size", tr.eval_batch_size, "an integer >= 1"
     )
-    _require(tr.stream_repeats >= 0, "trainer.stream_repeats", tr.stream_repeats,
-             "an integer >= 0 (0: not measured)")
+    _require(
+        tr.stream_repeats >= 0,
+        "trainer.stream_repeats",
+        tr.stream_repeats,
+        "an integer >= 0 (0: not measured)",
+    )
     _require(tr.timing_warmup >= 0, "trainer.timing_warmup", tr.timing_warmup, "an integer >= 0")
     _require(
-        tr.checkpoint_every >= 0, "trainer.checkpoint_every", tr.checkpoint_every,
+        tr.checkpoint_every >= 0,
+        "trainer.checkpoint_every",
+        tr.checkpoint_every,
         "an integer >= 0 (0: only at the end)",
     )
     _require(
-        tr.keep_checkpoints >= 1, "trainer.keep_checkpoints", tr.keep_checkpoints,
+        tr.keep_checkpoints >= 1,
+        "trainer.keep_checkpoints",
+        tr.keep_checkpoints,
         "an integer >= 1",
     )
-    _require(tr.hang_timeout_s >= 0, "trainer.hang_timeout_s", tr.hang_timeout_s,
-             "a number of seconds >= 0 (0: no watchdog)")
+    _require(
+        tr.hang_timeout_s >= 0,
+        "trainer.hang_timeout_s",
+        tr.hang_timeout_s,
+        "a number of seconds >= 0 (0: no watchdog)",
+    )
     _require(lg.name in LOGGERS, "logger", lg.name, f"one of {', '.join(LOGGERS)}")
     _require(
         lg.mode in ("auto", "online", "offline", "disabled"),
@@ -365,6 +300,24 @@ def validate(cfg: DictConfig | Config) -> None:
         lg.mode,
         "auto, online, offline or disabled",
     )
-    from grubench.tasks import check_available  # lazily: it imports JAX
+    if task.requires is not None:
+        from grubench.tasks.data import check_requires
 
-    check_available(t)
+        check_requires(task)
+
+
+def _same_entry(node: Any, schema: type, group: str) -> None:
+    """ConfigError unless the node has exactly the keys of its entry's dataclass: a `NAME.name`
+    override that names another entry than the one `GROUP=NAME` chose."""
+    if set(node.keys()) != {f.name for f in fields(schema)}:
+        raise ConfigError(
+            f"{group}.name={node.name} is not allowed: choose the {group} with {group}=NAME "
+            f"({group}.name is the name of the {group} chosen)"
+        )
+
+
+def _entry(registry: Any, key: str, name: str) -> Any:
+    """The registry entry `name`, or ConfigError naming the ones there are."""
+    if name not in registry:
+        raise ConfigError(f"{key}={name} is not allowed: one of {', '.join(registry.names())}")
+    return registry.get(name)

@@ -23,9 +23,7 @@ def _torch():
     try:
         import torch
     except ImportError:
-        raise ImportError(
-            "grubench.interop needs PyTorch: pip install -e '.[torch]'"
-        ) from None
+        raise ImportError("grubench.interop needs PyTorch: pip install -e '.[torch]'") from None
     return torch
 
 
@@ -35,7 +33,7 @@ def _kind_of(rnn: Any) -> str:
         raise TypeError(f"expected torch.nn.GRU, nn.LSTM or nn.RNN, got {type(rnn).__name__}")
     if rnn.bidirectional:
         raise ValueError("bidirectional torch RNNs are not supported")
-    if kind == "lstm" and getattr(rnn, "proj_size", 0):
+    if kind == "lstm" and rnn.proj_size:
         raise ValueError("nn.LSTM with proj_size > 0 is not supported")
     if kind == "rnn" and rnn.nonlinearity != "tanh":
         raise ValueError("only nn.RNN(nonlinearity='tanh') is supported")
@@ -55,10 +53,14 @@ def from_torch(rnn: Any, *, unroll: int = 0) -> RecurrentStack:
     for k in range(rnn.num_layers):
         d_in = rnn.input_size if k == 0 else rnn.hidden_size
         layer = Recurrent(
-            kind, d_in, rnn.hidden_size, rngs=nnx.Rngs(0), unroll=unroll,
+            kind,
+            d_in,
+            rnn.hidden_size,
+            rngs=nnx.Rngs(0),
+            unroll=unroll,
             time_major=not rnn.batch_first,
         )
-        c = layer.cell
+        c: Any = layer.cell
         c.wi.set_value(_weight(rnn, "weight_ih", k).T)
         c.wh.set_value(_weight(rnn, "weight_hh", k).T)
         zeros = jnp.zeros(c.bi.shape, jnp.float32)
@@ -82,12 +84,20 @@ def to_torch(stack: RecurrentStack) -> Any:
     if any(layer.reverse for layer in layers):
         raise ValueError("reversed layers have no torch peer")
     cls = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM, "rnn": torch.nn.RNN}[kind]
-    rnn = cls(first.in_features, first.hidden, num_layers=len(layers),
-              batch_first=not layers[0].time_major)
+    rnn = cls(
+        first.in_features,
+        first.hidden,
+        num_layers=len(layers),
+        batch_first=not layers[0].time_major,
+    )
     with torch.no_grad():
         for k, layer in enumerate(layers):
-            c = layer.cell
-            for name, value in (("weight_ih", c.wi[...].T), ("weight_hh", c.wh[...].T),
-                                ("bias_ih", c.bi[...]), ("bias_hh", c.bh[...])):
+            c: Any = layer.cell
+            for name, value in (
+                ("weight_ih", c.wi[...].T),
+                ("weight_hh", c.wh[...].T),
+                ("bias_ih", c.bi[...]),
+                ("bias_hh", c.bh[...]),
+            ):
                 getattr(rnn, f"{name}_l{k}").copy_(torch.from_numpy(np.array(value)))
     return rnn

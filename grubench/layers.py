@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -10,19 +10,20 @@ from flax import nnx
 
 from grubench import fused
 from grubench.cells import Carry, make_cell
+from grubench.remat import checkpointed_scan
 
 
 def default_unroll() -> int:
-    """The scan unroll that `unroll=0` means: 1 on a CPU, where unrolling was no faster
-    (`grubench-bench --variants`: 0.85-1.37x at 2 and 4, up to 2.7x slower at 8), and 8 on
-    an accelerator, where it cut the train step to 0.53-0.90x of unroll 1 (H200)."""
+    """The scan unroll that `unroll=0` means: 1 on a CPU, where unrolling was no faster, and 8
+    on an accelerator, where it shortened the train step (`grubench-bench --variants`; the
+    figures are in docs/performance.md)."""
     return 1 if jax.default_backend() == "cpu" else 8
 
 
 def default_min_scan() -> str:
-    """The minGRU / minLSTM scan that `scan="auto"` means: "sequential" on a CPU, where the
-    log-space parallel scan was 3x slower at T = 4096 on two cores (`grubench-bench
-    --scaling`), and "parallel" on an accelerator, where it is what makes these cells fast."""
+    """The scan that `scan="auto"` means for cells linear in h: "sequential" on a CPU, where the
+    log-space parallel scan was slower on two cores, and "parallel" on an accelerator, where it
+    is what makes these cells fast (`grubench-bench --scaling`; docs/performance.md)."""
     return "sequential" if jax.default_backend() == "cpu" else "parallel"
 
 
@@ -40,8 +41,9 @@ class Recurrent(nnx.Module):
     backward pass recomputes a chunk's activations from the carry at its start. Training keeps
     T / c carries plus one chunk's activations instead of every step's gates: O(sqrt(T)).
 
-    `backward="fused"` (default) gives GRU, LSTM and tanh-RNN layers the hand-written backward
-    pass of `grubench.fused` (dh-only reverse scan, weight gradients as one matmul after it);
+    `backward="fused"` (default) gives a cell with a fused kernel (GRU, LSTM, tanh-RNN) the
+    hand-written backward pass of `grubench.fused` (dh-only reverse scan, weight gradients as
+    one matmul after it);
     `"autodiff"` leaves the backward pass to JAX's transpose of the scan. `matmul_dtype=
     "bfloat16"` (with the fused backward, or for minGRU / minLSTM, whose only matmul is the
     projection) casts every matmul's operands to bfloat16 and accumulates in float32; carries
@@ -69,7 +71,8 @@ class Recurrent(nnx.Module):
         scan: str = "auto",
         **cell_kw,
     ):
-        self.cell = make_cell(cell, in_features, hidden, rngs=rngs, **cell_kw)
+        # Any: the layer reads what the cell offers (wh, bh; parallel, sequential) by its kind.
+        self.cell: Any = make_cell(cell, in_features, hidden, rngs=rngs, **cell_kw)
         self.kind = cell
         self.unroll = unroll or default_unroll()
         self.time_major = time_major
@@ -80,21 +83,26 @@ class Recurrent(nnx.Module):
             raise ValueError(f"backward must be 'autodiff' or 'fused', not {backward!r}")
         if matmul_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"matmul_dtype must be 'float32' or 'bfloat16', not {matmul_dtype!r}")
-        # minGRU / minLSTM (kind None) have no recurrent matmul to fuse: they keep autodiff.
-        kind = fused.kind_of(self.cell)
-        if matmul_dtype != "float32" and backward != "fused" and kind:
+        # Cells without a fused kernel (minGRU, minLSTM: no recurrent matmul) keep autodiff.
+        kernel = self.cell.fused_kernel() if hasattr(self.cell, "fused_kernel") else None
+        if matmul_dtype != "float32" and backward != "fused" and kernel is not None:
             raise ValueError(f"matmul_dtype={matmul_dtype} needs backward='fused' for {cell}")
-        self.fused_kind = kind if backward == "fused" else None
+        self.fused_kernel = kernel if backward == "fused" else None
         self.matmul_dtype = matmul_dtype
         if scan not in ("auto", "parallel", "sequential"):
             raise ValueError(f"scan must be 'auto', 'parallel' or 'sequential', not {scan!r}")
-        if scan != "auto" and not getattr(self.cell, "linear_in_h", False):
+        if scan != "auto" and not self.cell.linear_in_h:
             raise ValueError(f"scan={scan!r} applies to mingru and minlstm, not {cell}")
         self.min_scan = default_min_scan() if scan == "auto" else scan
 
-    def __call__(self, xs: jax.Array, carry: Carry | None = None,
-                 probe: jax.Array | None = None, *, remat: bool | None = None,
-                 ) -> tuple[jax.Array, Carry]:
+    def __call__(
+        self,
+        xs: jax.Array,
+        carry: Carry | None = None,
+        probe: jax.Array | None = None,
+        *,
+        remat: bool | None = None,
+    ) -> tuple[jax.Array, Carry]:
         """`probe`, shaped like the outputs, is added to h_t as it is made (and fed to step
         t + 1): the gradient of a loss with respect to a zero probe is dL/dh_t, through every
         later step — the vanishing-gradient curve. `remat` overrides the layer's setting (a
@@ -112,55 +120,51 @@ class Recurrent(nnx.Module):
             ys, carry = self._run(xs_t, carry, self.reverse)
         return (ys if self.time_major else jnp.swapaxes(ys, 0, 1)), carry
 
-    def _run(self, xs: jax.Array, carry: Carry, reverse: bool,
-             per_gate: bool = False) -> tuple[jax.Array, Carry]:
+    def _run(
+        self, xs: jax.Array, carry: Carry, reverse: bool, per_gate: bool = False
+    ) -> tuple[jax.Array, Carry]:
         """(ys, carry) over time-major inputs xs. `per_gate` goes to `fused.scan`: True where
         the forward pass keeps no activations (a rematerialised chunk)."""
         cell = self.cell
         # The fused scan adds bi inside its step, fused with the gate arithmetic, instead of in
         # a pass of its own over [T, B, G*H] (6.5 of 69 ms of an LSTM step at 16,512,32,128).
-        xp = cell.project(xs, self.matmul_dtype, bias=self.fused_kind is None)
-        if getattr(cell, "linear_in_h", False):  # minGRU / minLSTM
+        xp = cell.project(xs, self.matmul_dtype, bias=self.fused_kernel is None)
+        if cell.linear_in_h:  # minGRU / minLSTM
             xp = xp[::-1] if reverse else xp
             if self.min_scan == "parallel":
                 ys, carry = cell.parallel(xp, carry)
             else:
                 ys, carry = cell.sequential(xp, carry, self.unroll)
             return (ys[::-1] if reverse else ys), carry
-        if self.fused_kind is not None:
-            ys, carry = fused.scan(self.fused_kind, self.unroll, self.matmul_dtype, per_gate,
-                                   cell.wh[...], cell.bh[...], cell.bi[...],
-                                   xp[::-1] if reverse else xp, carry)
+        if self.fused_kernel is not None:
+            ys, carry = fused.scan(
+                self.fused_kernel,
+                self.unroll,
+                self.matmul_dtype,
+                per_gate,
+                cell.wh[...],
+                cell.bh[...],
+                cell.bi[...],
+                xp[::-1] if reverse else xp,
+                carry,
+            )
             return (ys[::-1] if reverse else ys), carry
-        carry, ys = jax.lax.scan(cell.recurrence(), carry, xp, unroll=self.unroll,
-                                 reverse=reverse)
+        carry, ys = jax.lax.scan(cell.recurrence(), carry, xp, unroll=self.unroll, reverse=reverse)
         return ys, carry
 
     def _chunked(self, xs: jax.Array, carry: Carry) -> tuple[jax.Array, Carry]:
-        """The remat path: a scan over checkpointed chunks of c steps, then the T mod c rest.
-        The projection is inside the chunk, so its [T, B, G*H] output is not kept either."""
-        if self.reverse:
-            ys, carry = self._chunked_forward(xs[::-1], carry)
-            return ys[::-1], carry
-        return self._chunked_forward(xs, carry)
+        """The remat path (`grubench.remat.checkpointed_scan`): chunks of c steps, each
+        projecting and scanning inside the checkpoint, so the [T, B, G*H] projection is not
+        kept either."""
 
-    def _chunked_forward(self, xs: jax.Array, carry: Carry) -> tuple[jax.Array, Carry]:
-        t = xs.shape[0]
-        c = self.remat_chunk or max(1, round(math.sqrt(t)))
-        c = min(c, t)
-        n = t // c
-
-        @jax.checkpoint
-        def chunk(h, x_chunk):
+        def chunk(h: Carry, x_chunk: jax.Array, _: jax.Array) -> tuple[Carry, jax.Array]:
             ys, h = self._run(x_chunk, h, False, per_gate=True)
             return h, ys
 
-        main = xs[: n * c].reshape(n, c, *xs.shape[1:])
-        carry, ys = jax.lax.scan(chunk, carry, main)
-        ys = ys.reshape(n * c, *ys.shape[2:])
-        if n * c < t:
-            carry, rest = chunk(carry, xs[n * c :])
-            ys = jnp.concatenate([ys, rest])
+        if self.reverse:
+            carry, ys = checkpointed_scan(chunk, carry, xs[::-1], self.remat_chunk)
+            return ys[::-1], carry
+        carry, ys = checkpointed_scan(chunk, carry, xs, self.remat_chunk)
         return ys, carry
 
     def _probed(self, xp: jax.Array, carry: Carry, probe: jax.Array):
@@ -202,8 +206,7 @@ class RecurrentStack(nnx.Module):
         of the stack."""
         out_carries = []
         for i, layer in enumerate(self.layers):
-            xs, c = layer(xs, None if carries is None else carries[i],
-                          probe if i == 0 else None)
+            xs, c = layer(xs, None if carries is None else carries[i], probe if i == 0 else None)
             out_carries.append(c)
             xs = self.apply_dropout(xs, i, dropout_key)
         return xs, out_carries

@@ -16,15 +16,20 @@ import jax
 import numpy as np
 
 
-def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
-    """Median seconds of `fn()` (blocked until its result is ready) over `repeats` calls, after
-    `warmup` untimed ones."""
+def median_time(
+    fn: Callable[[], Any],
+    repeats: int,
+    warmup: int = 3,
+    sync: Callable[[Any], Any] = jax.block_until_ready,
+) -> float:
+    """Median seconds of `fn()` over `repeats` calls, after `warmup` untimed ones; each call
+    ends with `sync(result)` (default `jax.block_until_ready`; a torch peer passes its own)."""
     for _ in range(warmup):
-        jax.block_until_ready(fn())
+        sync(fn())
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        jax.block_until_ready(fn())
+        sync(fn())
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -35,8 +40,13 @@ def compiled_bytes(compiled, exclude_bytes: int = 0) -> int | None:
     set); None where the backend has no memory analysis."""
     try:
         m = compiled.memory_analysis()
-        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-                   - m.alias_size_in_bytes - exclude_bytes)
+        return int(
+            m.argument_size_in_bytes
+            + m.output_size_in_bytes
+            + m.temp_size_in_bytes
+            - m.alias_size_in_bytes
+            - exclude_bytes
+        )
     except Exception:  # noqa: BLE001 - backends without memory analysis leave it unknown
         return None
 

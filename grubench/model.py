@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import math
+from dataclasses import fields
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,19 @@ from flax import nnx
 from omegaconf import OmegaConf
 
 from grubench import tasks
+from grubench.config import ModelConfig
 from grubench.layers import stack
+from grubench.registry import CELLS
+from grubench.remat import checkpointed_scan
+
+_COMMON = {f.name for f in fields(ModelConfig)}
+
+
+def cell_options(m: Any) -> dict[str, Any]:
+    """The cell's own options from a model config node: the fields its registered config
+    dataclass adds to ModelConfig (e.g. LSTM's forget_bias)."""
+    entry = CELLS.get(m.name)
+    return {f.name: m[f.name] for f in fields(entry.config) if f.name not in _COMMON}
 
 
 class SequenceModel(nnx.Module):
@@ -27,6 +40,7 @@ class SequenceModel(nnx.Module):
         self.spec = tasks.spec(cfg.task)
         self.embed_dim = m.embed_dim
         width = m.embed_dim or self.spec.input_size
+        self.encoder: nnx.Module | None
         if m.embed_dim == 0:
             self.encoder = None
         elif self.spec.input == "tokens":
@@ -34,14 +48,12 @@ class SequenceModel(nnx.Module):
         else:
             self.encoder = nnx.Linear(self.spec.input_size, m.embed_dim, rngs=rngs)
         self.rnn = stack(
-            m.cell,
+            m.name,
             width,
             m.hidden,
             m.depth,
             rngs=rngs,
             dropout=m.dropout,
-            reset_after=m.reset_after,
-            forget_bias=m.forget_bias,
             recurrent_init=m.recurrent_init,
             bias_init=m.bias_init,
             unroll=m.unroll,
@@ -50,6 +62,7 @@ class SequenceModel(nnx.Module):
             scan=m.scan,
             remat=m.remat,
             remat_chunk=m.remat_chunk,
+            **cell_options(m),
         )
         self.head = nnx.Linear(m.hidden, self.spec.output_size, rngs=rngs)
         self.remat_chunk = m.remat_chunk
@@ -61,34 +74,28 @@ class SequenceModel(nnx.Module):
             return jax.nn.one_hot(x, self.spec.input_size, dtype=jnp.float32)
         return x.astype(jnp.float32)
 
-    def __call__(self, x: jax.Array, *, dropout_key: jax.Array | None = None,
-                 probe: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, dropout_key: jax.Array | None = None, probe: jax.Array | None = None
+    ) -> jax.Array:
         ys, _ = self.rnn(self.encode(x), dropout_key=dropout_key, probe=probe)
         return self.head(ys)
 
-    def remat_loss(self, batch: dict[str, jax.Array], *,
-                   dropout_key: jax.Array | None = None) -> jax.Array:
+    def remat_loss(
+        self, batch: dict[str, jax.Array], *, dropout_key: jax.Array | None = None
+    ) -> jax.Array:
         """The training loss `tasks.mean_loss(self(x), batch)` in checkpointed time chunks of
         `model.remat_chunk` steps (0: about sqrt(T)): each chunk runs encoder, every layer,
         head and loss, and only the carries between chunks are kept for the backward pass, so
-        training memory is O(sqrt(T)) hidden states plus the O(T) integer inputs and targets.
-        Dropout masks are drawn per chunk, so with dropout the draws differ from `__call__`'s."""
-        x = batch["x"]
-        b, t = x.shape[:2]
-        c = min(t, self.remat_chunk or max(1, round(math.sqrt(t))))
-        n = -(-t // c)
+        training memory is O(sqrt(T)) hidden states plus the O(T) integer inputs and targets
+        (`grubench.remat.checkpointed_scan`). Dropout masks are drawn per chunk, so with dropout
+        the draws differ from `__call__`'s."""
+        b = batch["x"].shape[0]
+        # Time-major chunks of every per-step array; the checkpointed chunk runs everything.
+        per_step = {k: jnp.swapaxes(batch[k], 0, 1) for k in ("x", "y", "loss_mask", "metric_mask")}
 
-        def chunks(a: jax.Array) -> jax.Array:  # [B, T, ...] -> [n, B, c, ...], zero-padded
-            a = jnp.pad(a, [(0, 0), (0, n * c - t)] + [(0, 0)] * (a.ndim - 2))
-            return jnp.swapaxes(a.reshape(b, n, c, *a.shape[2:]), 0, 1)
-
-        # Padded steps have zero masks: they add nothing to the sums.
-        per_step = {k: chunks(batch[k]) for k in ("x", "y", "loss_mask", "metric_mask")}
-
-        @jax.checkpoint
-        def chunk(carry, inputs):
+        def chunk(carry, part, i):
             carries, total, weight = carry
-            i, part = inputs
+            part = {k: jnp.swapaxes(v, 0, 1) for k, v in part.items()}
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
             h, out = self.encode(part["x"]), []
             for j, (layer, cj) in enumerate(zip(self.rnn.layers, carries, strict=True)):
@@ -99,8 +106,9 @@ class SequenceModel(nnx.Module):
             return (out, total + sums["loss_sum"], weight + sums["loss_weight"]), None
 
         zero = jnp.zeros((), jnp.float32)
-        (_, total, weight), _ = jax.lax.scan(
-            chunk, (self.initial_carries(b), zero, zero), (jnp.arange(n), per_step))
+        (_, total, weight), _ = checkpointed_scan(
+            chunk, (self.initial_carries(b), zero, zero), per_step, self.remat_chunk
+        )
         return total / jnp.maximum(weight, 1.0)
 
     def initial_carries(self, batch: int) -> list:
@@ -132,6 +140,7 @@ def count_params(cfg) -> int:
 def hidden_for_budget(cfg, budget: int) -> int:
     """The hidden size whose model has the parameter count nearest `budget` (the smaller on a
     tie). The count grows with hidden, so a bisection finds it."""
+
     def count(h: int) -> int:
         return count_params(OmegaConf.merge(cfg, {"model": {"hidden": h}}))
 
@@ -150,5 +159,6 @@ def with_budget(cfg):
     """`cfg` with model.hidden set from model.param_budget when that is > 0, else `cfg`."""
     if not cfg.model.param_budget:
         return cfg
-    return OmegaConf.merge(cfg, {"model": {"hidden": hidden_for_budget(cfg,
-                                                                     cfg.model.param_budget)}})
+    return OmegaConf.merge(
+        cfg, {"model": {"hidden": hidden_for_budget(cfg, cfg.model.param_budget)}}
+    )

@@ -27,7 +27,5 @@ def optimizer(tr) -> optax.GradientTransformation:
         if tr.weight_decay:
             parts.append(optax.add_decayed_weights(-tr.lr * tr.weight_decay))
     else:
-        parts.append(
-            optax.adamw(schedule(tr), b1=tr.b1, b2=tr.b2, weight_decay=tr.weight_decay)
-        )
+        parts.append(optax.adamw(schedule(tr), b1=tr.b1, b2=tr.b2, weight_decay=tr.weight_decay))
     return optax.chain(*parts)

@@ -37,10 +37,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from grubench.report import ReportError, key_value, show, varying_keys
+from grubench.errors import ReportError
+from grubench.registry import TASKS
+from grubench.runs import key_value, show, varying_keys
 
 # Tasks whose loss is squared error; the others are cross-entropy in nats.
-_SQUARED_ERROR_TASKS = {"adding", "sunspots"}
 _BAND = "line: mean, band: min–max"  # the legend's title
 
 
@@ -53,7 +54,8 @@ class PlotResult:
 
 
 def loss_unit(task: Any) -> str:
-    return "MSE" if task in _SQUARED_ERROR_TASKS else "nats"
+    """The loss's unit for an axis label: the registered task's `plot_unit` (nats if unknown)."""
+    return TASKS.get(task).plot_unit if task in TASKS else "nats"
 
 
 def write_plots(runs: list[dict[str, Any]], out_dir: str | Path) -> PlotResult:
@@ -69,7 +71,12 @@ def write_plots(runs: list[dict[str, Any]], out_dir: str | Path) -> PlotResult:
         n = len(runs) - len(usable)
         result.skipped.append(f"left out {n} failed run{'s' if n > 1 else ''}")
     kinds: list[Callable[[list[dict[str, Any]]], list[tuple[str, Figure]] | str]] = [
-        _learning_curves, _step_time, _memory, _gap, _recall, _grad_norms,
+        _learning_curves,
+        _step_time,
+        _memory,
+        _gap,
+        _recall,
+        _grad_norms,
     ]
     for kind in kinds:
         made = kind(usable)
@@ -97,8 +104,9 @@ def _save(fig: Figure, stem: Path) -> list[Path]:
 def _label(run: dict[str, Any], vary: list[str], exclude: Iterable[str]) -> str:
     """The line a run belongs to: its model, then every other varying key not on an axis."""
     skip = {"model", *exclude}
-    return ", ".join([show(run.get("model"))]
-                     + [f"{k}={show(key_value(run, k))}" for k in vary if k not in skip])
+    return ", ".join(
+        [show(run.get("model"))] + [f"{k}={show(key_value(run, k))}" for k in vary if k not in skip]
+    )
 
 
 def _panels(n: int, width: float = 4.8, height: float = 3.6) -> tuple[Figure, list[Axes]]:
@@ -128,8 +136,9 @@ def _add(series: Series, x: Any, y: Any) -> None:
         series.setdefault(x, []).append(y)
 
 
-def _draw(ax: Axes, series: Series, label: str, style: tuple[Any, str], n: int,
-          unit: str) -> list[float]:
+def _draw(
+    ax: Axes, series: Series, label: str, style: tuple[Any, str], n: int, unit: str
+) -> list[float]:
     """Mean line with a min-max band; returns every y drawn (for the scale decision)."""
     xs = sorted(series)
     ys = [np.array(series[x]) for x in xs]
@@ -137,8 +146,14 @@ def _draw(ax: Axes, series: Series, label: str, style: tuple[Any, str], n: int,
     lo = np.array([y.min() for y in ys])
     hi = np.array([y.max() for y in ys])
     color, marker = style
-    ax.plot(xs, mean, color=color, marker=marker if len(xs) <= 12 else None, markersize=4,
-            label=f"{label} (n={n} {unit if n != 1 else unit.rstrip('s')})")
+    ax.plot(
+        xs,
+        mean,
+        color=color,
+        marker=marker if len(xs) <= 12 else None,
+        markersize=4,
+        label=f"{label} (n={n} {unit if n != 1 else unit.rstrip('s')})",
+    )
     if any(len(y) > 1 for y in ys):
         ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0)
     return [*lo, *hi]
@@ -150,12 +165,21 @@ def _styles(labels: Iterable[str]) -> dict[str, tuple[Any, str]]:
 
     cmap = colormaps["tab10"]
     markers = "osD^vP*X"
-    return {lab: (cmap(i % 10), markers[i % len(markers)])
-            for i, lab in enumerate(sorted(set(labels)))}
+    return {
+        lab: (cmap(i % 10), markers[i % len(markers)]) for i, lab in enumerate(sorted(set(labels)))
+    }
 
 
-def _finish(ax: Axes, title: str, xlabel: str, ylabel: str, xs: list[float],
-            ys: list[float], log_x: bool = True, log_y: bool = True) -> None:
+def _finish(
+    ax: Axes,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    xs: list[float],
+    ys: list[float],
+    log_x: bool = True,
+    log_y: bool = True,
+) -> None:
     """Title, labels, log scales where the values span two decades, and integer x ticks
     (every x here counts something: steps, examples, lags)."""
     ax.set_title(title, fontsize=10)
@@ -177,8 +201,14 @@ def _title(fig: Figure, axes: list[Axes], title: str) -> None:
     crowded = max(len(ax.get_legend_handles_labels()[1]) for ax in axes) > 3
     for ax in axes:
         if crowded:
-            ax.legend(fontsize=8, title=_BAND, title_fontsize=8, loc="upper left",
-                      bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+            ax.legend(
+                fontsize=8,
+                title=_BAND,
+                title_fontsize=8,
+                loc="upper left",
+                bbox_to_anchor=(1.02, 1.0),
+                borderaxespad=0.0,
+            )
         else:
             ax.legend(fontsize=8, title=_BAND, title_fontsize=8)
     if crowded:
@@ -210,8 +240,10 @@ def read_metrics_jsonl(run: dict[str, Any]) -> list[dict[str, Any]] | None:
 def _learning_curves(runs: list[dict[str, Any]]) -> list[tuple[str, Figure]] | str:
     logged = [(run, rows) for run in runs if (rows := read_metrics_jsonl(run))]
     curves: dict[Any, dict[Any, dict[str, tuple[Series, int]]]] = {}  # task -> seq_len -> line
-    vary = {task: varying_keys(r for r, _ in logged if r.get("task") == task)
-            for task in {r.get("task") for r, _ in logged}}
+    vary = {
+        task: varying_keys(r for r, _ in logged if r.get("task") == task)
+        for task in {r.get("task") for r, _ in logged}
+    }
     for run, rows in logged:
         seeds = list(run.get("seeds") or [])
         stop = {str(s): int(st) for s, st in (run.get("diverged") or {}).items()}
@@ -233,11 +265,19 @@ def _learning_curves(runs: list[dict[str, Any]]) -> list[tuple[str, Figure]] | s
             continue
         fig, axes = _panels(len(panels))
         styles = _styles(lab for p in panels.values() for lab in p)
-        for ax, (seq_len, lines) in zip(axes, sorted(panels.items(), key=lambda kv: kv[0] or 0),
-                                        strict=True):
+        for ax, (seq_len, lines) in zip(
+            axes, sorted(panels.items(), key=lambda kv: kv[0] or 0), strict=True
+        ):
             xs, ys = _draw_lines(ax, lines, styles, "seeds")
-            _finish(ax, f"task={show(task)}, seq_len={show(seq_len)}", "training step",
-                    f"validation loss ({loss_unit(task)})", xs, ys, log_x=False)
+            _finish(
+                ax,
+                f"task={show(task)}, seq_len={show(seq_len)}",
+                "training step",
+                f"validation loss ({loss_unit(task)})",
+                xs,
+                ys,
+                log_x=False,
+            )
         _title(fig, axes, "Validation loss during training")
         figs.append((f"learning_curves_{show(task)}", fig))
     return figs or "skipped learning curves: no run has a metrics.jsonl with val/loss"
@@ -254,21 +294,46 @@ def _draw_lines(ax, lines: dict, styles: dict, unit: str) -> tuple[list, list]:
     return xs, ys
 
 
-def _run_level_vs(runs: list[dict[str, Any]], x_key: str,
-                  value: Callable[[dict[str, Any]], float | None], what: str, stem: str,
-                  xlabel: str, ylabel: str) -> list[tuple[str, Figure]] | str:
+def _run_level_vs(
+    runs: list[dict[str, Any]],
+    x_key: str,
+    value: Callable[[dict[str, Any]], float | None],
+    what: str,
+    stem: str,
+    xlabel: str,
+    ylabel: str,
+) -> list[tuple[str, Figure]] | str:
     """One value per run against `x_key`, one panel per task."""
-    return _vs(runs, x_key, lambda r: [value(r)], "runs", what, stem, xlabel,
-               lambda task: ylabel, log_y=True)
+    return _vs(
+        runs,
+        x_key,
+        lambda r: [value(r)],
+        "runs",
+        what,
+        stem,
+        xlabel,
+        lambda task: ylabel,
+        log_y=True,
+    )
 
 
-def _vs(runs: list[dict[str, Any]], x_key: str,
-        values: Callable[[dict[str, Any]], list[float | None]], unit: str, what: str,
-        stem: str, xlabel: str, ylabel: Callable[[Any], str],
-        log_y: bool) -> list[tuple[str, Figure]] | str:
+def _vs(
+    runs: list[dict[str, Any]],
+    x_key: str,
+    values: Callable[[dict[str, Any]], list[float | None]],
+    unit: str,
+    what: str,
+    stem: str,
+    xlabel: str,
+    ylabel: Callable[[Any], str],
+    log_y: bool,
+) -> list[tuple[str, Figure]] | str:
     """Values of each run (one per run or per seed) against `x_key`, one panel per task."""
-    measured = [(run, ys) for run in runs
-                if (ys := [y for y in values(run) if y is not None and math.isfinite(y)])]
+    measured = [
+        (run, ys)
+        for run in runs
+        if (ys := [y for y in values(run) if y is not None and math.isfinite(y)])
+    ]
     vary = varying_keys(run for run, _ in measured)
     tasks: dict[Any, dict[str, tuple[Series, int]]] = {}
     for task in sorted({run.get("task") for run, _ in measured}, key=str):
@@ -295,10 +360,15 @@ def _vs(runs: list[dict[str, Any]], x_key: str,
 
 
 def _step_time(runs: list[dict[str, Any]]) -> list[tuple[str, Figure]] | str:
-    return _run_level_vs(runs, "seq_len",
-                         lambda r: (r.get("speed") or {}).get("step_time_ms"),
-                         "step time vs sequence length", "step_time_vs_seq_len",
-                         "sequence length (steps)", "step time (ms)")
+    return _run_level_vs(
+        runs,
+        "seq_len",
+        lambda r: (r.get("speed") or {}).get("step_time_ms"),
+        "step time vs sequence length",
+        "step_time_vs_seq_len",
+        "sequence length (steps)",
+        "step time (ms)",
+    )
 
 
 def _memory(runs: list[dict[str, Any]]) -> list[tuple[str, Figure]] | str:
@@ -306,9 +376,15 @@ def _memory(runs: list[dict[str, Any]]) -> list[tuple[str, Figure]] | str:
         b = (r.get("memory") or {}).get("train_step_bytes")
         return None if b is None else b / 2**20
 
-    return _run_level_vs(runs, "seq_len", mib, "train-step memory vs sequence length",
-                         "memory_vs_seq_len", "sequence length (steps)",
-                         "train-step memory (MiB)")
+    return _run_level_vs(
+        runs,
+        "seq_len",
+        mib,
+        "train-step memory vs sequence length",
+        "memory_vs_seq_len",
+        "sequence length (steps)",
+        "train-step memory (MiB)",
+    )
 
 
 def _gap(runs: list[dict[str, Any]]) -> list[tuple[str, Figure]] | str:
@@ -316,16 +392,30 @@ def _gap(runs: list[dict[str, Any]]) -> list[tuple[str, Figure]] | str:
         vals = (r.get("metrics") or {}).get("gap") or []
         return [vals[i] for i in _good_seeds(r) if i < len(vals)]
 
-    return _vs(runs, "train_size", gaps, "seeds",
-               "generalisation gap vs training set size", "gap_vs_train_size",
-               "training examples",
-               lambda task: f"generalisation gap, val − train loss ({loss_unit(task)})",
-               log_y=False)
+    return _vs(
+        runs,
+        "train_size",
+        gaps,
+        "seeds",
+        "generalisation gap vs training set size",
+        "gap_vs_train_size",
+        "training examples",
+        lambda task: f"generalisation gap, val − train loss ({loss_unit(task)})",
+        log_y=False,
+    )
 
 
-def _per_seed_curves(runs: list[dict[str, Any]], field_: str, x_name: str,
-                     y_name: str, what: str, stem: str, xlabel: str, ylabel: str,
-                     log_y: bool) -> list[tuple[str, Figure]] | str:
+def _per_seed_curves(
+    runs: list[dict[str, Any]],
+    field_: str,
+    x_name: str,
+    y_name: str,
+    what: str,
+    stem: str,
+    xlabel: str,
+    ylabel: str,
+    log_y: bool,
+) -> list[tuple[str, Figure]] | str:
     """results[field_] = {x_name: [...], y_name: [[per x] per seed]}, one panel per task."""
     recorded = [(run, rec) for run in runs if isinstance(rec := run.get(field_), dict)]
     vary = varying_keys(run for run, _ in recorded)
@@ -348,8 +438,9 @@ def _per_seed_curves(runs: list[dict[str, Any]], field_: str, x_name: str,
         return f"skipped {what}: fewer than two {x_name} values"
     fig, axes = _panels(len(tasks))
     styles = _styles(lab for lines in tasks.values() for lab in lines)
-    for ax, (task, lines) in zip(axes, sorted(tasks.items(), key=lambda kv: str(kv[0])),
-                                 strict=True):
+    for ax, (task, lines) in zip(
+        axes, sorted(tasks.items(), key=lambda kv: str(kv[0])), strict=True
+    ):
         xs, ys = _draw_lines(ax, lines, styles, "seeds")
         _finish(ax, f"task={show(task)}", xlabel, ylabel, xs, ys, log_y=log_y)
     _title(fig, axes, what[0].upper() + what[1:])
@@ -357,9 +448,17 @@ def _per_seed_curves(runs: list[dict[str, Any]], field_: str, x_name: str,
 
 
 def _recall(runs: list[dict[str, Any]]) -> list[tuple[str, Figure]] | str:
-    made = _per_seed_curves(runs, "recall", "lags", "accuracy", "recall accuracy vs lag",
-                            "recall_vs_lag", "lag (steps)", "recall accuracy (fraction correct)",
-                            log_y=False)
+    made = _per_seed_curves(
+        runs,
+        "recall",
+        "lags",
+        "accuracy",
+        "recall accuracy vs lag",
+        "recall_vs_lag",
+        "lag (steps)",
+        "recall accuracy (fraction correct)",
+        log_y=False,
+    )
     if not isinstance(made, str):
         for ax in made[0][1].axes:
             if ax.get_visible():
@@ -368,6 +467,14 @@ def _recall(runs: list[dict[str, Any]]) -> list[tuple[str, Figure]] | str:
 
 
 def _grad_norms(runs: list[dict[str, Any]]) -> list[tuple[str, Figure]] | str:
-    return _per_seed_curves(runs, "grad_norms", "t", "norm", "gradient norm vs time step",
-                            "grad_norm_vs_t", "time step t",
-                            "‖dL/dh_t‖ at layer 1 (per example)", log_y=True)
+    return _per_seed_curves(
+        runs,
+        "grad_norms",
+        "t",
+        "norm",
+        "gradient norm vs time step",
+        "grad_norm_vs_t",
+        "time step t",
+        "‖dL/dh_t‖ at layer 1 (per example)",
+        log_y=True,
+    )

@@ -1,4 +1,9 @@
-"""results.json: the record of one run (schema in DESIGN.md), written atomically."""
+"""results.json: the record of one run, its typed schema, and atomic writes.
+
+`Results` is the schema (DESIGN.md, "results.json"); `SCHEMA` its version. `new_record` makes
+the record's header from the config; the training loop returns the measured fields, which
+`grubench.loop.train` merges into it before `write_json` writes it atomically.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,66 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal, TypedDict
 
 SCHEMA = 1
 
+Status = Literal["completed", "diverged", "failed"]
 
-def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = False) -> None:
+
+class Results(TypedDict, total=False):
+    """One run's record. Per-seed values are lists in the order of `seeds`."""
+
+    schema: int
+    status: Status
+    error: str | None  # one line, when failed or diverged
+    config: dict[str, Any]  # the resolved config
+    model: str  # flat copies of config keys, for grouping
+    task: str
+    hidden: int
+    depth: int
+    seq_len: int
+    train_size: int  # what the task had, not just what was asked
+    params: int | None
+    seeds: list[int]
+    metrics: dict[str, list[float]]  # name -> one value per seed
+    baselines: dict[str, float | None]
+    speed: dict[str, Any]  # step_time_ms, compile_s, tokens_per_s, timed_steps, ..., device
+    memory: dict[str, Any]  # train_step_bytes, peak_bytes (None where unknown), param_bytes
+    recall: dict[str, Any]  # tasks with lags: lags, split, accuracy [seed][lag], solved_at
+    grad_norms_init: dict[str, Any]  # trainer.grad_probe: |dL/dh_t| at step 0 and at the end
+    grad_norms: dict[str, Any]
+    diverged: dict[str, int]  # seed -> the step its loss went non-finite
+    resumed_from_step: int
+    stopped_early_at: int
+    wall_s: float
+
+
+def new_record(
+    cfg: Any, config: dict[str, Any], seeds: list[int], baseline: float | None
+) -> Results:
+    """The header of a run's record: a failed run with nothing measured yet."""
+    return {
+        "schema": SCHEMA,
+        "status": "failed",
+        "error": None,
+        "config": config,
+        "model": cfg.model.name,
+        "task": cfg.task.name,
+        "hidden": cfg.model.hidden,
+        "depth": cfg.model.depth,
+        "seq_len": cfg.task.seq_len,
+        "train_size": cfg.task.train_size,
+        "params": None,
+        "seeds": seeds,
+        "metrics": {},
+        "baselines": {"loss": baseline},
+        "speed": {},
+        "memory": {},
+    }
+
+
+def atomic_write(path: str | Path, write: Callable[[IO], object], binary: bool = False) -> None:
     """Call `write(f)` on a temporary file in the same directory, fsync, then rename it over
     `path`, so a reader sees the old file or the new one, never a partial one."""
     path = Path(path)

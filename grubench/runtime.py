@@ -1,7 +1,13 @@
-"""Process-wide settings grubench makes when it is imported, before JAX starts.
+"""Process-wide settings for training and benchmarking, applied by `configure()`.
 
-XLA flags: single-threaded Eigen on the CPU (see `configure_xla`).
-glibc malloc: keep freed memory for reuse (see `configure_malloc`; GRUBENCH_MALLOC).
+Importing grubench changes nothing in the host process. The entry points (`grubench-train`,
+`grubench-bench`) call `configure()` before JAX starts; a Python program that trains with
+grubench may call it too, before it imports JAX:
+
+  XLA flags: single-threaded Eigen on the CPU (see `configure_xla`).
+  glibc malloc: keep freed memory for reuse (see `configure_malloc`; GRUBENCH_MALLOC).
+
+Why and what each changed, measured, is in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -12,8 +18,13 @@ import warnings
 
 # mallopt(3) parameter numbers, from glibc's malloc.h.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -2, -4, -8
-_MALLOC_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX",
-               "MALLOC_MMAP_THRESHOLD_")
+_MALLOC_ENV = (
+    "MALLOC_MMAP_MAX_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "MALLOC_ARENA_MAX",
+    "MALLOC_MMAP_THRESHOLD_",
+)
 
 
 def configure_xla() -> None:
@@ -37,22 +48,24 @@ def configure_malloc() -> bool:
 
     Why: each call of a jitted XLA program on the CPU allocates its temporaries afresh, in one
     block of tens to hundreds of MB for a training step, and by default glibc maps such blocks
-    from the kernel and unmaps them on free, so every step page-faults its memory in again.
-    Measured on this project's 2-core machine (README, Speed): LSTM train step 72 -> 48 ms at
-    (B, T, D, H) = (16, 512, 32, 128). A block over 64 MiB allocated by a worker thread is
-    mapped from that thread's own arena whatever M_MMAP_MAX says; one arena stops that too
-    (LSTM at (64, 256, 64, 256): 745 000 page faults in 4 s -> none, 310 -> 266 ms) but costs
-    compile time (one training run's compile 1.34 -> 1.58 s; a compile-bound test subset took
-    1.5x as long): a trade that favours training runs, and `keep` is there for compile-bound
-    work such as this project's test suite. The cost of either: the process keeps its peak heap.
+    from the kernel and unmaps them on free, so every step page-faults its memory in again. A
+    block allocated by a worker thread is mapped from that thread's own arena whatever
+    M_MMAP_MAX says; one arena stops that too but costs compile time: a trade that favours
+    training runs, and `keep` is there for compile-bound work such as a test suite. The cost of
+    either: the process keeps its peak heap.
     """
     mode = os.environ.get("GRUBENCH_MALLOC", "one-arena")
-    if (mode == "default" or any(v in os.environ for v in _MALLOC_ENV)
-            or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "")):
+    if (
+        mode == "default"
+        or any(v in os.environ for v in _MALLOC_ENV)
+        or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "")
+    ):
         return False
     if mode not in ("keep", "one-arena"):
-        warnings.warn(f"GRUBENCH_MALLOC={mode} is not one of one-arena, keep, default: "
-                      "using one-arena", stacklevel=2)
+        warnings.warn(
+            f"GRUBENCH_MALLOC={mode} is not one of one-arena, keep, default: using one-arena",
+            stacklevel=2,
+        )
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -65,3 +78,11 @@ def configure_malloc() -> bool:
     if mode != "keep":
         settings.append((_M_ARENA_MAX, 1))
     return all([mallopt(param, value) for param, value in settings])
+
+
+def configure() -> None:
+    """Apply grubench's process settings: `configure_xla()` and `configure_malloc()`, before
+    JAX initialises its backend (the entry points and each launcher job do). Calling it again
+    changes nothing more."""
+    configure_xla()
+    configure_malloc()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from grubench.errors import TrackingError
 from grubench.results import atomic_write_text, jsonable
 
-
-class TrackingError(RuntimeError):
-    """The tracker cannot start (missing package, no API key for online mode); one line."""
+__all__ = ["JsonlSink", "Tracker", "TrackingError", "log_sweep", "wandb_mode"]
 
 
 class JsonlSink:
@@ -46,8 +46,15 @@ class Tracker:
     `KEY_seedN`, since W&B charts plot scalars. `group` (the sweep) groups runs on W&B.
     """
 
-    def __init__(self, out_dir: Path, cfg, config_dict: dict[str, Any], *,
-                 group: str | None = None, seeds: list[int] | None = None):
+    def __init__(
+        self,
+        out_dir: Path,
+        cfg,
+        config_dict: dict[str, Any],
+        *,
+        group: str | None = None,
+        seeds: list[int] | None = None,
+    ):
         self.jsonl = JsonlSink(out_dir / "metrics.jsonl")
         self.seeds = seeds or [cfg.seed]
         self.run = None
@@ -72,7 +79,7 @@ class Tracker:
     def flush(self) -> None:
         self.jsonl.flush()
 
-    def summary(self, results: dict[str, Any]) -> None:
+    def summary(self, results: Mapping[str, Any]) -> None:
         if self.run is None:
             return
         summary = self._scalars(results.get("metrics", {}))
@@ -114,7 +121,7 @@ def _start_wandb(out_dir: Path, cfg, config_dict: dict[str, Any], group: str | N
             name=f"{cfg.model.name}-{cfg.task.name}-T{cfg.task.seq_len}-seed{cfg.seed}",
             tags=[cfg.task.name, f"seq_len={cfg.task.seq_len}"],
             config=config_dict,
-            mode=mode,
+            mode=cast(Any, mode),
             dir=str(out_dir),
             reinit="finish_previous",
         )
@@ -128,27 +135,57 @@ def _mean(v: list) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def log_sweep(logger_cfg, group: str, sweep_dir: Path, runs: list[dict[str, Any]],
-              images: list[Path]) -> None:
+def log_sweep(
+    logger_cfg, group: str, sweep_dir: Path, runs: list[dict[str, Any]], images: list[Path]
+) -> None:
     """At the end of a sweep: one W&B run (job_type "report") in the sweep's group holding the
     comparison table (a wandb.Table, one row per run and seed summary) and the plots."""
     import wandb
 
-    columns = ["model", "task", "seq_len", "hidden", "depth", "train_size", "params", "seeds",
-               "status", "test_loss", "test_accuracy", "gap", "step_time_ms"]
-    table = wandb.Table(columns=columns)
+    columns = [
+        "model",
+        "task",
+        "seq_len",
+        "hidden",
+        "depth",
+        "train_size",
+        "params",
+        "seeds",
+        "status",
+        "test_loss",
+        "test_accuracy",
+        "gap",
+        "step_time_ms",
+    ]
+    table = wandb.Table(columns=cast(Any, columns))
     for r in runs:
         m, sp = r.get("metrics", {}), r.get("speed", {})
         table.add_data(
-            r.get("model"), r.get("task"), r.get("seq_len"), r.get("hidden"), r.get("depth"),
-            r.get("train_size"), r.get("params"), len(r.get("seeds", [])), r.get("status"),
-            _mean(m.get("test_loss", [])), _mean(m.get("test_accuracy", [])),
-            _mean(m.get("gap", [])), sp.get("step_time_ms"),
+            r.get("model"),
+            r.get("task"),
+            r.get("seq_len"),
+            r.get("hidden"),
+            r.get("depth"),
+            r.get("train_size"),
+            r.get("params"),
+            len(r.get("seeds", [])),
+            r.get("status"),
+            _mean(m.get("test_loss", [])),
+            _mean(m.get("test_accuracy", [])),
+            _mean(m.get("gap", [])),
+            sp.get("step_time_ms"),
         )
     mode = wandb_mode(logger_cfg.mode)
-    run = wandb.init(project=logger_cfg.project, entity=logger_cfg.entity, group=group,
-                     job_type="report", name=f"{group}-report", mode=mode,
-                     dir=str(sweep_dir), reinit="finish_previous")
+    run = wandb.init(
+        project=logger_cfg.project,
+        entity=logger_cfg.entity,
+        group=group,
+        job_type="report",
+        name=f"{group}-report",
+        mode=cast(Any, mode),
+        dir=str(sweep_dir),
+        reinit="finish_previous",
+    )
     payload: dict[str, Any] = {"comparison": table}
     payload.update({f"plots/{p.stem}": wandb.Image(str(p)) for p in images if p.suffix == ".png"})
     run.log(payload)

@@ -1,18 +1,43 @@
-"""Composing tiny configs the way the CLI does, for in-process tests."""
+"""Composing tiny configs the way the CLI does, and the environment of fault-injection runs."""
 
-from hydra import compose, initialize_config_dir
+import os
+from pathlib import Path
 
-from grubench.cli import CONF_DIR
+from grubench.cli import compose
 
 TINY = [
-    "model.hidden=8", "model.embed_dim=4", "task.seq_len=3", "task.train_size=64",
-    "task.val_size=32", "task.test_size=32", "trainer.steps=6", "trainer.batch_size=8",
-    "trainer.eval_every=3", "trainer.log_every=3", "trainer.eval_batch_size=32",
-    "trainer.warmup_steps=2", "trainer.timing_warmup=1", "trainer.progress=false",
+    "model.hidden=8",
+    "model.embed_dim=4",
+    "task.seq_len=3",
+    "task.train_size=64",
+    "task.val_size=32",
+    "task.test_size=32",
+    "trainer.steps=6",
+    "trainer.batch_size=8",
+    "trainer.eval_every=3",
+    "trainer.log_every=3",
+    "trainer.eval_batch_size=32",
+    "trainer.warmup_steps=2",
+    "trainer.timing_warmup=1",
+    "trainer.progress=false",
     "trainer.stream_repeats=0",  # its own jitted step: measured only where a test checks it
 ]
 
+FAULTS_DIR = Path(__file__).parent / "faults"
+
 
 def tiny_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=[*TINY, *overrides])
+    return compose(*TINY, *overrides)
+
+
+def fault_env(fault: str | None = None, **extra: str) -> dict[str, str]:
+    """os.environ for a child process, with GRUBENCH_FAULT=`fault` injected through
+    tests/faults/sitecustomize.py (none when `fault` is None), and `extra` set."""
+    env = {k: v for k, v in os.environ.items() if k != "GRUBENCH_FAULT"}
+    if fault:
+        env["GRUBENCH_FAULT"] = fault
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(FAULTS_DIR), env.get("PYTHONPATH")) if p
+        )
+    env.update(extra)
+    return env

@@ -3,8 +3,8 @@ traceback, and no finished result overwritten.
 
 The inputs tried (the BAD table below, then the tests after it):
  1 unknown key            2 unknown model          3 hidden 0               4 depth 0
- 5 seeds 0                6 negative length        7 non-integer hidden     8 reset_after on LSTM
- 9 model/cell conflict   10 sweep without -m      11 output dir under a file
+ 5 seeds 0                6 negative length        7 non-integer hidden     8 forget_bias on a GRU
+ 9 removed keys (model.cell, model.reset_after)   10 sweep without -m  11 output dir under a file
 12 output dir unwritable 13 unknown logger        14 dropout out of range
 15 corrupted checkpoint  16 checkpoint of another config  17 resume from nowhere
 18 W&B online with no API key                     19 wandb not installed   20 torch not installed
@@ -12,25 +12,28 @@ The inputs tried (the BAD table below, then the tests after it):
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 
 import pytest
 
-from helpers import TINY
+from helpers import TINY, fault_env
 
 RUN = [*TINY, "trainer.steps=8", "trainer.checkpoint_every=5"]
 
 
-def cli(*args, env_extra=None, home=None):
-    env = {k: v for k, v in os.environ.items() if k not in ("GRUBENCH_FAULT", "WANDB_API_KEY")}
-    env.update(env_extra or {})
+def cli(*args, fault=None, home=None):
+    env = {k: v for k, v in fault_env(fault).items() if k != "WANDB_API_KEY"}
     if home is not None:
         env["HOME"] = str(home)  # no ~/.netrc with a W&B key
-    return subprocess.run([sys.executable, "-m", "grubench.train", *args], capture_output=True,
-                          text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "grubench.train", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def assert_one_line(p, code, fragment):
@@ -49,8 +52,11 @@ BAD = [
     ("trainer.seeds=0", "trainer.seeds=0 is not allowed: an integer >= 1"),
     ("task.seq_len=-5", "task.seq_len=-5 is not allowed: an integer >= 1"),
     ("model.hidden=abc", "model.hidden=abc is not allowed"),
-    ("model=lstm model.reset_after=false", "applies to GRUs only"),
-    ("model=gru model.cell=rnn", "model.cell=rnn is not allowed: gru for model=gru"),
+    # model.forget_bias is the LSTM's own key: the GRU's config has no such key.
+    ("model=gru model.forget_bias=2.0", "model.forget_bias=2.0 is not allowed: no such key"),
+    # Removed keys: the GRU's form is its name (gru, gru_v1), the cell is the model.
+    ("model=gru model.reset_after=false", "model.reset_after=false is not allowed: no such key"),
+    ("model=gru model.cell=rnn", "model.cell=rnn is not allowed: no such key"),
     ("model=gru,lstm", "is a sweep: add -m"),
     ("logger=foo", "logger=foo is not allowed: one of none, wandb"),
     ("model.dropout=1.5", "model.dropout=1.5 is not allowed: a float in [0, 1)"),
@@ -79,7 +85,7 @@ def test_output_dir_that_cannot_be_written():
 def killed(tmp_path_factory):
     """A run SIGKILLed at step 7: a checkpoint at step 5, no results."""
     out = tmp_path_factory.mktemp("killed")
-    p = cli(*RUN, f"hydra.run.dir={out}", env_extra={"GRUBENCH_FAULT": "kill@7"})
+    p = cli(*RUN, f"hydra.run.dir={out}", fault="kill@7")
     assert p.returncode == -9 and (out / "checkpoints" / "5").is_dir()
     return out
 
@@ -97,6 +103,7 @@ def corrupt(checkpoints):
             f.write_bytes(b"not a checkpoint")
 
 
+@pytest.mark.slow
 def test_corrupted_checkpoint(killed, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(killed, out)
@@ -104,6 +111,7 @@ def test_corrupted_checkpoint(killed, tmp_path):
     assert_one_line(cli(*RUN, f"hydra.run.dir={out}"), 2, "is unreadable")
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_config(killed, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(killed, out)
@@ -111,14 +119,16 @@ def test_checkpoint_of_another_config(killed, tmp_path):
     assert_one_line(p, 2, "belongs to another configuration: model.hidden=16 here, 8 in the")
 
 
+@pytest.mark.slow
 def test_resume_from_nowhere(tmp_path):
     p = cli(*RUN, f"trainer.resume={tmp_path / 'nothing'}", f"hydra.run.dir={tmp_path / 'r'}")
     assert_one_line(p, 2, "no checkpoint found there")
 
 
 def test_wandb_online_without_an_api_key(tmp_path):
-    p = cli(*RUN, "logger=wandb", "logger.mode=online", f"hydra.run.dir={tmp_path / 'r'}",
-            home=tmp_path)
+    p = cli(
+        *RUN, "logger=wandb", "logger.mode=online", f"hydra.run.dir={tmp_path / 'r'}", home=tmp_path
+    )
     assert_one_line(p, 2, "logger.mode=online needs a W&B API key")
 
 
@@ -142,6 +152,7 @@ def test_torch_not_installed(monkeypatch):
         to_torch(stack("gru", 2, 3, 1, rngs=nnx.Rngs(0)))
 
 
+@pytest.mark.slow
 def test_rerun_of_a_completed_run_overwrites_nothing(finished):
     before = (finished / "results.json").read_bytes()
     p = cli(*RUN, f"hydra.run.dir={finished}")
@@ -149,6 +160,7 @@ def test_rerun_of_a_completed_run_overwrites_nothing(finished):
     assert (finished / "results.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_corrupted_checkpoint_beside_a_finished_run_loses_nothing(finished, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(finished, out)

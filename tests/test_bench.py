@@ -7,14 +7,32 @@ import pytest
 from grubench import bench
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_the_contracted_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert bench.main(["--shapes", "4,6,3,5", "--iters", "2", "--warmup", "1", "--no-torch",
-                       "--cells", "gru,lstm", "--json", str(out)]) == 0
+    assert (
+        bench.main(
+            [
+                "--shapes",
+                "4,6,3,5",
+                "--iters",
+                "2",
+                "--warmup",
+                "1",
+                "--no-torch",
+                "--cells",
+                "gru,lstm",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["peak_gflops"] > 0 and res["device"]
     assert {(r["cell"], r["impl"]) for r in res["rows"]} == {
-        (c, i) for c in ("gru", "lstm") for i in ("grubench", "flax")}
+        (c, i) for c in ("gru", "lstm") for i in ("grubench", "flax")
+    }
     for r in res["rows"]:
         assert r["shape"] == [4, 6, 3, 5]
         flops = bench.step_flops(r["cell"], 4, 6, 3, 5)
@@ -28,10 +46,28 @@ def test_tiny_run_writes_the_contracted_json(tmp_path, capsys):
     assert peer_pct == f"{100 * got['flax']['gflops'] / res['peak_gflops']:.0f}%"
 
 
+@pytest.mark.slow
 def test_forward_mode_times_forward_passes(tmp_path, capsys):
     out = tmp_path / "forward.json"
-    assert bench.main(["--forward", "--shapes", "4,6,3,5", "--iters", "2", "--warmup", "1",
-                       "--no-torch", "--cells", "lstm", "--json", str(out)]) == 0
+    assert (
+        bench.main(
+            [
+                "--forward",
+                "--shapes",
+                "4,6,3,5",
+                "--iters",
+                "2",
+                "--warmup",
+                "1",
+                "--no-torch",
+                "--cells",
+                "lstm",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["options"]["forward"] is True
     assert {r["impl"] for r in res["rows"]} == {"grubench", "flax"}
@@ -47,23 +83,46 @@ def test_flop_count():
     assert bench.step_flops("lstm", 1, 1, 1, 1) == 3 * 2 * 4 * 2
 
 
-@pytest.mark.parametrize("args", [["--cells", "gruu"], ["--shapes", "1,2,3"],
-                                  ["--iters", "0"], ["--unroll", "-1"],
-                                  ["--scaling", "--variants"],
-                                  ["--backward", "autodiff", "--matmul-dtype", "bfloat16"],
-                                  ["--scan", "parallel"], ["--variants", "--unroll", "2"],
-                                  ["--forward", "--scaling"],
-                                  ["--forward", "--backward", "autodiff"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--cells", "gruu"],
+        ["--shapes", "1,2,3"],
+        ["--iters", "0"],
+        ["--unroll", "-1"],
+        ["--scaling", "--variants"],
+        ["--backward", "autodiff", "--matmul-dtype", "bfloat16"],
+        ["--scan", "parallel"],
+        ["--variants", "--unroll", "2"],
+        ["--forward", "--scaling"],
+        ["--forward", "--backward", "autodiff"],
+    ],
+)
 def test_bad_arguments_are_one_line(args, capsys):
     assert bench.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("grubench-bench: error: ")
 
 
+@pytest.mark.slow
 def test_scaling_mode_times_min_cells_against_gated_ones(tmp_path, capsys):
     out = tmp_path / "scaling.json"
-    assert bench.main(["--scaling", "--shapes", "2,8,3,4;2,16,3,4", "--iters", "1",
-                       "--warmup", "0", "--json", str(out)]) == 0
+    assert (
+        bench.main(
+            [
+                "--scaling",
+                "--shapes",
+                "2,8,3,4;2,16,3,4",
+                "--iters",
+                "1",
+                "--warmup",
+                "0",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     got = {(r["cell"], r["shape"][1]): r["step_ms"] for r in res["rows"]}
     assert set(got) == {(c, t) for c in ("gru", "lstm", "mingru", "minlstm") for t in (8, 16)}
@@ -72,25 +131,64 @@ def test_scaling_mode_times_min_cells_against_gated_ones(tmp_path, capsys):
     assert row16.split("|")[6].strip() == f"{got[('gru', 16)] / got[('mingru', 16)]:.1f}x"
 
 
+@pytest.mark.slow
 def test_scaling_mode_times_either_scan(tmp_path):
     got = {}
     for scan in ("parallel", "sequential"):
         out = tmp_path / f"{scan}.json"
-        assert bench.main(["--scaling", "--cells", "mingru", "--scan", scan, "--shapes",
-                           "2,8,3,4", "--iters", "1", "--warmup", "0", "--json", str(out)]) == 0
+        assert (
+            bench.main(
+                [
+                    "--scaling",
+                    "--cells",
+                    "mingru",
+                    "--scan",
+                    scan,
+                    "--shapes",
+                    "2,8,3,4",
+                    "--iters",
+                    "1",
+                    "--warmup",
+                    "0",
+                    "--json",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         got[scan] = json.loads(out.read_text())
     assert [r["options"] for r in got.values()] == [{"scan": "parallel"}, {"scan": "sequential"}]
     assert all(r["rows"][0]["step_ms"] > 0 for r in got.values())
 
 
+@pytest.mark.slow
 def test_variants_mode_times_each_option_against_the_default(tmp_path, capsys):
     out = tmp_path / "variants.json"
-    assert bench.main(["--variants", "--cells", "gru", "--shapes", "2,5,3,4", "--iters", "1",
-                       "--warmup", "0", "--json", str(out)]) == 0
+    assert (
+        bench.main(
+            [
+                "--variants",
+                "--cells",
+                "gru",
+                "--shapes",
+                "2,5,3,4",
+                "--iters",
+                "1",
+                "--warmup",
+                "0",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     got = {r["impl"]: r["step_ms"] for r in res["rows"]}
     assert set(got) == set(bench.VARIANTS) and res["peak_gflops"] > 0
-    row = next(line for line in capsys.readouterr().out.splitlines()
-               if line.startswith("| gru | 2, 5, 3, 4 |"))
+    row = next(
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| gru | 2, 5, 3, 4 |")
+    )
     autodiff = row.split("|")[3 + list(bench.VARIANTS).index("autodiff")].strip()
     assert autodiff.endswith(f"({got['autodiff'] / got['default']:.2f})")

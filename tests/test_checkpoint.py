@@ -83,11 +83,31 @@ def test_a_checkpoint_without_grubench_metadata_is_refused(tmp_path):
 
 
 def test_config_difference_ignores_free_keys():
-    a = {"trainer": {"steps": 5, "progress": True, "resume": None}, "logger": {"name": "none"}}
-    b = {"trainer": {"steps": 5, "progress": False, "resume": "x"}, "logger": {"name": "wandb"}}
+    a = {
+        "trainer": {
+            "steps": 5,
+            "progress": True,
+            "resume": None,
+            "hang_timeout_s": 600.0,
+            "eval_batch_size": 500,
+        },
+        "logger": {"name": "none"},
+    }
+    b = {
+        "trainer": {
+            "steps": 5,
+            "progress": False,
+            "resume": "x",
+            "hang_timeout_s": 0.0,
+            "eval_batch_size": 32,
+        },
+        "logger": {"name": "wandb"},
+    }
     assert config_difference(a, b) is None
-    assert config_difference(a, b | {"trainer": {"steps": 6}}) == "trainer.steps=5 here, 6 in " \
+    assert (
+        config_difference(a, b | {"trainer": {"steps": 6}}) == "trainer.steps=5 here, 6 in "
         "the checkpoint"
+    )
 
 
 def test_checkpoints_from_before_the_fused_backward_still_resume():
@@ -97,5 +117,22 @@ def test_checkpoints_from_before_the_fused_backward_still_resume():
     new = {"model": {"hidden": 8, "unroll": 0, "backward": "fused", "matmul_dtype": "float32"}}
     assert config_difference(new, old) is None
     bf16 = {"model": {**new["model"], "matmul_dtype": "bfloat16"}}
-    assert config_difference(bf16, old) == ("model.matmul_dtype='bfloat16' here, 'float32' in "
-                                            "the checkpoint")
+    assert config_difference(bf16, old) == (
+        "model.matmul_dtype='bfloat16' here, 'float32' in the checkpoint"
+    )
+
+
+def test_checkpoints_from_before_the_registries_still_resume():
+    """Older checkpoints hold model.cell and model.reset_after, keys configs no longer have (the
+    cell is the model's name; a GRU's form is gru or gru_v1)."""
+    old = {"model": {"name": "gru_v1", "cell": "gru", "reset_after": False, "hidden": 8}}
+    new = {"model": {"name": "gru_v1", "hidden": 8}}
+    assert config_difference(new, old) is None
+    assert config_difference({"model": {**new["model"], "name": "gru"}}, old) == (
+        "model.name='gru' here, 'gru_v1' in the checkpoint"
+    )
+
+
+def test_a_gru_checkpoint_from_before_the_registries_still_resumes():
+    old = {"model": {"name": "gru", "cell": "gru", "reset_after": True, "forget_bias": 1.0}}
+    assert config_difference({"model": {"name": "gru"}}, old) is None

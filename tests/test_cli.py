@@ -14,14 +14,19 @@ from helpers import TINY
 def run_cli(*args, cwd):
     return subprocess.run(
         [sys.executable, "-m", "grubench.train", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
     )
 
 
+@pytest.mark.slow
 def test_single_run_writes_results_and_prints_summary(tmp_path):
     out = tmp_path / "run"
-    p = run_cli(*TINY, "model=lstm", "task=adding", "task.seq_len=6",
-                f"hydra.run.dir={out}", cwd=tmp_path)
+    p = run_cli(
+        *TINY, "model=lstm", "task=adding", "task.seq_len=6", f"hydra.run.dir={out}", cwd=tmp_path
+    )
     assert p.returncode == 0, p.stderr
     res = json.loads((out / "results.json").read_text())
     assert res["status"] == "completed" and res["model"] == "lstm" and res["task"] == "adding"
@@ -30,10 +35,12 @@ def test_single_run_writes_results_and_prints_summary(tmp_path):
     assert (out / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_sweep_runs_every_job_and_summarises_side_by_side(tmp_path):
     sweep = tmp_path / "sweep"
-    p = run_cli("-m", "model=gru,lstm", *TINY, "trainer.steps=3", f"hydra.sweep.dir={sweep}",
-                cwd=tmp_path)
+    p = run_cli(
+        "-m", "model=gru,lstm", *TINY, "trainer.steps=3", f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
     assert p.returncode == 0, p.stderr
     runs = sorted(sweep.glob("*/results.json"))
     assert [json.loads(r.read_text())["model"] for r in runs] == ["gru", "lstm"]
@@ -43,10 +50,19 @@ def test_sweep_runs_every_job_and_summarises_side_by_side(tmp_path):
     assert "| lstm" in p.stdout
 
 
+@pytest.mark.slow
 def test_a_sweep_goes_on_past_a_diverged_run(tmp_path):
     sweep = tmp_path / "sweep"
-    p = run_cli("-m", *TINY, "task=adding", "task.seq_len=6", "trainer.clip_norm=0",
-                "trainer.lr=1e30,1e-2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    p = run_cli(
+        "-m",
+        *TINY,
+        "task=adding",
+        "task.seq_len=6",
+        "trainer.clip_norm=0",
+        "trainer.lr=1e30,1e-2",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     runs = [json.loads(r.read_text()) for r in sorted(sweep.glob("*/results.json"))]
     assert [r["status"] for r in runs] == ["diverged", "completed"]
@@ -56,9 +72,11 @@ def test_a_sweep_goes_on_past_a_diverged_run(tmp_path):
 BAD = [
     (["model.hiden=3"], "model.hiden=3 is not allowed: no such key"),
     (["model=foo"], "model=foo is not allowed: one of gru, gru_v1, lstm, mingru, minlstm, rnn"),
-    (["task=nope"],
-     "task=nope is not allowed: one of adding, chorales, copy, counting, delay, digits, recall, "
-     "sunspots"),
+    (
+        ["task=nope"],
+        "task=nope is not allowed: one of adding, chorales, copy, counting, delay, digits, recall, "
+        "sunspots",
+    ),
     (["model.hidden=0"], "model.hidden=0 is not allowed: an integer >= 1"),
     (["model.hidden=abc"], "model.hidden=abc is not allowed"),
     (["model.depth=0"], "model.depth=0 is not allowed"),
@@ -67,12 +85,25 @@ BAD = [
     (["trainer.lr=-1"], "trainer.lr=-1.0 is not allowed"),
     (["model.dropout=1.5"], "model.dropout=1.5 is not allowed"),
     (["model.backward=cudnn"], "model.backward=cudnn is not allowed: fused or autodiff"),
-    (["model.backward=autodiff", "model.matmul_dtype=bfloat16"],
-     "model.matmul_dtype=bfloat16 is not allowed: bfloat16 needs model.backward=fused"),
-    (["model=mingru", "model.scan=fast"],
-     "model.scan=fast is not allowed: auto, parallel or sequential"),
-    (["model.scan=parallel"], "model.scan=parallel is not allowed: parallel and sequential apply "
-     "to model=mingru and model=minlstm only"),
+    (
+        ["model.backward=autodiff", "model.matmul_dtype=bfloat16"],
+        "model.matmul_dtype=bfloat16 is not allowed: float32 for model=gru with "
+        "model.backward=autodiff (bfloat16 needs the fused backward, or a cell linear in h)",
+    ),
+    (
+        ["model=mingru", "model.scan=fast"],
+        "model.scan=fast is not allowed: auto, parallel or sequential",
+    ),
+    (
+        ["model.scan=parallel"],
+        "model.scan=parallel is not allowed: parallel and sequential apply "
+        "to cells linear in h only (model=mingru, minlstm)",
+    ),
+    (["model=gru", "model.forget_bias=2.0"], "model.forget_bias=2.0 is not allowed: no such key"),
+    (
+        ["model=gru", "model.reset_after=false"],
+        "model.reset_after=false is not allowed: no such key",
+    ),
     (["logger=foo"], "logger=foo is not allowed"),
     (["task=adding", "task.n_symbols=4"], "task.n_symbols=4 is not allowed: no such key"),
     (["task=recall", "task.n_keys=2"], "task.n_keys=2 is not allowed"),
@@ -90,9 +121,26 @@ def test_bad_overrides_are_one_clear_line(args, message):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["model=gru", "model.name=lstm"], "model.name=lstm is not allowed"),
+        (["task=copy", "task.name=adding"], "task.name=adding is not allowed"),
+    ],
+    ids=["model", "task"],
+)
+def test_a_name_of_another_entry_is_one_clear_line(args, message):
+    """model=gru composes the GRU's keys (no forget_bias): naming another model or task there
+    must be refused before training, not fail in it."""
+    with pytest.raises(ConfigError) as e:
+        check_overrides(args)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
 def test_copy_keys_are_fine_on_copy():
     check_overrides(["task.n_symbols=4", "model=lstm", "trainer.seeds=3"])
     check_overrides(["-m", "model=gru,lstm", "task.seq_len=5,10"])
+    check_overrides(["model=lstm", "model.forget_bias=2.0"])  # the LSTM's own key
 
 
 @pytest.mark.parametrize("args", [["model.hiden=3"], ["trainer.seeds=0"], ["model=foo"]])
@@ -105,16 +153,29 @@ def test_cli_exits_2_with_one_line_and_no_traceback(args, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+@pytest.mark.slow
 def test_a_2x2_sweep_through_the_submitit_launcher(tmp_path):
     """submitit_local runs the same path a SLURM job does: pickled jobs in worker processes."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "sweep"
-    p = run_cli("-m", "hydra/launcher=submitit_local", *TINY, "trainer.steps=3",
-                "model=gru,lstm", "task.seq_len=3,4", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    p = run_cli(
+        "-m",
+        "hydra/launcher=submitit_local",
+        *TINY,
+        "trainer.steps=3",
+        "model=gru,lstm",
+        "task.seq_len=3,4",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     runs = [json.loads(r.read_text()) for r in sorted(sweep.glob("*/results.json"))]
     assert sorted((r["model"], r["seq_len"]) for r in runs) == [
-        ("gru", 3), ("gru", 4), ("lstm", 3), ("lstm", 4)]
+        ("gru", 3),
+        ("gru", 4),
+        ("lstm", 3),
+        ("lstm", 4),
+    ]
     assert all(r["status"] == "completed" for r in runs)
     assert len((sweep / "summary.md").read_text().splitlines()) == 6
 
@@ -124,12 +185,16 @@ def test_the_slurm_launcher_config_composes():
     from hydra import compose, initialize_config_dir
 
     from grubench.cli import CONF_DIR
+    from grubench.config import store
 
+    store()  # the model and task groups come from the registries, not from yaml files
     check_overrides(["-m", "hydra/launcher=slurm", "model=gru,lstm"])
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["hydra/launcher=slurm",
-                                                      "hydra.launcher.partition=gpu"],
-                      return_hydra_config=True)
+        cfg = compose(
+            config_name="config",
+            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.partition == "gpu" and launcher.max_num_timeout == 3

@@ -9,7 +9,9 @@ import pytest
 from flax import nnx
 
 from grubench import fused
+from grubench.cells import GRUKernel, LSTMKernel
 from grubench.layers import Recurrent
+from grubench.ops import outer_sum
 
 T, B, D, H = 6, 3, 4, 5
 CELLS = [("gru", {}), ("gru", {"reset_after": False}), ("lstm", {}), ("rnn", {})]
@@ -35,12 +37,16 @@ def _inputs(cell: str):
 
 
 @pytest.mark.parametrize("cell,cell_kw", CELLS, ids=["gru", "gru_v1", "lstm", "rnn"])
-@pytest.mark.parametrize("layer_kw", [{}, {"reverse": True}, {"remat": True, "remat_chunk": 4}],
-                         ids=["forward", "reverse", "remat"])
+@pytest.mark.parametrize(
+    "layer_kw",
+    [{}, {"reverse": True}, {"remat": True, "remat_chunk": 4}],
+    ids=["forward", "reverse", "remat"],
+)
 def test_fused_gradients_equal_autodiff(cell, cell_kw, layer_kw):
     xs, carry0 = _inputs(cell)
-    want_loss, want = _loss_and_grads({**layer_kw, "backward": "autodiff"}, cell, cell_kw, xs,
-                                      carry0)
+    want_loss, want = _loss_and_grads(
+        {**layer_kw, "backward": "autodiff"}, cell, cell_kw, xs, carry0
+    )
     got_loss, got = _loss_and_grads({**layer_kw, "backward": "fused"}, cell, cell_kw, xs, carry0)
     np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
     # every parameter (wi, wh, bi, bh), the inputs and the initial carry
@@ -49,15 +55,19 @@ def test_fused_gradients_equal_autodiff(cell, cell_kw, layer_kw):
 
 
 @pytest.mark.parametrize("cell,cell_kw", CELLS, ids=["gru", "gru_v1", "lstm", "rnn"])
-@pytest.mark.parametrize("layer_kw", [{}, {"reverse": True}, {"remat": True, "remat_chunk": 4}],
-                         ids=["forward", "reverse", "remat"])
+@pytest.mark.parametrize(
+    "layer_kw",
+    [{}, {"reverse": True}, {"remat": True, "remat_chunk": 4}],
+    ids=["forward", "reverse", "remat"],
+)
 def test_undifferentiated_call_equals_the_plain_step(cell, cell_kw, layer_kw):
     """A call that is not differentiated scans xp one array per gate (`per_gate`), a layout of
     its own: it must give what `jax.lax.scan` of the cell's step gives."""
     xs, carry0 = _inputs(cell)
     layer = Recurrent(cell, D, H, rngs=nnx.Rngs(0), **layer_kw, **cell_kw)
     ys, carry = layer(xs, carry0)
-    layer.fused_kind = None  # the same parameters through jax.lax.scan of the cell's step
+    assert layer.fused_kernel is not None
+    layer.fused_kernel = None  # the same parameters through jax.lax.scan of the cell's step
     want_ys, want_carry = layer(xs, carry0)
     np.testing.assert_allclose(ys, want_ys, rtol=1e-6, atol=1e-6)
     for g, w in zip(jax.tree.leaves(carry), jax.tree.leaves(want_carry), strict=True):
@@ -68,16 +78,18 @@ def test_undifferentiated_call_equals_the_plain_step(cell, cell_kw, layer_kw):
 def test_gradients_agree_in_either_layout(cell, cell_kw):
     xs, carry0 = _inputs(cell)
     cell_ = Recurrent(cell, D, H, rngs=nnx.Rngs(0), **cell_kw).cell
-    kind = fused.kind_of(cell_)
+    kernel = cell_.fused_kernel()
     xp = cell_.project(jnp.swapaxes(xs, 0, 1), "float32", bias=False)
 
     def loss(per_gate, wh, bh, bi, xp, carry0):
-        ys, carry = fused.scan(kind, 1, "float32", per_gate, wh, bh, bi, xp, carry0)
+        ys, carry = fused.scan(kernel, 1, "float32", per_gate, wh, bh, bi, xp, carry0)
         return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(c)) for c in jax.tree.leaves(carry))
 
     args = (cell_.wh[...], cell_.bh[...], cell_.bi[...], xp, carry0)
-    grads = [jax.grad(partial(loss, per_gate), argnums=(0, 1, 2, 3, 4))(*args)
-             for per_gate in (False, True)]
+    grads = [
+        jax.grad(partial(loss, per_gate), argnums=(0, 1, 2, 3, 4))(*args)
+        for per_gate in (False, True)
+    ]
     for g, w in zip(*map(jax.tree.leaves, grads), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
 
@@ -86,12 +98,14 @@ def test_fused_gradients_under_vmap_over_seeds():
     """The training path vmaps the loss over seeds: per-seed gradients must match."""
     xs, h0 = _inputs("gru")
     layer = Recurrent("gru", D, H, rngs=nnx.Rngs(0))
+    kernel = layer.fused_kernel
+    assert kernel == GRUKernel(True)
     graphdef, params = nnx.split(layer)
     stacked = jax.tree.map(lambda p: jnp.stack([p, 1.5 * p]), params)
 
     def loss(params, backward):
         layer = nnx.merge(graphdef, params)
-        layer.fused_kind = "gru" if backward == "fused" else None
+        layer.fused_kernel = kernel if backward == "fused" else None
         return jnp.sum(layer(xs, h0)[0] ** 2)
 
     got = jax.vmap(jax.grad(lambda p: loss(p, "fused")))(stacked)
@@ -101,9 +115,11 @@ def test_fused_gradients_under_vmap_over_seeds():
 
 
 def test_cells_without_a_recurrent_matmul_keep_autodiff():
-    assert Recurrent("mingru", D, H, rngs=nnx.Rngs(0)).fused_kind is None
-    assert Recurrent("lstm", D, H, rngs=nnx.Rngs(0)).fused_kind == "lstm"
-    assert Recurrent("lstm", D, H, rngs=nnx.Rngs(0), backward="autodiff").fused_kind is None
+    assert Recurrent("mingru", D, H, rngs=nnx.Rngs(0)).fused_kernel is None
+    assert Recurrent("minlstm", D, H, rngs=nnx.Rngs(0)).fused_kernel is None
+    assert Recurrent("lstm", D, H, rngs=nnx.Rngs(0)).fused_kernel == LSTMKernel()
+    assert Recurrent("gru_v1", D, H, rngs=nnx.Rngs(0)).fused_kernel == GRUKernel(False)
+    assert Recurrent("lstm", D, H, rngs=nnx.Rngs(0), backward="autodiff").fused_kernel is None
     with pytest.raises(ValueError, match="backward must be"):
         Recurrent("gru", D, H, rngs=nnx.Rngs(0), backward="cudnn")
 
@@ -112,7 +128,7 @@ def test_weight_gradient_is_the_sum_of_per_step_outer_products():
     a = jax.random.normal(jax.random.key(0), (T, B, 3))
     b = jax.random.normal(jax.random.key(1), (T, B, 7))
     want = sum(a[t].T @ b[t] for t in range(T))
-    np.testing.assert_allclose(fused._outer_sum(a, b), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(outer_sum(a, b), want, rtol=1e-5, atol=1e-6)
 
 
 def test_bfloat16_matmuls_keep_float32_carries_and_stay_close():

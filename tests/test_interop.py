@@ -53,13 +53,22 @@ def test_outputs_and_gradients_match_torch(kind, depth, batch_first):
     grads = jax.grad(loss)(params)
     for k in range(depth):
         g = grads["layers"][k]["cell"]
-        pairs = (("wi", "weight_ih", True), ("wh", "weight_hh", True), ("bi", "bias_ih", False),
-                 ("bh", "bias_hh", False))
+        pairs = (
+            ("wi", "weight_ih", True),
+            ("wh", "weight_hh", True),
+            ("bi", "bias_ih", False),
+            ("bh", "bias_hh", False),
+        )
         for ours_name, torch_name, transpose in pairs:
             want = getattr(rnn, f"{torch_name}_l{k}").grad.numpy()
             got = np.asarray(g[ours_name][...])
-            np.testing.assert_allclose(got.T if transpose else got, want, atol=1e-5, rtol=1e-5,
-                                       err_msg=f"{ours_name} of layer {k}")
+            np.testing.assert_allclose(
+                got.T if transpose else got,
+                want,
+                atol=1e-5,
+                rtol=1e-5,
+                err_msg=f"{ours_name} of layer {k}",
+            )
 
 
 @pytest.mark.parametrize("kind", list(CLASSES))

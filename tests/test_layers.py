@@ -98,13 +98,13 @@ def test_probe_gradient_is_dL_dh_t(kind, xs):
     np.testing.assert_allclose(layer(xs, probe=zeros)[0], layer(xs)[0], atol=1e-6)
 
 
-@pytest.mark.parametrize("kind,chunk,reverse", [("gru", 0, False), ("lstm", 4, True),
-                                                ("mingru", 0, False)])
+@pytest.mark.parametrize(
+    "kind,chunk,reverse", [("gru", 0, False), ("lstm", 4, True), ("mingru", 0, False)]
+)
 def test_remat_gives_the_same_outputs_and_gradients(kind, chunk, reverse, xs):
     """T = 9 in chunks of 3 (sqrt) or 4 (two chunks and a rest of 1): same numbers."""
     plain = Recurrent(kind, D, H, rngs=nnx.Rngs(0), reverse=reverse)
-    remat = Recurrent(kind, D, H, rngs=nnx.Rngs(0), reverse=reverse, remat=True,
-                      remat_chunk=chunk)
+    remat = Recurrent(kind, D, H, rngs=nnx.Rngs(0), reverse=reverse, remat=True, remat_chunk=chunk)
 
     def loss_and_grad(layer):
         g, s = nnx.split(layer)
@@ -117,9 +117,11 @@ def test_remat_gives_the_same_outputs_and_gradients(kind, chunk, reverse, xs):
     np.testing.assert_allclose(plain(xs)[1], remat(xs)[1], atol=1e-6)  # the final carry
 
 
+@pytest.mark.slow
 def test_remat_memory_grows_sublinearly():
     """XLA's accounting of a layer's gradient: without remat it grows like T, with remat it
     grows far slower, and at T = 1024 it is a small fraction of the plain layer's."""
+
     def step_bytes(t: int, remat: bool) -> int:
         g, s = nnx.split(Recurrent("gru", 4, 32, rngs=nnx.Rngs(0), remat=remat))
         fn = jax.jit(jax.grad(lambda s, x: jnp.sum(nnx.merge(g, s)(x)[0])))

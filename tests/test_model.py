@@ -10,17 +10,23 @@ from grubench.model import SequenceModel, count_params, hidden_for_budget, with_
 from helpers import tiny_cfg
 
 
-@pytest.mark.parametrize("overrides", [
-    ("model=gru", "model.depth=2"),
-    ("model=lstm", "model.embed_dim=0"),
-    ("model=minlstm",),
-    ("model=rnn", "task=adding", "task.seq_len=5"),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("model=gru", "model.depth=2"),
+        ("model=lstm", "model.embed_dim=0"),
+        ("model=minlstm",),
+        ("model=rnn", "task=adding", "task.seq_len=5"),
+    ],
+)
 def test_streaming_steps_equal_the_whole_sequence(overrides):
     cfg = tiny_cfg(*overrides)
     model = SequenceModel(cfg, rngs=nnx.Rngs(0))
-    x = (jax.random.normal(jax.random.key(1), (2, 5, 2)) if cfg.task.name == "adding"
-         else jax.random.randint(jax.random.key(1), (2, 5), 0, model.spec.input_size))
+    x = (
+        jax.random.normal(jax.random.key(1), (2, 5, 2))
+        if cfg.task.name == "adding"
+        else jax.random.randint(jax.random.key(1), (2, 5), 0, model.spec.input_size)
+    )
     whole = model(x)
     carries = model.initial_carries(2)
     for t in range(x.shape[1]):
@@ -33,16 +39,27 @@ def test_param_budget_matches_cells_at_equal_size():
     the hidden size whose count is nearest the budget, so the three are within a few percent."""
     counts = {}
     for model in ("rnn", "gru", "lstm"):
-        cfg = tiny_cfg(f"model={model}", "task=chorales", "model.embed_dim=0",
-                       "model.param_budget=20000")
+        cfg = tiny_cfg(
+            f"model={model}", "task=chorales", "model.embed_dim=0", "model.param_budget=20000"
+        )
         h = hidden_for_budget(cfg, 20000)
         resolved = with_budget(cfg)
         assert resolved.model.hidden == h != cfg.model.hidden
         n = count_params(resolved)
-        below = count_params(with_budget(tiny_cfg(f"model={model}", "task=chorales",
-                                                  "model.embed_dim=0", f"model.hidden={h - 1}")))
-        above = count_params(with_budget(tiny_cfg(f"model={model}", "task=chorales",
-                                                  "model.embed_dim=0", f"model.hidden={h + 1}")))
+        below = count_params(
+            with_budget(
+                tiny_cfg(
+                    f"model={model}", "task=chorales", "model.embed_dim=0", f"model.hidden={h - 1}"
+                )
+            )
+        )
+        above = count_params(
+            with_budget(
+                tiny_cfg(
+                    f"model={model}", "task=chorales", "model.embed_dim=0", f"model.hidden={h + 1}"
+                )
+            )
+        )
         assert abs(n - 20000) <= min(abs(below - 20000), abs(above - 20000))
         counts[model] = (h, n)
     assert counts["rnn"][0] > counts["gru"][0] > counts["lstm"][0]
@@ -61,18 +78,21 @@ def test_without_budget_the_config_is_untouched():
     assert with_budget(cfg) is cfg
 
 
-@pytest.mark.parametrize("overrides", [
-    ("model=gru", "model.depth=2", "task.seq_len=7"),  # 27 steps: chunks of 5, the last short
-    ("model=lstm", "model.remat_chunk=4", "task=adding", "task.seq_len=9"),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("model=gru", "model.depth=2", "task.seq_len=7"),  # 27 steps: chunks of 5, the last short
+        ("model=lstm", "model.remat_chunk=4", "task=adding", "task.seq_len=9"),
+    ],
+)
+@pytest.mark.slow
 def test_remat_loss_equals_the_plain_loss_and_gradient(overrides):
     from grubench import tasks
 
     cfg = tiny_cfg(*overrides)
     model = SequenceModel(cfg, rngs=nnx.Rngs(0))
     g, params = nnx.split(model)
-    batch = {k: jnp.asarray(v) for k, v in
-             tasks.make_splits(cfg.task).val.take(6).arrays().items()}
+    batch = {k: jnp.asarray(v) for k, v in tasks.make_splits(cfg.task).val.take(6).arrays().items()}
     plain = lambda p: tasks.mean_loss(nnx.merge(g, p)(batch["x"]), batch, model.spec)
     remat = lambda p: nnx.merge(g, p).remat_loss(batch)
     (la, ga), (lb, gb) = jax.value_and_grad(plain)(params), jax.value_and_grad(remat)(params)
@@ -81,20 +101,30 @@ def test_remat_loss_equals_the_plain_loss_and_gradient(overrides):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_remat_training_memory_grows_sublinearly():
     """XLA's accounting of the gradient of the whole loss: 16x the length costs the plain model
     about 16x the bytes and the rematerialised one far less."""
     from grubench import tasks
 
     def step_bytes(t: int, remat: bool) -> int:
-        cfg = tiny_cfg("task=delay", "task.lag=2", f"task.seq_len={t}", "model.hidden=32",
-                       f"model.remat={str(remat).lower()}", "model.embed_dim=0")
+        cfg = tiny_cfg(
+            "task=delay",
+            "task.lag=2",
+            f"task.seq_len={t}",
+            "model.hidden=32",
+            f"model.remat={str(remat).lower()}",
+            "model.embed_dim=0",
+        )
         g, params = nnx.split(SequenceModel(cfg, rngs=nnx.Rngs(0)))
         split = tasks.make_splits(cfg.task).val.take(8)
         batch = {k: jnp.asarray(v) for k, v in split.arrays().items()}
         spec = tasks.spec(cfg.task)
-        loss = ((lambda p, b: nnx.merge(g, p).remat_loss(b)) if remat else
-                (lambda p, b: tasks.mean_loss(nnx.merge(g, p)(b["x"]), b, spec)))
+        loss = (
+            (lambda p, b: nnx.merge(g, p).remat_loss(b))
+            if remat
+            else (lambda p, b: tasks.mean_loss(nnx.merge(g, p)(b["x"]), b, spec))
+        )
         m = jax.jit(jax.grad(loss)).lower(params, batch).compile().memory_analysis()
         return m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
 

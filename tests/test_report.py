@@ -13,64 +13,116 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from grubench import report
-from grubench.report import SweepSummary, main, read_runs, summary_table
+from grubench.render import format_mean_std, summary_table
+from grubench.report import SweepSummary, main
+from grubench.runs import read_runs
 
 RNG = np.random.default_rng(0)
 
 
-def write_run(root: Path, name: str, *, model: str = "gru", task: str = "copy",
-              seq_len: int = 20, seeds=(0, 1), status: str = "completed", diverged=None,
-              train_size: int = 1000, lr: float = 0.01, hidden: int = 32, metrics=None,
-              jsonl: bool = True, extra=None) -> dict:
-    """One run directory as the trainer leaves it; returns the results written."""
+def write_run(
+    root: Path,
+    name: str,
+    *,
+    model: str = "gru",
+    task: str = "copy",
+    seq_len: int = 20,
+    seeds=(0, 1),
+    status: str = "completed",
+    diverged=None,
+    train_size: int = 1000,
+    lr: float = 0.01,
+    hidden: int = 32,
+    metrics=None,
+    jsonl: bool = True,
+    extra=None,
+    old_keys: bool = False,
+) -> dict:
+    """One run directory as the trainer leaves it; returns the results written. `old_keys`:
+    as an older version left it, with model.cell and model.reset_after in its config."""
     seeds = list(seeds)
     d = root / name
     d.mkdir(parents=True)
     if metrics is None and status != "failed":
         test = RNG.uniform(0.05, 0.5, len(seeds))
         train = test * RNG.uniform(0.7, 0.95, len(seeds))
-        metrics = {"test_loss": test, "train_loss": train, "val_loss": test * 1.01,
-                   "test_accuracy": RNG.uniform(0.3, 0.99, len(seeds)),
-                   "gap": test * 1.01 - train, "best_step": np.full(len(seeds), 200.0)}
+        metrics = {
+            "test_loss": test,
+            "train_loss": train,
+            "val_loss": test * 1.01,
+            "test_accuracy": RNG.uniform(0.3, 0.99, len(seeds)),
+            "gap": test * 1.01 - train,
+            "best_step": np.full(len(seeds), 200.0),
+        }
     metrics = {k: [float(x) for x in v] for k, v in (metrics or {}).items()}
     bad = {str(s) for s in (diverged or {})}
     for k, v in metrics.items():  # the trainer writes null for a diverged seed
-        metrics[k] = [None if str(s) in bad and k != "best_step" else x
-                      for s, x in zip(seeds, v, strict=True)]
-    cfg = {"model": {"name": model, "cell": model, "hidden": hidden, "depth": 1,
-                     "dropout": 0.0},
-           "task": {"name": task, "seq_len": seq_len, "train_size": train_size},
-           "trainer": {"lr": lr, "seeds": len(seeds), "steps": 200, "progress": False},
-           "logger": {"name": "none"}, "seed": seeds[0]}
+        metrics[k] = [
+            None if str(s) in bad and k != "best_step" else x for s, x in zip(seeds, v, strict=True)
+        ]
+    cfg = {
+        "model": {"name": model, "hidden": hidden, "depth": 1, "dropout": 0.0},
+        "task": {"name": task, "seq_len": seq_len, "train_size": train_size},
+        "trainer": {"lr": lr, "seeds": len(seeds), "steps": 200, "progress": False},
+        "logger": {"name": "none"},
+        "seed": seeds[0],
+    }
+    if old_keys:
+        cfg["model"] |= {"cell": model, "reset_after": True}
     res = {
-        "schema": 1, "status": status, "config": cfg, "model": model, "task": task,
-        "hidden": hidden, "depth": 1, "seq_len": seq_len, "train_size": train_size,
-        "params": 1000 if model == "gru" else 1300, "seeds": seeds, "metrics": metrics,
+        "schema": 1,
+        "status": status,
+        "config": cfg,
+        "model": model,
+        "task": task,
+        "hidden": hidden,
+        "depth": 1,
+        "seq_len": seq_len,
+        "train_size": train_size,
+        "params": 1000 if model == "gru" else 1300,
+        "seeds": seeds,
+        "metrics": metrics,
         "baselines": {"loss": 0.5},
         "error": "RuntimeError: out of memory" if status == "failed" else None,
-        "speed": {} if status == "failed" else {
-            "step_time_ms": seq_len * (0.1 if model == "gru" else 0.13), "compile_s": 1.5,
-            "tokens_per_s": 1e6 / seq_len, "timed_steps": 100, "device": "cpu"},
+        "speed": {}
+        if status == "failed"
+        else {
+            "step_time_ms": seq_len * (0.1 if model == "gru" else 0.13),
+            "compile_s": 1.5,
+            "tokens_per_s": 1e6 / seq_len,
+            "timed_steps": 100,
+            "device": "cpu",
+        },
         "memory": {"train_step_bytes": seq_len * 2**20, "peak_bytes": None},
         "wall_s": 3.0,
     }
     if diverged:
         res["diverged"] = {str(s): st for s, st in diverged.items()}
         res["status"] = "diverged"
-        res["error"] = "non-finite loss: " + ", ".join(f"seed {s} at step {st}"
-                                                      for s, st in diverged.items())
+        res["error"] = "non-finite loss: " + ", ".join(
+            f"seed {s} at step {st}" for s, st in diverged.items()
+        )
     res.update(extra or {})
     (d / "results.json").write_text(json.dumps(res))
     if jsonl and status != "failed":
         test = metrics.get("test_loss") or [0.3] * len(seeds)
         rows = []
         for step in (50, 100, 150, 200):
-            rows.append({"step": step, "train/loss": [0.5] * len(seeds),
-                         "train/grad_norm": [1.0] * len(seeds), "steps_per_s": 10.0})
-            rows.append({"step": step,
-                         "val/loss": [None if x is None else x * 200 / step for x in test],
-                         "val/accuracy": [0.5] * len(seeds)})
+            rows.append(
+                {
+                    "step": step,
+                    "train/loss": [0.5] * len(seeds),
+                    "train/grad_norm": [1.0] * len(seeds),
+                    "steps_per_s": 10.0,
+                }
+            )
+            rows.append(
+                {
+                    "step": step,
+                    "val/loss": [None if x is None else x * 200 / step for x in test],
+                    "val/accuracy": [0.5] * len(seeds),
+                }
+            )
         (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return res
 
@@ -81,15 +133,15 @@ def sweep(tmp_path):
     first); lstm/50 seeds 2, 3 with seed 2 diverged; gru/50 seeds 2, 3 failed."""
     root = tmp_path / "sweep"
     runs = {}
-    for i, (model, seq_len) in enumerate([("gru", 20), ("lstm", 20), ("gru", 50),
-                                          ("lstm", 50)]):
-        runs[(model, seq_len)] = [write_run(root, f"{i}_{model}_{seq_len}", model=model,
-                                            seq_len=seq_len)]
+    for i, (model, seq_len) in enumerate([("gru", 20), ("lstm", 20), ("gru", 50), ("lstm", 50)]):
+        runs[(model, seq_len)] = [
+            write_run(root, f"{i}_{model}_{seq_len}", model=model, seq_len=seq_len)
+        ]
     runs[("gru", 20)].append(write_run(root, "4_gru_20", seq_len=20, seeds=(2, 3)))
-    runs[("lstm", 50)].append(write_run(root, "5_lstm_50", model="lstm", seq_len=50,
-                                        seeds=(2, 3), diverged={2: 120}))
-    runs[("gru", 50)].append(write_run(root, "6_gru_50", seq_len=50, seeds=(2, 3),
-                                       status="failed"))
+    runs[("lstm", 50)].append(
+        write_run(root, "5_lstm_50", model="lstm", seq_len=50, seeds=(2, 3), diverged={2: 120})
+    )
+    runs[("gru", 50)].append(write_run(root, "6_gru_50", seq_len=50, seeds=(2, 3), status="failed"))
     return SimpleNamespace(root=root, runs=runs)
 
 
@@ -151,12 +203,14 @@ def test_markdown_cells_are_mean_and_sample_std_over_pooled_seeds(sweep, capsys)
 def test_runs_that_differ_only_in_seed_pool_and_other_differences_are_noted(tmp_path, capsys):
     root = tmp_path / "s"
     a = write_run(root, "a", seeds=(0, 1), metrics={"test_loss": [0.1, 0.2]})
-    b = write_run(root, "b", seeds=(2, 3, 4), metrics={"test_loss": [0.3, 0.4, 0.5]})
+    # b was written by an older version (model.cell, model.reset_after): the same experiment
+    b = write_run(root, "b", seeds=(2, 3, 4), metrics={"test_loss": [0.3, 0.4, 0.5]}, old_keys=True)
     rc, out, _ = run_main(capsys, root, "--rows", "task", "--cols", "model")
     assert rc == 0
     assert "0.300 ± 0.158 (n=5)" in out
-    assert np.isclose(np.std(a["metrics"]["test_loss"] + b["metrics"]["test_loss"], ddof=1),
-                      0.158, atol=5e-4)
+    assert np.isclose(
+        np.std(a["metrics"]["test_loss"] + b["metrics"]["test_loss"], ddof=1), 0.158, atol=5e-4
+    )
     assert "pooled:" not in out  # same experiment, more seeds
     write_run(root, "c", seeds=(5,), hidden=64, metrics={"test_loss": [0.6]})
     rc, out, _ = run_main(capsys, root, "--rows", "task", "--cols", "model")
@@ -224,22 +278,37 @@ def test_run_level_metrics_pool_runs(sweep, capsys):
     assert (gru20.n, gru20.mean, gru20.std) == (2, "2.00", "0.00")
     assert parse_cell(rows[("copy", "50")][0]).rest == ", 1 failed"  # a run, not its seeds
     assert "over runs" in out
-    rc, out, _ = run_main(capsys, sweep.root, "--rows", "trainer.lr", "--cols", "model",
-                          "--metric", "params")
+    rc, out, _ = run_main(
+        capsys, sweep.root, "--rows", "trainer.lr", "--cols", "model", "--metric", "params"
+    )
     assert rc == 0 and "| trainer.lr |" in out and "**1000 ± 0**" in out
 
 
 def test_paper_numbers_sit_beside_ours(tmp_path, capsys):
     root = tmp_path / "chorales"
     for i, model in enumerate(("rnn", "gru", "lstm")):
-        write_run(root, model, model=model, task="chorales", seq_len=100,
-                  metrics={"test_loss": [8.6 + i, 8.8 + i], "train_loss": [7.0, 7.2]})
+        write_run(
+            root,
+            model,
+            model=model,
+            task="chorales",
+            seq_len=100,
+            metrics={"test_loss": [8.6 + i, 8.8 + i], "train_loss": [7.0, 7.2]},
+        )
     rc, out, err = run_main(capsys, root, "--paper", "chung2014")
     assert rc == 0, err
     rows = table_rows(out)
     head = rows[()]
-    assert head == ["task", "seq_len", "gru", "gru (paper)", "lstm", "lstm (paper)",
-                    "rnn", "rnn (paper)"]
+    assert head == [
+        "task",
+        "seq_len",
+        "gru",
+        "gru (paper)",
+        "lstm",
+        "lstm (paper)",
+        "rnn",
+        "rnn (paper)",
+    ]
     cells = dict(zip(head[2:], rows[("chorales", "100")], strict=True))
     assert cells["gru (paper)"] == "8.54" and cells["gru"] == "9.70 ± 0.14 (n=2)"
     assert cells["lstm (paper)"] == "8.67" and cells["rnn (paper)"] == "9.1"
@@ -266,20 +335,37 @@ def full_sweep(root: Path) -> None:
     for model in ("gru", "lstm"):
         for seq_len in (10, 100, 1000):
             lags = [1, 2, 4, 8]
-            write_run(root, f"{model}_{seq_len}", model=model, seq_len=seq_len, extra={
-                "recall": {"lags": lags, "accuracy": [[1 - lag / 20 - s / 50 for lag in lags]
-                                                      for s in range(2)]},
-                "grad_norms": {"t": [0, 1, 2, 3], "norm": [[10.0**-t * (1 + s) for t in range(4)]
-                                                           for s in range(2)]},
-            })
+            write_run(
+                root,
+                f"{model}_{seq_len}",
+                model=model,
+                seq_len=seq_len,
+                extra={
+                    "recall": {
+                        "lags": lags,
+                        "accuracy": [[1 - lag / 20 - s / 50 for lag in lags] for s in range(2)],
+                    },
+                    "grad_norms": {
+                        "t": [0, 1, 2, 3],
+                        "norm": [[10.0**-t * (1 + s) for t in range(4)] for s in range(2)],
+                    },
+                },
+            )
         for size in (100, 1000):
-            write_run(root, f"{model}_n{size}", model=model, seq_len=10, train_size=size,
-                      jsonl=False)
+            write_run(
+                root, f"{model}_n{size}", model=model, seq_len=10, train_size=size, jsonl=False
+            )
     write_run(root, "failed", seq_len=100, status="failed")
 
 
-KINDS = ["learning_curves_copy", "step_time_vs_seq_len", "memory_vs_seq_len",
-         "gap_vs_train_size", "recall_vs_lag", "grad_norm_vs_t"]
+KINDS = [
+    "learning_curves_copy",
+    "step_time_vs_seq_len",
+    "memory_vs_seq_len",
+    "gap_vs_train_size",
+    "recall_vs_lag",
+    "grad_norm_vs_t",
+]
 
 
 def test_every_plot_kind_is_written_as_png_and_svg(tmp_path, capsys):
@@ -292,7 +378,8 @@ def test_every_plot_kind_is_written_as_png_and_svg(tmp_path, capsys):
         assert b"<svg" in svg.read_bytes()[:1000], stem
         assert f"wrote {png}" in err and f"wrote {svg}" in err
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(
-        f"{s}.{ext}" for s in KINDS for ext in ("png", "svg"))
+        f"{s}.{ext}" for s in KINDS for ext in ("png", "svg")
+    )
     assert "left out 1 failed run" in err
 
 
@@ -302,8 +389,9 @@ def test_plots_are_skipped_without_their_data(sweep, capsys, tmp_path):
     rc, _, err = run_main(capsys, sweep.root, "--plots", tmp_path / "plots")
     assert rc == 0
     names = sorted(p.stem for p in (tmp_path / "plots").iterdir())
-    assert names == sorted(2 * ["learning_curves_copy", "memory_vs_seq_len",
-                                "step_time_vs_seq_len"])
+    assert names == sorted(
+        2 * ["learning_curves_copy", "memory_vs_seq_len", "step_time_vs_seq_len"]
+    )
     assert "skipped generalisation gap" in err and "no run records recall" in err
     assert "no run records grad_norms" in err
     root = tmp_path / "one"
@@ -319,16 +407,19 @@ def test_plot_axes_are_labelled_with_units_and_log_where_wide(tmp_path):
 
     full_sweep(tmp_path / "s")
     runs = [r for r in read_runs([tmp_path / "s"]) if r["status"] != "failed"]
-    (_, fig), = _step_time(runs)
+    ((_, fig),) = _step_time(runs)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "sequence length (steps)" and ax.get_ylabel() == "step time (ms)"
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"  # 10..1000, 1..130 ms
-    (_, fig), = _memory(runs)
+    ((_, fig),) = _memory(runs)
     assert fig.axes[0].get_ylabel() == "train-step memory (MiB)"
     # one line per experiment: train_size varies in this sweep, so it splits the lines
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
-        "gru, train_size=100 (n=1 run)", "gru, train_size=1000 (n=4 runs)",
-        "lstm, train_size=100 (n=1 run)", "lstm, train_size=1000 (n=4 runs)"]
+        "gru, train_size=100 (n=1 run)",
+        "gru, train_size=1000 (n=4 runs)",
+        "lstm, train_size=100 (n=1 run)",
+        "lstm, train_size=1000 (n=4 runs)",
+    ]
 
 
 def test_out_writes_the_file_not_stdout(sweep, capsys, tmp_path):
@@ -380,8 +471,9 @@ def test_unreadable_directories_are_errors(tmp_path, capsys, monkeypatch):
     write_run(tmp_path / "s" / "locked", "b")
     real_access, real_scandir = os.access, os.scandir
     locked = str(tmp_path / "s" / "locked")
-    monkeypatch.setattr(os, "access", lambda p, mode: str(p) != str(tmp_path / "s")
-                        and real_access(p, mode))
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: str(p) != str(tmp_path / "s") and real_access(p, mode)
+    )
     rc, _, err = run_main(capsys, tmp_path / "s")
     assert rc == 2 and err == f"grubench-report: error: {tmp_path / 's'}: directory not readable\n"
     monkeypatch.setattr(os, "access", real_access)
@@ -409,7 +501,7 @@ def test_summary_table_and_sweep_callback_unchanged(sweep, capsys):
 
 
 def test_format_mean_std():
-    f = report.format_mean_std
+    f = format_mean_std
     assert f(0.0123, 0.0004) == "0.0123 ± 0.0004"
     assert f(8.54, float("nan")) == "8.54"
     assert f(5.3e-5, 1.2e-6) == "5.30e-05 ± 1.2e-06"
@@ -426,12 +518,28 @@ def test_select_keeps_the_learning_rate_with_the_best_validation_loss(tmp_path, 
             good = (model == "gru") == (lr == 1e-3)
             val = [0.1, 0.12] if good else [0.3, 0.32]
             test = [0.2 + i, 0.22 + i]
-            write_run(root, f"{model}-{i}", model=model, lr=lr, metrics={
-                "best_val_loss": val, "test_loss": test, "val_loss": val})
+            write_run(
+                root,
+                f"{model}-{i}",
+                model=model,
+                lr=lr,
+                metrics={"best_val_loss": val, "test_loss": test, "val_loss": val},
+            )
             if good:
                 picks[model] = (lr, np.mean(test))
-    rc = main([str(root), "--rows", "task", "--cols", "model", "--select", "trainer.lr",
-               "--by", "best_val_loss"])
+    rc = main(
+        [
+            str(root),
+            "--rows",
+            "task",
+            "--cols",
+            "model",
+            "--select",
+            "trainer.lr",
+            "--by",
+            "best_val_loss",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     row = next(line for line in out.splitlines() if line.startswith("| copy"))

@@ -3,27 +3,33 @@ several points, started again with the same command, ends with the metrics of a 
 never interrupted."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from helpers import TINY
+from helpers import TINY, fault_env
 
 # 12 steps, checkpoints at 5 and 10 (and 12), dropout and two seeds so every key matters.
-ARGS = [*TINY, "trainer.steps=12", "trainer.checkpoint_every=5", "trainer.eval_every=4",
-        "trainer.log_every=2", "trainer.seeds=2", "model.dropout=0.1"]
+ARGS = [
+    *TINY,
+    "trainer.steps=12",
+    "trainer.checkpoint_every=5",
+    "trainer.eval_every=4",
+    "trainer.log_every=2",
+    "trainer.seeds=2",
+    "model.dropout=0.1",
+]
 
 
 def run(out, fault=None, *extra):
-    env = dict(os.environ)
-    env.pop("GRUBENCH_FAULT", None)
-    if fault:
-        env["GRUBENCH_FAULT"] = fault
+    env = fault_env(fault)
     return subprocess.run(
         [sys.executable, "-m", "grubench.train", *ARGS, *extra, f"hydra.run.dir={out}"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
 
 
@@ -43,6 +49,7 @@ def reference(tmp_path_factory):
 
 # kill@3: before the first checkpoint (starts over); kill@7: between checkpoints (resumes at
 # 5); kill@10: right after a checkpoint; kill@end: after the last step, before the final test.
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["3", "7", "10", "end"])
 def test_sigkill_then_rerun_equals_uninterrupted(point, reference, tmp_path):
     killed = run(tmp_path, f"kill@{point}")
@@ -58,11 +65,13 @@ def test_sigkill_then_rerun_equals_uninterrupted(point, reference, tmp_path):
     assert curves(tmp_path) == reference[1]
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_exits_cleanly_and_resumes(reference, tmp_path):
     p = run(tmp_path, "term@7")
     assert p.returncode == 143
     assert p.stderr.strip().splitlines()[-1] == (
-        "grubench-train: error: preempted by SIGTERM at step 7: run the same command to resume")
+        "grubench-train: error: preempted by SIGTERM at step 7: run the same command to resume"
+    )
     assert "Traceback" not in p.stderr
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["status"] == "failed" and "preempted" in res["error"]
@@ -73,6 +82,7 @@ def test_sigterm_checkpoints_exits_cleanly_and_resumes(reference, tmp_path):
     assert res["resumed_from_step"] == 7 and res["metrics"] == reference[0]["metrics"]
 
 
+@pytest.mark.slow
 def test_resume_from_another_directory(reference, tmp_path):
     first = tmp_path / "first"
     assert run(first, "kill@7").returncode == -9
@@ -83,18 +93,30 @@ def test_resume_from_another_directory(reference, tmp_path):
     assert res["resumed_from_step"] == 5 and res["metrics"] == reference[0]["metrics"]
 
 
+@pytest.mark.slow
 def test_submitit_preemption_checkpoints_requeues_and_resumes(reference, tmp_path):
     """submitit's pre-emption signal (SIGUSR2, what SLURM sends before a time-out or a
     pre-emption) at step 7: the job checkpoints at 7, submitit requeues it, and the requeued
     job resumes there and ends as if never interrupted. submitit_local runs the requeue path a
     SLURM job takes."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    env = {**os.environ, "GRUBENCH_FAULT": "usr2@7"}
+    env = fault_env("usr2@7")
     sweep = tmp_path / "sweep"
     p = subprocess.run(
-        [sys.executable, "-m", "grubench.train", "-m", "hydra/launcher=submitit_local", *ARGS,
-         f"hydra.sweep.dir={sweep}"],
-        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "grubench.train",
+            "-m",
+            "hydra/launcher=submitit_local",
+            *ARGS,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     (job,) = sweep.glob("0_*")
@@ -107,6 +129,7 @@ def test_submitit_preemption_checkpoints_requeues_and_resumes(reference, tmp_pat
     assert "this job is preempted" in logs  # submitit's handler ran after ours
 
 
+@pytest.mark.slow
 def test_a_stuck_step_restarts_the_command_which_resumes(reference, tmp_path):
     """The XLA CPU hang, simulated at step 7: after trainer.hang_timeout_s without a finished
     step the watchdog re-executes the same command in the same directory, which resumes from
@@ -119,20 +142,40 @@ def test_a_stuck_step_restarts_the_command_which_resumes(reference, tmp_path):
     assert res["metrics"] == reference[0]["metrics"]
 
 
+@pytest.mark.slow
 def test_a_stuck_step_past_the_restart_limit_exits_with_one_line(tmp_path):
-    env = {**os.environ, "GRUBENCH_FAULT": "stuck@3", "GRUBENCH_RESTARTS": "3"}  # 3 so far
+    env = fault_env("stuck@3", GRUBENCH_RESTARTS="3")  # 3 restarts so far
     p = subprocess.run(
-        [sys.executable, "-m", "grubench.train", *ARGS, "trainer.hang_timeout_s=1",
-         f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, env=env, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "grubench.train",
+            *ARGS,
+            "trainer.hang_timeout_s=1",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert p.returncode == 3
-    assert p.stderr.strip().splitlines()[-1].startswith(
-        "grubench-train: error: no training step finished for ")
+    assert (
+        p.stderr.strip()
+        .splitlines()[-1]
+        .startswith("grubench-train: error: no training step finished for ")
+    )
     assert p.stderr.strip().endswith("run the same command to resume from the last checkpoint")
     assert "Traceback" not in p.stderr
 
 
 def test_restart_command_pins_the_output_directory():
-    from grubench.watchdog import restart_command
+    from grubench.process import restart_command
 
-    assert restart_command(["py", "-m", "x", "hydra.run.dir=a", "k=1"], "hydra.run.dir", "b") == \
-        ["py", "-m", "x", "k=1", "hydra.run.dir=b"]
+    assert restart_command(["py", "-m", "x", "hydra.run.dir=a", "k=1"], "hydra.run.dir", "b") == [
+        "py",
+        "-m",
+        "x",
+        "k=1",
+        "hydra.run.dir=b",
+    ]

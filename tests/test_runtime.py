@@ -1,4 +1,5 @@
-"""Process-wide settings made at import (grubench/runtime.py)."""
+"""Process-wide settings (grubench/runtime.py): applied by `runtime.configure()`, which the
+entry points call; importing grubench applies nothing (tests/test_package.py)."""
 
 import ctypes
 import platform
@@ -14,18 +15,25 @@ def test_xla_flag_added_once_and_user_choice_kept(monkeypatch):
     runtime.configure_xla()
     runtime.configure_xla()
     assert runtime.os.environ["XLA_FLAGS"].split() == [
-        "--xla_dump_to=/nowhere", "--xla_cpu_multi_thread_eigen=false"]
+        "--xla_dump_to=/nowhere",
+        "--xla_cpu_multi_thread_eigen=false",
+    ]
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
     runtime.configure_xla()
     assert runtime.os.environ["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=true"
 
 
-@pytest.mark.parametrize("name,value", [("GRUBENCH_MALLOC", "default"),
-                                        ("MALLOC_TOP_PAD_", "0"),
-                                        ("MALLOC_MMAP_MAX_", "65536"),
-                                        ("MALLOC_TRIM_THRESHOLD_", "131072"),
-                                        ("MALLOC_ARENA_MAX", "8"),
-                                        ("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("GRUBENCH_MALLOC", "default"),
+        ("MALLOC_TOP_PAD_", "0"),
+        ("MALLOC_MMAP_MAX_", "65536"),
+        ("MALLOC_TRIM_THRESHOLD_", "131072"),
+        ("MALLOC_ARENA_MAX", "8"),
+        ("GLIBC_TUNABLES", "glibc.malloc.arena_max=2"),
+    ],
+)
 def test_malloc_left_alone_when_the_user_chose(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     assert runtime.configure_malloc() is False
@@ -39,15 +47,44 @@ def test_malloc_tuned_on_glibc(monkeypatch, mode):
     for name in ("GRUBENCH_MALLOC", "GLIBC_TUNABLES", *runtime._MALLOC_ENV):
         monkeypatch.delenv(name, raising=False)
     settings = []
-    monkeypatch.setattr(ctypes, "CDLL", lambda _: type(
-        "libc", (), {"mallopt": staticmethod(lambda p, v: settings.append((p, v)) or 1)}))
+    monkeypatch.setattr(
+        ctypes,
+        "CDLL",
+        lambda _: type(
+            "libc", (), {"mallopt": staticmethod(lambda p, v: settings.append((p, v)) or 1)}
+        ),
+    )
     if mode is not None:
         monkeypatch.setenv("GRUBENCH_MALLOC", mode)
     if mode == "typo":
-        with pytest.warns(UserWarning, match="GRUBENCH_MALLOC=typo is not one of one-arena, "
-                                             "keep, default: using one-arena"):
+        with pytest.warns(
+            UserWarning,
+            match="GRUBENCH_MALLOC=typo is not one of one-arena, keep, default: using one-arena",
+        ):
             assert runtime.configure_malloc() is True
     else:
         assert runtime.configure_malloc() is True
     assert (runtime._M_MMAP_MAX, 0) in settings
     assert ((runtime._M_ARENA_MAX, 1) in settings) == (mode != "keep")
+
+
+def test_configure_applies_the_xla_flag_and_the_malloc_settings(monkeypatch):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    calls = []
+    monkeypatch.setattr(runtime, "configure_malloc", lambda: calls.append("malloc") or True)
+    runtime.configure()
+    assert runtime.os.environ["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=false"
+    assert calls == ["malloc"]
+
+
+def test_the_entry_points_configure_the_process(monkeypatch, capsys):
+    from grubench import bench, train
+
+    calls = []
+    monkeypatch.setattr(runtime, "configure", lambda: calls.append("configure"))
+    monkeypatch.setattr(sys, "argv", ["grubench-train", "--help"])
+    train.main()
+    assert capsys.readouterr().out.startswith("usage: grubench-train")
+    assert calls == ["configure"]
+    assert bench.main(["--iters", "0"]) == 2  # a bad argument, after the process settings
+    assert calls == ["configure", "configure"]

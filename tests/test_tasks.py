@@ -8,17 +8,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from grubench import tasks
-from grubench.config import (
-    AddingTaskConfig,
-    Config,
-    ConfigError,
-    CopyTaskConfig,
-    CountingTaskConfig,
-    DelayTaskConfig,
-    RecallTaskConfig,
-    validate,
-)
+from grubench.config import Config, ConfigError, ModelConfig, validate
 from grubench.tasks import counting
+from grubench.tasks.adding import AddingTaskConfig
+from grubench.tasks.copy_memory import CopyTaskConfig
+from grubench.tasks.counting import CountingTaskConfig
+from grubench.tasks.delay import DelayTaskConfig
+from grubench.tasks.recall import RecallTaskConfig
 from helpers import tiny_cfg
 
 
@@ -51,8 +47,9 @@ def test_copy_baseline_is_the_memoryless_loss():
     logits[:, :, 0] = 0.0  # blank everywhere ...
     logits[:, 5 + 10 :, 0] = -1e9
     logits[:, 5 + 10 :, 1:] = 0.0  # ... but uniform over symbols where recall happens
-    loss = tasks.mean_loss(jnp.asarray(logits), {k: jnp.asarray(v) for k, v in s.arrays().items()},
-                           spec)
+    loss = tasks.mean_loss(
+        jnp.asarray(logits), {k: jnp.asarray(v) for k, v in s.arrays().items()}, spec
+    )
     assert float(loss) == pytest.approx(tasks.baseline(cfg), rel=1e-5)
 
 
@@ -81,8 +78,10 @@ def test_recall_layout():
     np.testing.assert_array_equal(s.y[:, -1], values[np.arange(64), pos])
 
 
-@pytest.mark.parametrize("schema", [CopyTaskConfig, AddingTaskConfig, RecallTaskConfig,
-                                    DelayTaskConfig, CountingTaskConfig])
+@pytest.mark.parametrize(
+    "schema",
+    [CopyTaskConfig, AddingTaskConfig, RecallTaskConfig, DelayTaskConfig, CountingTaskConfig],
+)
 def test_splits_are_deterministic_and_distinct(schema):
     a = tasks.make_splits(cfg_of(schema))
     b = tasks.make_splits(cfg_of(schema))
@@ -95,8 +94,9 @@ def test_splits_are_deterministic_and_distinct(schema):
 
 def test_val_and_test_do_not_depend_on_train_size():
     small = tasks.make_splits(cfg_of(CopyTaskConfig))
-    big = tasks.make_splits(OmegaConf.structured(CopyTaskConfig(train_size=500, val_size=32,
-                                                                test_size=32)))
+    big = tasks.make_splits(
+        OmegaConf.structured(CopyTaskConfig(train_size=500, val_size=32, test_size=32))
+    )
     assert len(big.train) == 500 and len(small.train) == 64
     np.testing.assert_array_equal(small.val.x, big.val.x)
     np.testing.assert_array_equal(small.test.x, big.test.x)
@@ -105,15 +105,21 @@ def test_val_and_test_do_not_depend_on_train_size():
 def test_batch_sums_classes_and_reals():
     spec = tasks.TaskSpec("tokens", 4, "classes", 3)
     logits = jnp.log(jnp.array([[[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]]))
-    batch = {"y": jnp.array([[0, 1]]), "loss_mask": jnp.array([[1.0, 1.0]]),
-             "metric_mask": jnp.array([[0.0, 1.0]])}
+    batch = {
+        "y": jnp.array([[0, 1]]),
+        "loss_mask": jnp.array([[1.0, 1.0]]),
+        "metric_mask": jnp.array([[0.0, 1.0]]),
+    }
     s = tasks.batch_sums(logits, batch, spec)
     assert float(s["loss_sum"]) == pytest.approx(-math.log(0.7) - math.log(0.1), rel=1e-5)
     assert float(s["correct"]) == 0.0 and float(s["count"]) == 1.0  # argmax 2 != 1
     rspec = tasks.TaskSpec("real", 2, "real", 1, tolerance=0.1)
     out = jnp.array([[[0.0], [1.05]]])
-    rb = {"y": jnp.array([[[9.0], [1.0]]]), "loss_mask": jnp.array([[0.0, 1.0]]),
-          "metric_mask": jnp.array([[0.0, 1.0]])}
+    rb = {
+        "y": jnp.array([[[9.0], [1.0]]]),
+        "loss_mask": jnp.array([[0.0, 1.0]]),
+        "metric_mask": jnp.array([[0.0, 1.0]]),
+    }
     r = tasks.batch_sums(out, rb, rspec)
     assert float(r["loss_sum"]) == pytest.approx(0.05**2, rel=1e-4)
     assert float(r["correct"]) == 1.0
@@ -132,8 +138,11 @@ def test_batch_sums_binary_matches_numpy():
     lm = (rng.random((3, 7)) < 0.8).astype(np.float32)
     mm = (rng.random((3, 7)) < 0.6).astype(np.float32)
     mm[0, 0] = mm[1, 2] = 1.0
-    s = tasks.batch_sums(jnp.asarray(z), {"y": jnp.asarray(y), "loss_mask": jnp.asarray(lm),
-                                          "metric_mask": jnp.asarray(mm)}, spec)
+    s = tasks.batch_sums(
+        jnp.asarray(z),
+        {"y": jnp.asarray(y), "loss_mask": jnp.asarray(lm), "metric_mask": jnp.asarray(mm)},
+        spec,
+    )
     zd = z.astype(np.float64)
     nll = (np.logaddexp(0.0, -zd) * y + np.logaddexp(0.0, zd) * (1 - y)).sum(-1)
     assert np.isfinite(float(s["loss_sum"]))
@@ -145,13 +154,13 @@ def test_batch_sums_binary_matches_numpy():
     # A perfectly confident, correct model: loss ~0 and accuracy 1.
     sure = jnp.asarray(np.where(y > 0.5, 50.0, -50.0).astype(np.float32))
     ones = jnp.ones((3, 7))
-    p = tasks.batch_sums(sure, {"y": jnp.asarray(y), "loss_mask": ones, "metric_mask": ones},
-                         spec)
+    p = tasks.batch_sums(sure, {"y": jnp.asarray(y), "loss_mask": ones, "metric_mask": ones}, spec)
     assert float(p["loss_sum"]) < 1e-12
     assert float(p["correct"]) == 21.0
     # The per-step NLL of p = 1/2 for every bit is 5 ln 2.
-    half = tasks.mean_loss(jnp.zeros((3, 7, 5)), {"y": jnp.asarray(y), "loss_mask": ones,
-                                                  "metric_mask": ones}, spec)
+    half = tasks.mean_loss(
+        jnp.zeros((3, 7, 5)), {"y": jnp.asarray(y), "loss_mask": ones, "metric_mask": ones}, spec
+    )
     assert float(half) == pytest.approx(5 * math.log(2), rel=1e-6)
 
 
@@ -170,8 +179,12 @@ def test_recall_lags_are_the_distance_from_value_to_answer():
 def test_batch_sums_counts_accuracy_per_lag():
     spec = tasks.TaskSpec("tokens", 4, "classes", 3, lags=(2, 4))
     logits = jnp.log(jnp.array([[[0.1, 0.8, 0.1]], [[0.8, 0.1, 0.1]], [[0.1, 0.1, 0.8]]]))
-    batch = {"y": jnp.array([[1], [1], [2]]), "loss_mask": jnp.ones((3, 1)),
-             "metric_mask": jnp.ones((3, 1)), "lag": jnp.array([0, 0, 1])}
+    batch = {
+        "y": jnp.array([[1], [1], [2]]),
+        "loss_mask": jnp.ones((3, 1)),
+        "metric_mask": jnp.ones((3, 1)),
+        "lag": jnp.array([0, 0, 1]),
+    }
     s = tasks.batch_sums(logits, batch, spec)
     np.testing.assert_allclose(s["lag_correct"], [1.0, 1.0])  # lag 2: one of two right
     np.testing.assert_allclose(s["lag_count"], [2.0, 1.0])
@@ -235,8 +248,11 @@ def test_sequence_accuracy_counts_an_example_right_only_when_every_scored_step_i
     np.testing.assert_allclose(seq["lag_correct"], [1, 0, 1, 0, 0, 0])
     np.testing.assert_allclose(seq["lag_count"], [1, 1, 1, 0, 0, 0])
     # The same sums per step, as every other task has them.
-    step = tasks.batch_sums(jnp.asarray(logits), batch, tasks.TaskSpec(
-        "tokens", 6, "classes", 6, lags=tasks.spec(cfg).lags))
+    step = tasks.batch_sums(
+        jnp.asarray(logits),
+        batch,
+        tasks.TaskSpec("tokens", 6, "classes", 6, lags=tasks.spec(cfg).lags),
+    )
     mm = batch["metric_mask"]
     assert (float(step["correct"]), float(step["count"])) == (mm.sum() - 1, mm.sum())
     np.testing.assert_allclose(step["lag_correct"], [2, 2, 4, 0, 0, 0])  # S and the b-steps
@@ -265,19 +281,27 @@ def test_counting_baseline_is_the_loss_of_the_current_symbol_predictor(language,
     assert math.log(seq_len) / (1 + k * m) <= tasks.baseline(cfg)
 
 
-@pytest.mark.parametrize("task,message", [
-    (DelayTaskConfig(lag=0), "task.lag=0 is not allowed: an integer >= 1"),
-    (DelayTaskConfig(seq_len=40, lag=40),
-     "task.seq_len=40 is not allowed: an integer > task.lag=40 for delay"),
-    (DelayTaskConfig(n_symbols=1), "task.n_symbols=1 is not allowed: an integer >= 2"),
-    (CountingTaskConfig(language="anbm"), "task.language=anbm is not allowed: anbn or anbncn"),
-    (CountingTaskConfig(seq_len=0), "task.seq_len=0 is not allowed: an integer >= 1"),
-    (CountingTaskConfig(seq_len=20, test_max_n=20),
-     "task.test_max_n=20 is not allowed: 0 (2 * seq_len) or an integer > task.seq_len=20"),
-], ids=["lag", "seq_len_le_lag", "n_symbols", "language", "seq_len", "test_max_n"])
+@pytest.mark.parametrize(
+    "task,message",
+    [
+        (DelayTaskConfig(lag=0), "task.lag=0 is not allowed: an integer >= 1"),
+        (
+            DelayTaskConfig(seq_len=40, lag=40),
+            "task.seq_len=40 is not allowed: an integer > task.lag=40 for delay",
+        ),
+        (DelayTaskConfig(n_symbols=1), "task.n_symbols=1 is not allowed: an integer >= 2"),
+        (CountingTaskConfig(language="anbm"), "task.language=anbm is not allowed: anbn or anbncn"),
+        (CountingTaskConfig(seq_len=0), "task.seq_len=0 is not allowed: an integer >= 1"),
+        (
+            CountingTaskConfig(seq_len=20, test_max_n=20),
+            "task.test_max_n=20 is not allowed: 0 (2 * seq_len) or an integer > task.seq_len=20",
+        ),
+    ],
+    ids=["lag", "seq_len_le_lag", "n_symbols", "language", "seq_len", "test_max_n"],
+)
 def test_bad_delay_and_counting_values_are_one_line(task, message):
     with pytest.raises(ConfigError) as e:
-        validate(Config(task=task))
+        validate(Config(model=ModelConfig(), task=task))
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
 
 

@@ -16,20 +16,23 @@ import pytest
 from omegaconf import OmegaConf
 
 from grubench import tasks
-from grubench.config import (
-    ChoralesTaskConfig,
-    Config,
-    ConfigError,
-    CopyTaskConfig,
-    DigitsTaskConfig,
-    SunspotsTaskConfig,
-    validate,
-)
+from grubench.config import Config, ConfigError, ModelConfig, validate
+from grubench.registry import TASKS
 from grubench.tasks import DataError, chorales, data, digits, sunspots
+from grubench.tasks.chorales import ChoralesTaskConfig
+from grubench.tasks.copy_memory import CopyTaskConfig
+from grubench.tasks.data import check_requires
+from grubench.tasks.digits import DigitsTaskConfig
+from grubench.tasks.sunspots import SunspotsTaskConfig
 
 
 def cfg_of(schema, **kw):
     return OmegaConf.structured(schema(**kw))
+
+
+def config(task):
+    """The whole config of the default model on `task` (a task config dataclass)."""
+    return Config(model=ModelConfig(), task=task)
 
 
 def jbatch(split, n=None):
@@ -52,17 +55,19 @@ def jbatch(split, n=None):
 def test_missing_package_is_one_config_line(monkeypatch, schema, module, pip):
     monkeypatch.setitem(sys.modules, module, None)  # what an absent package looks like
     name = schema().name
-    want = f"task={name} needs {pip}: pip install -e '.[data]'"
+    want = f"task={name} needs {pip}: pip install 'grubench[data]'"
+    assert TASKS.get(name).requires == (module, pip) and not data.available(name)
     with pytest.raises(ConfigError) as e:
-        tasks.check_available(cfg_of(schema))
+        check_requires(TASKS.get(name))
     assert str(e.value) == want
     with pytest.raises(ConfigError) as e:
-        validate(Config(task=schema()))
+        validate(config(schema()))
     assert str(e.value) == want
     with pytest.raises(ConfigError) as e:
-        data.require(name, f"{module}.anything")
+        data.import_package(name, f"{module}.anything")
     assert str(e.value) == want
-    validate(Config(task=CopyTaskConfig()))  # synthetic tasks need nothing
+    validate(config(CopyTaskConfig()))  # synthetic tasks need nothing
+    assert data.available("copy")
 
 
 def test_missing_music21_on_load(monkeypatch):
@@ -73,18 +78,20 @@ def test_missing_music21_on_load(monkeypatch):
 
 def test_validation_lines():
     with pytest.raises(ConfigError, match=r"^task.seq_len=32 is not allowed: 64 for digits"):
-        validate(Config(task=DigitsTaskConfig(seq_len=32)))
+        validate(config(DigitsTaskConfig(seq_len=32)))
     with pytest.raises(ConfigError, match=r"^task.seq_len=101 is not allowed: an integer in"):
-        validate(Config(task=SunspotsTaskConfig(seq_len=101)))
+        validate(config(SunspotsTaskConfig(seq_len=101)))
     with pytest.raises(ConfigError, match=r"^task.tolerance=0.0 is not allowed"):
-        validate(Config(task=SunspotsTaskConfig(tolerance=0.0)))
+        validate(config(SunspotsTaskConfig(tolerance=0.0)))
 
 
 def test_hydra_composes_the_real_task_configs():
     from hydra import compose, initialize_config_dir
 
     from grubench.cli import CONF_DIR
+    from grubench.config import store
 
+    store()  # the task group comes from the registry, not from yaml files
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for name, seq_len in (("chorales", 128), ("sunspots", 20), ("digits", 64)):
             cfg = compose(config_name="config", overrides=[f"task={name}"])
@@ -95,11 +102,18 @@ def test_hydra_composes_the_real_task_configs():
 
 
 def test_check_split_and_atomic_cache_write(tmp_path):
-    s = tasks.Split(np.zeros((2, 3, 1), np.float32), np.zeros((2, 3), np.int32),
-                    np.ones((2, 3), np.float32), np.ones((2, 3), np.float32))
+    s = tasks.Split(
+        np.zeros((2, 3, 1), np.float32),
+        np.zeros((2, 3), np.int32),
+        np.ones((2, 3), np.float32),
+        np.ones((2, 3), np.float32),
+    )
     data.check_split("digits", s, n=2, name="train")
-    with pytest.raises(DataError, match=r"^task=digits data: the val split has 2 examples, "
-                                        r"expected 3$"):
+    with pytest.raises(
+        DataError,
+        match=r"^task=digits data: the val split has 2 examples, "
+        r"expected 3$",
+    ):
         data.check_split("digits", s, n=3, name="val")
     path = tmp_path / "sub" / "a.npz"
     data.save_npz_atomic(path, {"a": np.arange(3)})
@@ -136,6 +150,7 @@ def chorale_corpus(corpus):
     return corpus[0]
 
 
+@pytest.mark.slow
 def test_chorales_cache_round_trips_exactly(chorale_corpus):
     c = chorale_corpus
     assert c.source == "parsed"
@@ -150,6 +165,7 @@ def test_chorales_cache_round_trips_exactly(chorale_corpus):
     assert chorales.split_ids(again) == chorales.split_ids(c)
 
 
+@pytest.mark.slow
 def test_chorales_bad_cache_is_a_clear_error(chorale_corpus, tmp_path):
     arrays = chorales._to_arrays(chorale_corpus)
     arrays["rolls"] = arrays["rolls"].copy()
@@ -160,6 +176,7 @@ def test_chorales_bad_cache_is_a_clear_error(chorale_corpus, tmp_path):
         chorales.check_corpus(chorales._read_cache(path))
 
 
+@pytest.mark.slow
 def test_chorales_split_is_fixed_and_disjoint(chorale_corpus):
     c = chorale_corpus
     assert chorales.split_sizes(382) == (229, 76, 77)  # JSB Chorales
@@ -172,13 +189,16 @@ def test_chorales_split_is_fixed_and_disjoint(chorale_corpus):
     sets = [set(v) for v in parts.values()]
     assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
     by_id = dict(zip(c.ids, c.rolls, strict=True))
-    contents = {k: {by_id[i].tobytes() for i in v}
-                for k, v in parts.items()}
-    assert not (contents["train"] & contents["val"] or contents["train"] & contents["test"]
-                or contents["val"] & contents["test"])  # no roll in two splits either
+    contents = {k: {by_id[i].tobytes() for i in v} for k, v in parts.items()}
+    assert not (
+        contents["train"] & contents["val"]
+        or contents["train"] & contents["test"]
+        or contents["val"] & contents["test"]
+    )  # no roll in two splits either
     assert chorales.split_ids(c) == parts  # the same every time
 
 
+@pytest.mark.slow
 def test_chorales_sequences(chorale_corpus):
     c = chorale_corpus
     cfg = cfg_of(ChoralesTaskConfig)
@@ -217,6 +237,7 @@ def test_chorales_sequences(chorale_corpus):
             np.testing.assert_array_equal(v, getattr(again, name).arrays()[k])
 
 
+@pytest.mark.slow
 def test_chorales_train_size_caps(chorale_corpus):
     full = tasks.make_splits(cfg_of(ChoralesTaskConfig))
     small = tasks.make_splits(cfg_of(ChoralesTaskConfig, train_size=10))
@@ -225,9 +246,11 @@ def test_chorales_train_size_caps(chorale_corpus):
     np.testing.assert_array_equal(small.test.x, full.test.x)
     np.testing.assert_array_equal(small.val.y, full.val.y)
     assert len(tasks.make_splits(cfg_of(ChoralesTaskConfig, train_size=10**6)).train) == len(
-        full.train)
+        full.train
+    )
 
 
+@pytest.mark.slow
 def test_chorales_roll_matches_chordify(chorale_corpus):
     """The roll of one chorale against an independent reading: music21's chordify."""
     from music21 import corpus as m21corpus
@@ -235,8 +258,9 @@ def test_chorales_roll_matches_chordify(chorale_corpus):
     name = "bach/bwv269"
     score = m21corpus.parse(name, forceSource=True)
     roll = chorales.roll_of(score)
-    np.testing.assert_array_equal(roll, dict(zip(chorale_corpus.ids, chorale_corpus.rolls,
-                                                 strict=True))[name])
+    np.testing.assert_array_equal(
+        roll, dict(zip(chorale_corpus.ids, chorale_corpus.rolls, strict=True))[name]
+    )
     ref = np.zeros_like(roll)
     chords = score.chordify().flatten().getElementsByClass("Chord")
     for ch in chords:
@@ -247,6 +271,7 @@ def test_chorales_roll_matches_chordify(chorale_corpus):
     assert 3 <= np.median(roll.sum(1)) <= 5  # four voices, mostly
 
 
+@pytest.mark.slow
 def test_chorales_binary_loss_and_baseline(chorale_corpus):
     cfg = cfg_of(ChoralesTaskConfig)
     s = tasks.make_splits(cfg)
@@ -303,8 +328,9 @@ def test_sunspots_split_and_windows(series):
             # targets: the split's own years, each once, in order; inputs: the L years before
             target = sp.y[:, -1, 0] * std + mean
             np.testing.assert_allclose(target, values[first : first + len(sp)], atol=1e-3)
-            np.testing.assert_allclose(sp.x[0, :, 0] * std + mean, values[first - L : first],
-                                       atol=1e-3)
+            np.testing.assert_allclose(
+                sp.x[0, :, 0] * std + mean, values[first - L : first], atol=1e-3
+            )
             np.testing.assert_array_equal(sp.y[:, :-1], sp.x[:, 1:])  # next year at every step
         spec = tasks.spec(cfg)
         assert spec.loss_scale == pytest.approx(std**2)
@@ -336,7 +362,8 @@ def test_sunspots_persistence_baseline(series):
     s = tasks.make_splits(cfg)
     out = jnp.asarray(s.test.x[:, :, :])  # each step predicts its own input: persistence
     assert float(tasks.mean_loss(out, jbatch(s.test), tasks.spec(cfg))) == pytest.approx(
-        base, rel=1e-5)
+        base, rel=1e-5
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,11 +396,16 @@ def test_digits_layout_and_split(images):
         assert np.abs(counts - len(sp) * np.bincount(labels) / 1797).max() < 2
     tr = s.train.y[:, -1]  # every prefix of train is stratified too (for train_size sweeps)
     prop = np.bincount(labels) / 1797
-    assert max(np.abs(np.bincount(tr[:m], minlength=10) - m * prop).max()
-               for m in range(1, 1198)) < 2
+    assert (
+        max(np.abs(np.bincount(tr[:m], minlength=10) - m * prop).max() for m in range(1, 1198)) < 2
+    )
     spec = tasks.spec(cfg)
     assert (spec.input, spec.input_size, spec.output, spec.output_size) == (
-        "real", 1, "classes", 10)
+        "real",
+        1,
+        "classes",
+        10,
+    )
     assert tasks.baseline(cfg) == pytest.approx(math.log(10))
 
 

@@ -33,15 +33,16 @@ def test_wandb_mode(monkeypatch, tmp_path):
     assert wandb_mode("offline") == "offline"
 
 
+@pytest.mark.slow
 def test_offline_wandb_history_holds_what_the_run_computed(monkeypatch, tmp_path):
     pytest.importorskip("wandb")
-    from grubench import train as T
+    from grubench import loop
     from wandb_records import history, records, run_record, summary
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = tiny_cfg("logger=wandb", "logger.mode=offline", "trainer.seeds=2", "seed=3")
-    res = T.train(cfg, tmp_path, group="sweep-x")
+    res = loop.train(cfg, tmp_path, group="sweep-x")
     files = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(files) == 1
     recs = records(files[0])
@@ -72,22 +73,26 @@ def test_offline_wandb_history_holds_what_the_run_computed(monkeypatch, tmp_path
     assert summ["speed/step_time_ms"] == pytest.approx(res["speed"]["step_time_ms"])
 
 
+@pytest.mark.slow
 def test_end_of_sweep_logs_the_table_and_plots_to_wandb(monkeypatch, tmp_path):
     """The multirun callback puts the comparison table and the plots in the sweep's group."""
     pytest.importorskip("wandb")
     from types import SimpleNamespace
 
-    from grubench import train as T
+    from grubench import loop
     from grubench.report import SweepSummary
     from wandb_records import history, records, run_record
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = tiny_cfg("trainer.seeds=2")
-    T.train(cfg, tmp_path / "0_gru_copy")
+    loop.train(cfg, tmp_path / "0_gru_copy")
     logger = tiny_cfg("logger=wandb", "logger.mode=offline", "logger.group=sweep-y").logger
-    SweepSummary().on_multirun_end(SimpleNamespace(
-        hydra=SimpleNamespace(sweep=SimpleNamespace(dir=str(tmp_path))), logger=logger))
+    SweepSummary().on_multirun_end(
+        SimpleNamespace(
+            hydra=SimpleNamespace(sweep=SimpleNamespace(dir=str(tmp_path))), logger=logger
+        )
+    )
     assert (tmp_path / "summary.md").exists() and (tmp_path / "report.md").exists()
     assert any((tmp_path / "plots").glob("learning_curves_*.png"))
     files = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))

@@ -7,9 +7,22 @@ Predicting the mean sum, 1, gives MSE 1/6: the baseline. Accuracy counts |error|
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from grubench.tasks.base import Split, TaskSpec
+from grubench.config import TaskConfig, require
+from grubench.registry import TaskEntry, register_task
+from grubench.tasks.base import Split, TaskSpec, synthetic_splits
+
+
+@dataclass
+class AddingTaskConfig(TaskConfig):
+    """Adding problem: `seq_len` is the sequence length T."""
+
+    name: str = "adding"
+    seq_len: int = 50
+    tolerance: float = 0.04  # |error| below this counts as correct for accuracy
 
 
 def spec(cfg) -> TaskSpec:
@@ -37,3 +50,23 @@ def generate(cfg, n: int, rng: np.random.Generator) -> Split:
 def baseline(cfg) -> float:
     """MSE of always answering 1, the mean of the sum of two U[0, 1] values: 1/6."""
     return 1.0 / 6.0
+
+
+def validate(cfg) -> None:
+    """Raise ConfigError (one line) for a bad task.* value."""
+    require(cfg.seq_len >= 2, "task.seq_len", cfg.seq_len, "an integer >= 2 for adding")
+    require(cfg.tolerance > 0, "task.tolerance", cfg.tolerance, "a float > 0")
+
+
+register_task(
+    TaskEntry(
+        "adding",
+        "adding problem (Hochreiter & Schmidhuber 1997): the sum of two marked values (MSE)",
+        AddingTaskConfig,
+        spec,
+        synthetic_splits(generate),
+        baseline,
+        validate,
+        plot_unit="MSE",
+    )
+)

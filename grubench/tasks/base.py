@@ -1,13 +1,30 @@
-"""What every task provides: a spec, finite deterministic splits, and one shared loss."""
+"""What every task provides: a spec, finite deterministic splits, and one shared loss.
+
+`DataError` (data that failed a check on load) is re-exported from grubench.errors."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from grubench.errors import DataError
+
+__all__ = [
+    "DataError",
+    "Split",
+    "Splits",
+    "TaskSpec",
+    "batch_sums",
+    "mean_loss",
+    "split_rng",
+    "synthetic_splits",
+]
 
 SPLITS = ("train", "val", "test")
 
@@ -33,10 +50,6 @@ class TaskSpec:
     accuracy: Literal["step", "sequence"] = "step"
 
 
-class DataError(ValueError):
-    """Data that failed a check on load (shape, range, split size, overlap); one line."""
-
-
 @dataclass(frozen=True)
 class Split:
     """N examples of length T. x: int [N, T] or float [N, T, D]; y: int [N, T] or float
@@ -55,12 +68,21 @@ class Split:
         return int(self.x.shape[0])
 
     def take(self, n: int) -> Split:
-        return Split(self.x[:n], self.y[:n], self.loss_mask[:n], self.metric_mask[:n],
-                     None if self.lag is None else self.lag[:n])
+        return Split(
+            self.x[:n],
+            self.y[:n],
+            self.loss_mask[:n],
+            self.metric_mask[:n],
+            None if self.lag is None else self.lag[:n],
+        )
 
     def arrays(self) -> dict[str, np.ndarray]:
-        out = {"x": self.x, "y": self.y, "loss_mask": self.loss_mask,
-               "metric_mask": self.metric_mask}
+        out = {
+            "x": self.x,
+            "y": self.y,
+            "loss_mask": self.loss_mask,
+            "metric_mask": self.metric_mask,
+        }
         if self.lag is not None:
             out["lag"] = self.lag
         return out
@@ -76,6 +98,27 @@ class Splits:
 def split_rng(data_seed: int, split: str) -> np.random.Generator:
     """Each split has its own stream, so val and test do not change with train_size."""
     return np.random.default_rng([data_seed, SPLITS.index(split)])
+
+
+def synthetic_splits(generate: Callable[..., Split]) -> Callable[[Any], Splits]:
+    """The splits function of a generated task: train, val and test drawn by
+    `generate(cfg, n, rng)` from `cfg.data_seed`, each from its own stream (`split_rng`), of
+    train_size, val_size and test_size examples. A `generate` that takes `split` is told which
+    split it draws (e.g. a test split unlike train and val)."""
+    by_split = "split" in inspect.signature(generate).parameters
+
+    def splits(cfg: Any) -> Splits:
+        def draw(split: str, n: int) -> Split:
+            kw = {"split": split} if by_split else {}
+            return generate(cfg, n, split_rng(cfg.data_seed, split), **kw)
+
+        return Splits(
+            train=draw("train", cfg.train_size),
+            val=draw("val", cfg.val_size),
+            test=draw("test", cfg.test_size),
+        )
+
+    return splits
 
 
 def batch_sums(outputs: jax.Array, batch: dict[str, jax.Array], spec: TaskSpec) -> dict:

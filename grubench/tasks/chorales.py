@@ -51,13 +51,15 @@ from pathlib import Path
 
 import numpy as np
 
+from grubench.config import TaskConfig
+from grubench.registry import TaskEntry, register_task
 from grubench.tasks.base import DataError, Split, Splits, TaskSpec
 from grubench.tasks.data import (
     cache_dir,
     cap_train,
     check,
     check_split,
-    require,
+    import_package,
     round_half_up,
     save_npz_atomic,
 )
@@ -83,6 +85,16 @@ class Corpus:
 _MEMO: dict[Path, Corpus] = {}
 
 
+@dataclass
+class ChoralesTaskConfig(TaskConfig):
+    """Bach chorales (music21): next-frame piano-roll prediction on a fixed 60/20/20 split.
+    `seq_len` caps the steps per chorale; train_size caps train (the default means all);
+    val_size, test_size and data_seed are ignored. See grubench/tasks/chorales.py."""
+
+    name: str = "chorales"
+    seq_len: int = 128
+
+
 def spec(cfg) -> TaskSpec:
     return TaskSpec("real", N_PITCHES, "binary", N_PITCHES)
 
@@ -93,7 +105,7 @@ def spec(cfg) -> TaskSpec:
 
 def identifiers() -> list[str]:
     """The sorted distinct chorale identifiers music21 lists (BWV numbering), e.g. bach/bwv269."""
-    m21_chorales = require(TASK, "music21.corpus.chorales")
+    m21_chorales = import_package(TASK, "music21.corpus.chorales")
     it = m21_chorales.Iterator(numberingSystem="bwv", returnType="filename")
     return sorted(set(it))
 
@@ -119,25 +131,31 @@ def roll_of(score) -> np.ndarray:
 
 def parse_corpus(*, verbose: bool = True) -> Corpus:
     """Parse every listed chorale from music21's corpus (no pickles written: forceSource)."""
-    music21 = require(TASK, "music21")
-    corpus = require(TASK, "music21.corpus")
+    music21 = import_package(TASK, "music21")
+    corpus = import_package(TASK, "music21.corpus")
     ids = identifiers()
     if verbose:
-        print(f"grubench: parsing {len(ids)} Bach chorales from music21 once (about 30 s); "
-              f"cache: {cache_path()}", file=sys.stderr, flush=True)
+        print(
+            f"grubench: parsing {len(ids)} Bach chorales from music21 once (about 30 s); "
+            f"cache: {cache_path()}",
+            file=sys.stderr,
+            flush=True,
+        )
     rolls = []
     for name in ids:
         try:
             score = corpus.parse(name, forceSource=True)
         except Exception as e:  # noqa: BLE001 - name the chorale, keep one line
-            raise DataError(f"task={TASK} data: music21 cannot parse {name}: "
-                            f"{type(e).__name__}: {e}".splitlines()[0]) from None
+            raise DataError(
+                f"task={TASK} data: music21 cannot parse {name}: "
+                f"{type(e).__name__}: {e}".splitlines()[0]
+            ) from None
         rolls.append(roll_of(score))
     return Corpus(tuple(ids), tuple(rolls), str(music21.__version__), "parsed")
 
 
 def cache_path() -> Path:
-    music21 = require(TASK, "music21")
+    music21 = import_package(TASK, "music21")
     return cache_dir() / f"chorales-music21-{music21.__version__}-parser{PARSER_VERSION}.npz"
 
 
@@ -158,21 +176,28 @@ def _read_cache(path: Path) -> Corpus:
         version, parser = str(z["music21_version"]), int(z["parser_version"])
     check(parser == PARSER_VERSION, TASK, f"cache {path.name} is from parser {parser}")
     check(flat.dtype == np.uint8 and flat.ndim == 2, TASK, f"cache {path.name}: bad roll array")
-    check(len(lengths) == len(ids) and int(lengths.sum()) == len(flat), TASK,
-          f"cache {path.name}: lengths do not match the rolls")
+    check(
+        len(lengths) == len(ids) and int(lengths.sum()) == len(flat),
+        TASK,
+        f"cache {path.name}: lengths do not match the rolls",
+    )
     rolls = tuple(np.split(flat, np.cumsum(lengths)[:-1]))
     return Corpus(ids, rolls, version, "cache")
 
 
 def check_corpus(c: Corpus) -> None:
     """Every chorale's roll is [L >= 2, 88] of 0/1; identifiers sorted and distinct."""
-    check(len(c.ids) >= MIN_CHORALES, TASK,
-          f"{len(c.ids)} chorales, expected at least {MIN_CHORALES}")
+    check(
+        len(c.ids) >= MIN_CHORALES, TASK, f"{len(c.ids)} chorales, expected at least {MIN_CHORALES}"
+    )
     check(len(c.rolls) == len(c.ids), TASK, "one roll per chorale")
     check(list(c.ids) == sorted(set(c.ids)), TASK, "chorale identifiers not sorted and distinct")
     for name, r in zip(c.ids, c.rolls, strict=True):
-        check(r.ndim == 2 and r.shape[1] == N_PITCHES and r.dtype == np.uint8, TASK,
-              f"{name}: roll of shape {r.shape} and dtype {r.dtype}, expected [L, 88] uint8")
+        check(
+            r.ndim == 2 and r.shape[1] == N_PITCHES and r.dtype == np.uint8,
+            TASK,
+            f"{name}: roll of shape {r.shape} and dtype {r.dtype}, expected [L, 88] uint8",
+        )
         check(len(r) >= 2, TASK, f"{name}: {len(r)} frames, need at least 2")
         check(int(r.max(initial=0)) <= 1, TASK, f"{name}: roll values outside 0/1")
 
@@ -231,11 +256,21 @@ def split_ids(c: Corpus) -> dict[str, list[str]]:
     order = np.random.default_rng(SPLIT_SEED).permutation(len(keep))
     ids = [c.ids[keep[i]] for i in order]
     n_train, n_val, _ = split_sizes(len(ids))
-    out = {"train": ids[:n_train], "val": ids[n_train : n_train + n_val],
-           "test": ids[n_train + n_val :]}
+    out = {
+        "train": ids[:n_train],
+        "val": ids[n_train : n_train + n_val],
+        "test": ids[n_train + n_val :],
+    }
     sets = {k: set(v) for k, v in out.items()}
-    check(not (sets["train"] & sets["val"] or sets["train"] & sets["test"]
-               or sets["val"] & sets["test"]), TASK, "a chorale is in two splits")
+    check(
+        not (
+            sets["train"] & sets["val"]
+            or sets["train"] & sets["test"]
+            or sets["val"] & sets["test"]
+        ),
+        TASK,
+        "a chorale is in two splits",
+    )
     return out
 
 
@@ -266,10 +301,16 @@ def full_splits(cfg) -> Splits:
     for name, n in zip(("train", "val", "test"), sizes, strict=True):
         s = getattr(splits, name)
         check_split(TASK, s, n=n, name=name)
-        check(s.x.shape[2] == N_PITCHES and s.y.shape[2] == N_PITCHES, TASK,
-              f"{name}: {s.x.shape[2]} pitch dimensions, expected {N_PITCHES}")
-        check(bool(np.isin(s.x, (0.0, 1.0)).all() and np.isin(s.y, (0.0, 1.0)).all()), TASK,
-              f"{name}: roll values outside 0/1")
+        check(
+            s.x.shape[2] == N_PITCHES and s.y.shape[2] == N_PITCHES,
+            TASK,
+            f"{name}: {s.x.shape[2]} pitch dimensions, expected {N_PITCHES}",
+        )
+        check(
+            bool(np.isin(s.x, (0.0, 1.0)).all() and np.isin(s.y, (0.0, 1.0)).all()),
+            TASK,
+            f"{name}: roll values outside 0/1",
+        )
     return splits
 
 
@@ -296,3 +337,16 @@ def baseline(cfg) -> float:
     s = full_splits(cfg)
     return bernoulli_nll(s.test, pitch_frequencies(s.train))
 
+
+register_task(
+    TaskEntry(
+        "chorales",
+        "Bach chorales (music21): next-frame piano-roll NLL, as Chung et al. 2014",
+        ChoralesTaskConfig,
+        spec,
+        load_splits,
+        baseline,
+        None,
+        requires=("music21", "music21"),
+    )
+)

@@ -11,10 +11,22 @@ guess), the baseline reported beside the loss.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from grubench.tasks.base import Split, TaskSpec
+from grubench.config import TaskConfig, require
+from grubench.registry import TaskEntry, register_task
+from grubench.tasks.base import Split, TaskSpec, synthetic_splits
+
+
+@dataclass
+class CopyTaskConfig(TaskConfig):
+    """Copy memory: `seq_len` is the delay T; sequences are T + 2 * n_copy long."""
+
+    name: str = "copy"
+    n_symbols: int = 8
+    n_copy: int = 10
 
 
 def spec(cfg) -> TaskSpec:
@@ -39,3 +51,22 @@ def generate(cfg, n: int, rng: np.random.Generator) -> Split:
 def baseline(cfg) -> float:
     """Loss of the best memoryless predictor: K ln S / (T + 2K)."""
     return cfg.n_copy * math.log(cfg.n_symbols) / (cfg.seq_len + 2 * cfg.n_copy)
+
+
+def validate(cfg) -> None:
+    """Raise ConfigError (one line) for a bad task.* value."""
+    require(cfg.n_symbols >= 2, "task.n_symbols", cfg.n_symbols, "an integer >= 2")
+    require(cfg.n_copy >= 1, "task.n_copy", cfg.n_copy, "an integer >= 1")
+
+
+register_task(
+    TaskEntry(
+        "copy",
+        "copy memory (Arjovsky et al. 2016): recall n_copy symbols after seq_len blanks",
+        CopyTaskConfig,
+        spec,
+        synthetic_splits(generate),
+        baseline,
+        validate,
+    )
+)

@@ -26,13 +26,27 @@ ln(seq_len) / (1 + k m): the a-run is a guess however it predicts, and the rest 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from grubench.tasks.base import Split, TaskSpec
+from grubench.config import TaskConfig, require
+from grubench.registry import TaskEntry, register_task
+from grubench.tasks.base import Split, TaskSpec, synthetic_splits
 
 PAD, START, A, B, C, END = range(6)
 LETTERS = {"anbn": 2, "anbncn": 3}
+
+
+@dataclass
+class CountingTaskConfig(TaskConfig):
+    """Counting languages a^n b^n (anbn) or a^n b^n c^n (anbncn): `seq_len` is the largest n of
+    train and val; test draws n in seq_len+1..test_max_n (0: 2 * seq_len)."""
+
+    name: str = "counting"
+    language: str = "anbn"
+    seq_len: int = 20
+    test_max_n: int = 0
 
 
 def max_n(cfg) -> int:
@@ -41,8 +55,9 @@ def max_n(cfg) -> int:
 
 
 def spec(cfg) -> TaskSpec:
-    return TaskSpec("tokens", 6, "classes", 6, lags=tuple(range(1, max_n(cfg) + 1)),
-                    accuracy="sequence")
+    return TaskSpec(
+        "tokens", 6, "classes", 6, lags=tuple(range(1, max_n(cfg) + 1)), accuracy="sequence"
+    )
 
 
 def strings(cfg, ns: np.ndarray) -> Split:
@@ -72,3 +87,27 @@ def baseline(cfg) -> float:
     k, m = LETTERS[cfg.language], (cfg.seq_len + 1) / 2
     run = math.log(m) + ((m - 1) * math.log(m / (m - 1)) if m > 1 else 0.0)
     return k * run / (1 + k * m)
+
+
+def validate(cfg) -> None:
+    """Raise ConfigError (one line) for a bad task.* value."""
+    require(cfg.language in ("anbn", "anbncn"), "task.language", cfg.language, "anbn or anbncn")
+    require(
+        cfg.test_max_n == 0 or cfg.test_max_n > cfg.seq_len,
+        "task.test_max_n",
+        cfg.test_max_n,
+        f"0 (2 * seq_len) or an integer > task.seq_len={cfg.seq_len}, the largest train n",
+    )
+
+
+register_task(
+    TaskEntry(
+        "counting",
+        "counting languages a^n b^n [c^n] (Weiss et al. 2018), tested on longer strings",
+        CountingTaskConfig,
+        spec,
+        synthetic_splits(generate),
+        baseline,
+        validate,
+    )
+)

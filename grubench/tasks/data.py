@@ -2,7 +2,7 @@
 
 The real data come from packages (the `data` extra), never from the network:
 music21 (Bach chorales), statsmodels (sunspots) and scikit-learn (8x8 digits). A missing
-package is one line naming the extra: `task=chorales needs music21: pip install -e '.[data]'`.
+package is one line naming the extra: `task=chorales needs music21: pip install 'grubench[data]'`.
 """
 
 from __future__ import annotations
@@ -13,22 +13,20 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import IO
 
 import numpy as np
 
-from grubench.tasks.base import DataError, Split
-
-# task -> (module to import, name to pip install)
-REQUIRES: dict[str, tuple[str, str]] = {
-    "chorales": ("music21", "music21"),
-    "sunspots": ("statsmodels", "statsmodels"),
-    "digits": ("sklearn", "scikit-learn"),
-}
+from grubench.errors import ConfigError, DataError
+from grubench.registry import TASKS, TaskEntry
+from grubench.results import atomic_write
+from grubench.tasks.base import Split
 
 
-def missing_message(task: str) -> str:
+def missing_message(task: TaskEntry) -> str:
     """The one line that says which extra a task needs."""
-    return f"task={task} needs {REQUIRES[task][1]}: pip install -e '.[data]'"
+    assert task.requires is not None
+    return f"task={task.name} needs {task.requires[1]}: pip install 'grubench[data]'"
 
 
 def _importable(module: str) -> bool:
@@ -43,19 +41,24 @@ def _importable(module: str) -> bool:
 
 def available(task: str) -> bool:
     """True if the package `task` reads its data from can be imported (without importing it)."""
-    return task not in REQUIRES or _importable(REQUIRES[task][0])
+    entry = TASKS.get(task)
+    return entry.requires is None or _importable(entry.requires[0])
 
 
-def require(task: str, module: str) -> ModuleType:
-    """Import `module` for `task`, or raise ConfigError naming the extra to install."""
-    from grubench.config import ConfigError
-
-    if not available(task):
+def check_requires(task: TaskEntry) -> None:
+    """Raise ConfigError (one line naming the extra) if the package the task reads its data
+    from is missing; cheap: imports nothing."""
+    if not available(task.name):
         raise ConfigError(missing_message(task))
+
+
+def import_package(task: str, module: str) -> ModuleType:
+    """Import `module` for `task`, or raise ConfigError naming the extra to install."""
+    check_requires(TASKS.get(task))
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(missing_message(task)) from None
+        raise ConfigError(missing_message(TASKS.get(task))) from None
 
 
 def cache_dir() -> Path:
@@ -67,10 +70,13 @@ def cache_dir() -> Path:
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write an .npz so that readers see the old file or the whole new one, never a part:
     a temporary file in the same directory, then os.replace."""
-    from grubench.results import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: np.savez(f, **arrays), binary=True)
+
+    def write(f: IO) -> None:
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub misreads **kwds
+
+    atomic_write(path, write, binary=True)
 
 
 def check(ok: bool, task: str, what: str) -> None:

@@ -10,10 +10,23 @@ Guessing gives ln S: the baseline.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from grubench.tasks.base import Split, TaskSpec
+from grubench.config import TaskConfig, require
+from grubench.registry import TaskEntry, register_task
+from grubench.tasks.base import Split, TaskSpec, synthetic_splits
+
+
+@dataclass
+class DelayTaskConfig(TaskConfig):
+    """Delayed recall: output the symbol seen `lag` steps back, over `seq_len` steps."""
+
+    name: str = "delay"
+    seq_len: int = 40
+    lag: int = 20
+    n_symbols: int = 8
 
 
 def spec(cfg) -> TaskSpec:
@@ -33,3 +46,28 @@ def generate(cfg, n: int, rng: np.random.Generator) -> Split:
 def baseline(cfg) -> float:
     """Cross-entropy of a uniform guess over the S symbols: ln S."""
     return math.log(cfg.n_symbols)
+
+
+def validate(cfg) -> None:
+    """Raise ConfigError (one line) for a bad task.* value."""
+    require(cfg.lag >= 1, "task.lag", cfg.lag, "an integer >= 1")
+    require(
+        cfg.seq_len > cfg.lag,
+        "task.seq_len",
+        cfg.seq_len,
+        f"an integer > task.lag={cfg.lag} for delay (some steps must recall)",
+    )
+    require(cfg.n_symbols >= 2, "task.n_symbols", cfg.n_symbols, "an integer >= 2")
+
+
+register_task(
+    TaskEntry(
+        "delay",
+        "delayed recall: the symbol seen lag steps back",
+        DelayTaskConfig,
+        spec,
+        synthetic_splits(generate),
+        baseline,
+        validate,
+    )
+)

@@ -22,18 +22,32 @@ Baseline: ln 10, the cross-entropy of a uniform guess over the ten (nearly balan
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from grubench.config import TaskConfig, require
+from grubench.registry import TaskEntry, register_task
 from grubench.tasks.base import Split, Splits, TaskSpec
-from grubench.tasks.data import cap_train, check, check_split, require
+from grubench.tasks.data import cap_train, check, check_split, import_package
 
 TASK = "digits"
 SPLIT_SEED = 0
 N_IMAGES, N_PIXELS, N_CLASSES = 1797, 64, 10
 N_TEST, N_VAL = 300, 300
 N_TRAIN = N_IMAGES - N_TEST - N_VAL  # 1197
+
+
+@dataclass
+class DigitsTaskConfig(TaskConfig):
+    """8x8 digits (scikit-learn) as 64-step pixel sequences on a fixed stratified 1197/300/300
+    split; train_size caps train (the default means all); val_size and test_size are ignored;
+    data_seed draws the pixel permutation of permute=true. See grubench/tasks/digits.py."""
+
+    name: str = "digits"
+    seq_len: int = 64
+    permute: bool = False
 
 
 def spec(cfg) -> TaskSpec:
@@ -43,17 +57,26 @@ def spec(cfg) -> TaskSpec:
 @lru_cache(maxsize=1)
 def load_images() -> tuple[np.ndarray, np.ndarray]:
     """(pixels uint8 [1797, 64] in 0..16, labels int32 [1797]) as shipped, checked."""
-    datasets = require(TASK, "sklearn.datasets")
+    datasets = import_package(TASK, "sklearn.datasets")
     bunch = datasets.load_digits()
     data, target = np.asarray(bunch.data), np.asarray(bunch.target)
-    check(data.shape == (N_IMAGES, N_PIXELS), TASK,
-          f"images of shape {data.shape}, expected {(N_IMAGES, N_PIXELS)}")
+    check(
+        data.shape == (N_IMAGES, N_PIXELS),
+        TASK,
+        f"images of shape {data.shape}, expected {(N_IMAGES, N_PIXELS)}",
+    )
     check(target.shape == (N_IMAGES,), TASK, f"labels of shape {target.shape}")
-    check(bool((data == np.round(data)).all() and data.min() >= 0 and data.max() <= 16), TASK,
-          "pixel values outside the integers 0..16")
+    check(
+        bool((data == np.round(data)).all() and data.min() >= 0 and data.max() <= 16),
+        TASK,
+        "pixel values outside the integers 0..16",
+    )
     check(bool(np.isin(target, np.arange(N_CLASSES)).all()), TASK, "labels outside 0..9")
-    check(bool((np.bincount(target, minlength=N_CLASSES) >= 100).all()), TASK,
-          "a class with fewer than 100 images")
+    check(
+        bool((np.bincount(target, minlength=N_CLASSES) >= 100).all()),
+        TASK,
+        "a class with fewer than 100 images",
+    )
     pixels, labels = data.astype(np.uint8), target.astype(np.int32)
     pixels.flags.writeable = labels.flags.writeable = False
     return pixels, labels
@@ -75,8 +98,11 @@ def split_indices() -> dict[str, np.ndarray]:
     """Image indices of the fixed split: test, val, then train (in training order)."""
     _, labels = load_images()
     order = split_order(labels)
-    out = {"test": order[:N_TEST], "val": order[N_TEST : N_TEST + N_VAL],
-           "train": order[N_TEST + N_VAL :]}
+    out = {
+        "test": order[:N_TEST],
+        "val": order[N_TEST : N_TEST + N_VAL],
+        "train": order[N_TEST + N_VAL :],
+    }
     check(len(np.unique(order)) == N_IMAGES, TASK, "an image is in two splits")
     return out
 
@@ -120,3 +146,22 @@ def load_splits(cfg) -> Splits:
 def baseline(cfg) -> float:
     """ln 10: cross-entropy of a uniform guess over the ten classes."""
     return math.log(N_CLASSES)
+
+
+def validate(cfg) -> None:
+    """Raise ConfigError (one line) for a bad task.* value."""
+    require(cfg.seq_len == 64, "task.seq_len", cfg.seq_len, "64 for digits (8x8 pixels)")
+
+
+register_task(
+    TaskEntry(
+        "digits",
+        "8x8 digits (scikit-learn) read one pixel a step",
+        DigitsTaskConfig,
+        spec,
+        load_splits,
+        baseline,
+        validate,
+        requires=("sklearn", "scikit-learn"),
+    )
+)

@@ -10,16 +10,34 @@ The recall lag of an example is the distance from v_q to the answer, L - 2 - 2q 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from grubench.tasks.base import Split, TaskSpec
+from grubench.config import TaskConfig, require
+from grubench.registry import TaskEntry, register_task
+from grubench.tasks.base import Split, TaskSpec, synthetic_splits
+
+
+@dataclass
+class RecallTaskConfig(TaskConfig):
+    """Associative recall: (seq_len - 2) / 2 key-value pairs, then a query marker and a key."""
+
+    name: str = "recall"
+    seq_len: int = 22
+    n_keys: int = 16
+    n_values: int = 16
 
 
 def spec(cfg) -> TaskSpec:
     n_pairs = (cfg.seq_len - 2) // 2
-    return TaskSpec("tokens", cfg.n_keys + cfg.n_values + 1, "classes", cfg.n_values,
-                    lags=tuple(2 + 2 * k for k in range(n_pairs)))
+    return TaskSpec(
+        "tokens",
+        cfg.n_keys + cfg.n_values + 1,
+        "classes",
+        cfg.n_values,
+        lags=tuple(2 + 2 * k for k in range(n_pairs)),
+    )
 
 
 def generate(cfg, n: int, rng: np.random.Generator) -> Split:
@@ -45,3 +63,34 @@ def generate(cfg, n: int, rng: np.random.Generator) -> Split:
 def baseline(cfg) -> float:
     """Cross-entropy of a uniform guess over the V values: ln V."""
     return math.log(cfg.n_values)
+
+
+def validate(cfg) -> None:
+    """Raise ConfigError (one line) for a bad task.* value."""
+    n_pairs = (cfg.seq_len - 2) // 2
+    require(
+        cfg.seq_len >= 4 and cfg.seq_len % 2 == 0,
+        "task.seq_len",
+        cfg.seq_len,
+        "an even integer >= 4 for recall (pairs, then a query marker and a key)",
+    )
+    require(
+        cfg.n_keys >= n_pairs,
+        "task.n_keys",
+        cfg.n_keys,
+        f"an integer >= {n_pairs}, the number of pairs at seq_len={cfg.seq_len}",
+    )
+    require(cfg.n_values >= 2, "task.n_values", cfg.n_values, "an integer >= 2")
+
+
+register_task(
+    TaskEntry(
+        "recall",
+        "associative recall (Ba et al. 2016): the value of a queried key",
+        RecallTaskConfig,
+        spec,
+        synthetic_splits(generate),
+        baseline,
+        validate,
+    )
+)

@@ -29,12 +29,15 @@ same 47 years whatever seq_len): 0.7238 standardised = 846.5 in original units (
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from grubench.config import TaskConfig, require
+from grubench.registry import TaskEntry, register_task
 from grubench.tasks.base import Split, Splits, TaskSpec
-from grubench.tasks.data import cap_train, check, check_split, require, round_half_up
+from grubench.tasks.data import cap_train, check, check_split, import_package, round_half_up
 
 TASK = "sunspots"
 TRAIN_FRACTION, VAL_FRACTION = 0.70, 0.15
@@ -43,18 +46,35 @@ MIN_YEARS = 300
 
 
 @lru_cache(maxsize=1)
+@dataclass
+class SunspotsTaskConfig(TaskConfig):
+    """Yearly sunspots (statsmodels): forecast the next year from `seq_len` years, on a fixed
+    chronological 70/15/15 split; train_size caps train (the default means all); val_size,
+    test_size and data_seed are ignored. See grubench/tasks/sunspots.py."""
+
+    name: str = "sunspots"
+    seq_len: int = 20
+    tolerance: float = 0.25  # |error| below this (in train stds) counts as correct
+
+
 def load_series() -> tuple[np.ndarray, np.ndarray]:
     """(years, sunspot numbers) as shipped, checked: consecutive years, finite values >= 0."""
-    ds = require(TASK, "statsmodels.datasets.sunspots")
+    ds = import_package(TASK, "statsmodels.datasets.sunspots")
     df = ds.load_pandas().data
     check({"YEAR", "SUNACTIVITY"} <= set(df.columns), TASK, "no YEAR and SUNACTIVITY columns")
     years = df["YEAR"].to_numpy(np.float64)
     values = df["SUNACTIVITY"].to_numpy(np.float64)
     check(len(values) >= MIN_YEARS, TASK, f"{len(values)} years, expected at least {MIN_YEARS}")
-    check(bool((years == np.round(years)).all() and (np.diff(years) == 1).all()), TASK,
-          "the years are not consecutive")
-    check(bool(np.isfinite(values).all() and (values >= 0).all()), TASK,
-          "sunspot numbers must be finite and >= 0")
+    check(
+        bool((years == np.round(years)).all() and (np.diff(years) == 1).all()),
+        TASK,
+        "the years are not consecutive",
+    )
+    check(
+        bool(np.isfinite(values).all() and (values >= 0).all()),
+        TASK,
+        "sunspot numbers must be finite and >= 0",
+    )
     years_int = years.astype(np.int64)
     years_int.flags.writeable = values.flags.writeable = False
     return years_int, values
@@ -123,3 +143,24 @@ def baseline(cfg) -> float:
     spec(cfg).loss_scale it is in sunspots**2."""
     test = full_splits(cfg).test
     return float(np.mean((test.x[:, -1, 0].astype(np.float64) - test.y[:, -1, 0]) ** 2))
+
+
+def validate(cfg) -> None:
+    """Raise ConfigError (one line) for a bad task.* value."""
+    require(cfg.seq_len <= 100, "task.seq_len", cfg.seq_len, "an integer in [1, 100] for sunspots")
+    require(cfg.tolerance > 0, "task.tolerance", cfg.tolerance, "a float > 0")
+
+
+register_task(
+    TaskEntry(
+        "sunspots",
+        "yearly sunspots (statsmodels): next-year forecast (MSE)",
+        SunspotsTaskConfig,
+        spec,
+        load_splits,
+        baseline,
+        validate,
+        requires=("statsmodels", "statsmodels"),
+        plot_unit="MSE",
+    )
+)

@@ -1,4 +1,5 @@
-"""The training program in-process: seeds under vmap, determinism, results, divergence."""
+"""The training program (grubench/program.py) and loop (grubench/loop.py) in-process: seeds
+under vmap, determinism, results, divergence."""
 
 import json
 
@@ -7,14 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from grubench import train as T
+from grubench import loop
+from grubench.program import DataOrder, Evaluator, build
 from helpers import tiny_cfg
 
 
 @pytest.fixture(scope="module")
 def two_seeds(tmp_path_factory):
     out = tmp_path_factory.mktemp("two")
-    return T.train(tiny_cfg("trainer.seeds=2", "seed=0", "trainer.stream_repeats=5"), out), out
+    return loop.train(tiny_cfg("trainer.seeds=2", "seed=0", "trainer.stream_repeats=5"), out), out
 
 
 def test_results_and_curves_are_written(two_seeds):
@@ -26,9 +28,13 @@ def test_results_and_curves_are_written(two_seeds):
         assert len(on_disk["metrics"][k]) == 2
     m = on_disk["metrics"]
     np.testing.assert_allclose(m["gap"], np.subtract(m["val_loss"], m["train_loss"]))
-    assert on_disk["params"] == sum(x.size for x in jax.tree.leaves(
-        T.build(tiny_cfg()).graphdef and jax.eval_shape(
-            lambda: T.build(tiny_cfg()).init(jnp.int32(0))["params"])))
+    assert on_disk["params"] == sum(
+        x.size
+        for x in jax.tree.leaves(
+            build(tiny_cfg()).graphdef
+            and jax.eval_shape(lambda: build(tiny_cfg()).init(jnp.int32(0))["params"])
+        )
+    )
     assert on_disk["speed"]["step_time_ms"] > 0 and on_disk["memory"]["train_step_bytes"] > 0
     assert on_disk["speed"]["stream_step_ms"] > 0
     assert on_disk["memory"]["param_bytes"] == 4 * on_disk["params"]  # float32
@@ -40,23 +46,29 @@ def test_results_and_curves_are_written(two_seeds):
 
 def test_seeds_under_vmap_match_each_seed_alone(two_seeds, tmp_path):
     together, _ = two_seeds
-    alone = T.train(tiny_cfg("trainer.seeds=1", "seed=1"), tmp_path)
+    alone = loop.train(tiny_cfg("trainer.seeds=1", "seed=1"), tmp_path)
     assert alone["seeds"] == [1]
     for k, v in alone["metrics"].items():
-        np.testing.assert_allclose(together["metrics"][k][1], v[0], rtol=2e-5, atol=1e-6,
-                                   err_msg=k)
+        np.testing.assert_allclose(together["metrics"][k][1], v[0], rtol=2e-5, atol=1e-6, err_msg=k)
     # And the two seeds really differ: each has its own init and data order.
     assert together["metrics"]["test_loss"][0] != together["metrics"]["test_loss"][1]
 
 
 def test_same_config_and_seed_give_identical_metrics(two_seeds, tmp_path):
-    again = T.train(tiny_cfg("trainer.seeds=2", "seed=0", "trainer.stream_repeats=5"), tmp_path)
+    again = loop.train(tiny_cfg("trainer.seeds=2", "seed=0", "trainer.stream_repeats=5"), tmp_path)
     assert again["metrics"] == two_seeds[0]["metrics"]
 
 
-def test_param_budget_sets_hidden_in_the_results(tmp_path):
-    res = T.train(tiny_cfg("model=lstm", "model.param_budget=2000", "trainer.steps=1",
-                           "trainer.stream_repeats=0"), tmp_path)
+def test_param_budget_sets_hidden_in_the_results(tmp_path, monkeypatch):
+    points = []  # and the AFTER_STEP hooks (fault injection) run after each step, then "end"
+    monkeypatch.setattr(loop, "AFTER_STEP", [points.append])
+    res = loop.train(
+        tiny_cfg(
+            "model=lstm", "model.param_budget=2000", "trainer.steps=2", "trainer.stream_repeats=0"
+        ),
+        tmp_path,
+    )
+    assert points == ["1", "2", "end"]
     assert res["hidden"] == res["config"]["model"]["hidden"] != 8
     assert abs(res["params"] - 2000) < 0.05 * 2000
     assert res["speed"]["stream_step_ms"] is None
@@ -64,20 +76,27 @@ def test_param_budget_sets_hidden_in_the_results(tmp_path):
 
 def test_training_lowers_the_loss(tmp_path):
     """Adding problem: 60 steps move the test MSE from the untrained model's well below it."""
-    cfg = tiny_cfg("task=adding", "task.seq_len=6", "trainer.steps=60", "trainer.lr=1e-2",
-                   "trainer.eval_every=60", "trainer.log_every=60")
-    prog = T.build(cfg)
+    cfg = tiny_cfg(
+        "task=adding",
+        "task.seq_len=6",
+        "trainer.steps=60",
+        "trainer.lr=1e-2",
+        "trainer.eval_every=60",
+        "trainer.log_every=60",
+    )
+    prog = build(cfg)
     state = jax.vmap(prog.init)(jnp.arange(1))
     from grubench import tasks
-    ev = T.Evaluator(prog, 32)
+
+    ev = Evaluator(prog, 32)
     before = ev(state["params"], tasks.make_splits(cfg.task).test)["loss"][0]
-    res = T.train(cfg, tmp_path)
+    res = loop.train(cfg, tmp_path)
     assert res["metrics"]["test_loss"][0] < 0.5 * before
 
 
 @pytest.mark.parametrize("batch,n", [(8, 20), (8, 16), (32, 12)])
 def test_batches_visit_every_example_once_per_epoch(batch, n):
-    order = T.DataOrder([0, 5], n, batch)
+    order = DataOrder([0, 5], n, batch)
     steps = 2 * np.lcm(batch, n) // batch  # a whole number of epochs
     idx = np.concatenate([order.indices(s) for s in range(steps)], axis=1)
     for seed_rows in idx:
@@ -87,13 +106,14 @@ def test_batches_visit_every_example_once_per_epoch(batch, n):
         assert not np.array_equal(epochs[0], epochs[1])  # reshuffled each epoch
     assert not np.array_equal(idx[0], idx[1])  # each seed its own order
     # The rows of a step depend only on (seed, step), not on what was asked before.
-    np.testing.assert_array_equal(T.DataOrder([5], n, batch).indices(steps - 1)[0],
-                                  order.indices(steps - 1)[1])
+    np.testing.assert_array_equal(
+        DataOrder([5], n, batch).indices(steps - 1)[0], order.indices(steps - 1)[1]
+    )
 
 
 def test_seeds_initialised_one_by_one_equal_vmapped_init():
     """init_seeds sidesteps an XLA CPU deadlock in batched QR; it must change nothing."""
-    prog = T.build(tiny_cfg("model.depth=2"))
+    prog = build(tiny_cfg("model.depth=2"))
     got = prog.init_seeds([3, 7])
     want = jax.vmap(prog.init)(jnp.asarray([3, 7], jnp.int32))
 
@@ -106,16 +126,18 @@ def test_seeds_initialised_one_by_one_equal_vmapped_init():
 
 def test_non_finite_loss_marks_only_that_seed_diverged():
     cfg = tiny_cfg("trainer.seeds=2")
-    prog = T.build(cfg)
+    prog = build(cfg)
     state = prog.init_seeds([0, 1])
     # Poison seed 1's head so its loss is NaN; seed 0 must train on untouched.
-    state["params"]["head"]["kernel"][...] = state["params"]["head"]["kernel"][...].at[1].set(
-        jnp.nan)
+    state["params"]["head"]["kernel"][...] = (
+        state["params"]["head"]["kernel"][...].at[1].set(jnp.nan)
+    )
     from grubench import tasks
+
     data = tasks.make_splits(cfg.task).train.arrays()
     step = jax.jit(jax.vmap(prog.train_step, in_axes=(0, None, 0, None)))
     before = jax.tree.map(lambda a: np.array(a), state["params"])
-    idx = T.DataOrder([0, 1], len(data["x"]), 8)
+    idx = DataOrder([0, 1], len(data["x"]), 8)
     state, out = step(state, jnp.int32(4), idx.indices(4), data)
     state, _ = step(state, jnp.int32(5), idx.indices(5), data)  # warm-up's first lr is 0
     assert np.isfinite(out["loss"][0]) and not np.isfinite(out["loss"][1])
@@ -129,11 +151,18 @@ def test_non_finite_loss_marks_only_that_seed_diverged():
 
 def test_a_diverging_run_says_which_seeds_and_when(tmp_path):
     """An absurd learning rate sends the loss to inf; the run ends 'diverged', not failed."""
-    res = T.train(tiny_cfg("task=adding", "task.seq_len=6", "trainer.seeds=2",
-                           "trainer.lr=1e30", "trainer.clip_norm=0"), tmp_path)
+    res = loop.train(
+        tiny_cfg(
+            "task=adding",
+            "task.seq_len=6",
+            "trainer.seeds=2",
+            "trainer.lr=1e30",
+            "trainer.clip_norm=0",
+        ),
+        tmp_path,
+    )
     assert res["status"] == "diverged"
-    assert set(res["diverged"]) == {"0", "1"} and all(1 <= s <= 6 for s in
-                                                       res["diverged"].values())
+    assert set(res["diverged"]) == {"0", "1"} and all(1 <= s <= 6 for s in res["diverged"].values())
     assert "seed 0 at step" in res["error"]
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["status"] == "diverged" and on_disk["metrics"]["test_loss"] == [None, None]
@@ -142,8 +171,16 @@ def test_a_diverging_run_says_which_seeds_and_when(tmp_path):
 def test_early_stopping_keeps_the_best_validation_parameters(tmp_path):
     """lr so small nothing improves after the first evaluation: with patience 2 the run stops
     two evaluations later and is scored with the parameters of the first one."""
-    res = T.train(tiny_cfg("trainer.lr=1e-12", "trainer.patience=2", "trainer.eval_every=2",
-                           "trainer.steps=40", "trainer.seeds=2"), tmp_path)
+    res = loop.train(
+        tiny_cfg(
+            "trainer.lr=1e-12",
+            "trainer.patience=2",
+            "trainer.eval_every=2",
+            "trainer.steps=40",
+            "trainer.seeds=2",
+        ),
+        tmp_path,
+    )
     m = res["metrics"]
     assert res["stopped_early_at"] == 6  # evaluations at 2 (best), 4 and 6 (no better)
     assert m["best_step"] == [2.0, 2.0]
@@ -151,14 +188,16 @@ def test_early_stopping_keeps_the_best_validation_parameters(tmp_path):
 
 
 def test_rmsprop_trains(tmp_path):
-    res = T.train(tiny_cfg("trainer.optimizer=rmsprop", "trainer.lr=1e-2"), tmp_path)
+    res = loop.train(tiny_cfg("trainer.optimizer=rmsprop", "trainer.lr=1e-2"), tmp_path)
     assert res["status"] == "completed"
     assert res["config"]["trainer"]["optimizer"] == "rmsprop"
 
 
 def test_gradient_probe_records_dL_dh_t_at_start_and_end(tmp_path):
-    res = T.train(tiny_cfg("task=adding", "task.seq_len=6", "trainer.grad_probe=true",
-                           "trainer.seeds=2"), tmp_path)
+    res = loop.train(
+        tiny_cfg("task=adding", "task.seq_len=6", "trainer.grad_probe=true", "trainer.seeds=2"),
+        tmp_path,
+    )
     init, end = res["grad_norms_init"], res["grad_norms"]
     assert init["t"] == end["t"] == list(range(6)) and end["step"] == 6
     norms = np.asarray(end["norm"])
@@ -169,14 +208,22 @@ def test_gradient_probe_records_dL_dh_t_at_start_and_end(tmp_path):
 
 
 def test_recall_accuracy_is_recorded_per_lag(tmp_path):
-    res = T.train(tiny_cfg("task=recall", "task.seq_len=8", "task.n_keys=4", "task.n_values=4",
-                           "trainer.seeds=2"), tmp_path)
+    res = loop.train(
+        tiny_cfg(
+            "task=recall", "task.seq_len=8", "task.n_keys=4", "task.n_values=4", "trainer.seeds=2"
+        ),
+        tmp_path,
+    )
     rec = res["recall"]
     assert rec["lags"] == [2, 4, 6] and np.asarray(rec["accuracy"]).shape == (2, 3)
     # Weighted by how many test examples each lag has, the per-lag accuracies are the accuracy.
     from grubench import tasks
-    counts = np.bincount(tasks.make_splits(tiny_cfg("task=recall", "task.seq_len=8",
-                                                    "task.n_keys=4", "task.n_values=4").task)
-                         .test.lag, minlength=3)
+
+    counts = np.bincount(
+        tasks.make_splits(
+            tiny_cfg("task=recall", "task.seq_len=8", "task.n_keys=4", "task.n_values=4").task
+        ).test.lag,
+        minlength=3,
+    )
     overall = np.asarray(rec["accuracy"]) @ counts / counts.sum()
     np.testing.assert_allclose(overall, res["metrics"]["test_accuracy"], rtol=1e-5)

@@ -1,0 +1,374 @@
+"""The training loop of one run: checkpoints, evaluation, divergence, the results record.
+
+`train(cfg, out_dir)` trains every seed of `cfg` with the program of `grubench.program`,
+evaluates, checkpoints and resumes, and writes results.json (`grubench.results`) and
+metrics.jsonl whatever the ending. Process concerns (signals, the hang watchdog) come from
+`grubench.process`. `AFTER_STEP` holds callbacks run at the end of every step (and at "end",
+before the final evaluation): a hook for tests that inject faults; empty otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from omegaconf import DictConfig, OmegaConf
+
+from grubench import measure, tasks
+from grubench.checkpoint import CheckpointError, Checkpoints
+from grubench.config import validate
+from grubench.model import param_count, with_budget
+from grubench.process import Preempted, StopSignals, Watchdog, exit_or_restart
+from grubench.program import DataOrder, Evaluator, build
+from grubench.results import Results, new_record, write_json
+from grubench.tracking import Tracker
+
+# Called with the step just finished ("1", "2", ...) after its checkpoint, and with "end" after
+# the last step: test code appends fault injectors here (tests/faults/sitecustomize.py).
+AFTER_STEP: list[Callable[[str], None]] = []
+
+
+def _after_step(point: str) -> None:
+    for hook in AFTER_STEP:
+        hook(point)
+
+
+SOLVED = 0.99  # accuracy at which a lag counts as solved
+
+
+def solved_lag(lags: tuple[int, ...], accuracy: np.ndarray) -> np.ndarray:
+    """[seeds]: the largest lag L such that every lag <= L the split tests (accuracy not NaN)
+    is recalled with accuracy >= SOLVED; 0 when the shortest tested lag already fails."""
+    out = np.zeros(accuracy.shape[0])
+    for i, row in enumerate(np.asarray(accuracy, float)):
+        for lag, acc in zip(lags, row, strict=True):
+            if np.isnan(acc):
+                continue
+            if acc < SOLVED:
+                break
+            out[i] = lag
+    return out
+
+
+def completed(out_dir: str | Path) -> Results | None:
+    """The results of `out_dir` if they record a completed run (never rerun, never overwritten)."""
+    path = Path(out_dir) / "results.json"
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    done = isinstance(res, dict) and res.get("status") == "completed"
+    return cast(Results, res) if done else None
+
+
+def train(
+    cfg: DictConfig,
+    out_dir: str | Path,
+    *,
+    group: str | None = None,
+    restart_argv: list[str] | None = None,
+) -> Results:
+    """Train `cfg` for every seed, write results.json and metrics.jsonl into `out_dir`, and
+    return the results. The results record is written whatever the ending: completed,
+    diverged (some seed's loss went non-finite), or failed (an exception, re-raised).
+
+    A run resumes from the newest checkpoint in `out_dir/checkpoints` (or
+    `trainer.resume`); a directory whose results.json says completed is returned untouched.
+    `group` names the sweep for W&B (default `logger.group`). If no step finishes for
+    `trainer.hang_timeout_s` seconds (a wedged XLA runtime), the process re-executes
+    `restart_argv` (which must resume this run) or, without it, exits with status 3.
+    """
+    validate(cfg)
+    cfg = with_budget(cfg)  # model.param_budget > 0 sets model.hidden
+    out_dir = Path(out_dir)
+    previous = completed(out_dir)
+    if previous is not None:
+        return previous
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_dict = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    tr = cfg.trainer
+    seeds = [cfg.seed + i for i in range(tr.seeds)]
+    results = new_record(cfg, config_dict, seeds, tasks.baseline(cfg.task))
+    tracker = Tracker(out_dir, cfg, config_dict, group=group, seeds=seeds)
+    dog = Watchdog(
+        cfg.trainer.hang_timeout_s,
+        lambda stalled: exit_or_restart(
+            f"no training step finished for {stalled:.0f} s (trainer.hang_timeout_s="
+            f"{cfg.trainer.hang_timeout_s:g}): the XLA runtime is stuck",
+            restart_argv,
+        ),
+    )
+    t_start = time.perf_counter()
+    try:
+        results.update(_run(cfg, seeds, tracker, out_dir, config_dict, dog))
+    except BaseException as e:
+        results["status"] = "failed"
+        results["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+        raise
+    finally:
+        dog.stop()
+        results["wall_s"] = time.perf_counter() - t_start
+        tracker.summary(results)
+        tracker.close()
+        write_json(out_dir / "results.json", results)
+    return results
+
+
+def _where_seed(mask: np.ndarray, new, old):
+    """Per seed (leading axis), `new` where mask else `old`."""
+    m = jnp.asarray(mask)
+    return jax.tree.map(lambda a, b: jnp.where(m.reshape(-1, *[1] * (a.ndim - 1)), a, b), new, old)
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    # disable=None: a bar on a terminal, nothing in logs and pipes.
+    return tqdm(total=total, disable=None if enabled else True, unit="step", dynamic_ncols=True)
+
+
+def _resume_source(cfg: DictConfig, own: Checkpoints) -> Checkpoints:
+    """Where to resume from: `trainer.resume` (a run directory or its checkpoints/), else the
+    run's own checkpoints."""
+    if not cfg.trainer.resume:
+        return own
+    path = Path(cfg.trainer.resume)
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    source = Checkpoints(path, cfg.trainer.keep_checkpoints)
+    if source.latest() is None:
+        raise CheckpointError(f"trainer.resume={cfg.trainer.resume}: no checkpoint found there")
+    return source
+
+
+def _run(
+    cfg: DictConfig,
+    seeds: list[int],
+    tracker: Tracker,
+    out_dir: Path,
+    config_dict: dict,
+    dog: Watchdog,
+) -> Results:
+    """Train every seed: the fields of the results record that the run measured."""
+    tr = cfg.trainer
+    results: Results = {}
+    dog.start()  # from here on, so a wedged initialisation is caught too
+    splits = tasks.make_splits(cfg.task)
+    program = build(cfg)
+    with dog.paused():  # compiling is slow but cannot wedge; running it can
+        init = jax.jit(program.init).lower(jnp.int32(0)).compile()
+    state = program.init_seeds(seeds, init)
+    results["params"] = param_count(jax.tree.map(lambda a: a[0], state["params"]))
+    results["train_size"] = len(splits.train)  # what the task had, not just what was asked
+    data = jax.device_put(splits.train.arrays())
+
+    ckpts = Checkpoints(out_dir / "checkpoints", tr.keep_checkpoints)
+    start = 0
+    best_val = np.full(len(seeds), np.inf)
+    best_step = np.zeros(len(seeds), np.int64)
+    since_best = np.zeros(len(seeds), np.int64)  # evaluations without a better val loss
+    step_times: list[float] = []
+    restored = _resume_source(cfg, ckpts).restore(state, config_dict)
+    if restored is not None:
+        state, meta = restored
+        start = int(meta["step"])
+        best_val = np.array([np.inf if v is None else v for v in meta["best_val"]])
+        best_step = np.array(meta["best_step"], np.int64)
+        since_best = np.array(meta["since_best"], np.int64)
+        step_times = list(meta["step_times"])
+        tracker.jsonl.rows = list(meta["rows"])
+        results["resumed_from_step"] = start
+
+    def checkpoint(done: int) -> None:
+        ckpts.save(
+            done,
+            state,
+            {
+                "step": done,
+                "best_val": best_val,
+                "best_step": best_step,
+                "since_best": since_best,
+                "step_times": step_times[-1000:],
+                "rows": tracker.jsonl.rows,
+                "config": config_dict,
+            },
+        )
+
+    order = DataOrder(seeds, len(splits.train), tr.batch_size)
+    step_fn = jax.jit(jax.vmap(program.train_step, in_axes=(0, None, 0, None)), donate_argnums=0)
+    t0 = time.perf_counter()
+    with dog.paused():
+        compiled = step_fn.lower(state, jnp.int32(0), order.indices(0), data).compile()
+    compile_s = time.perf_counter() - t0
+    # The training set is an argument of the step but the same for every model: left out.
+    results["memory"] = {
+        "train_step_bytes": measure.compiled_bytes(
+            compiled, exclude_bytes=sum(a.nbytes for a in jax.tree.leaves(data))
+        ),
+        "peak_bytes": measure.device_peak_bytes(),
+    }
+
+    evaluate = Evaluator(program, min(tr.eval_batch_size, len(splits.val), len(splits.test)))
+    probe = None
+    if tr.grad_probe:
+        probe_batch = splits.val.take(evaluate.batch_size).arrays()
+        with dog.paused():
+            probe_fn = (
+                jax.jit(jax.vmap(program.grad_profile, in_axes=(0, None)))
+                .lower(state["params"], probe_batch)
+                .compile()
+            )
+        probe = lambda params: np.asarray(probe_fn(params, probe_batch))
+        if start == 0:
+            results["grad_norms_init"] = {
+                "t": list(range(int(splits.val.x.shape[1]))),
+                "step": 0,
+                "norm": probe(state["params"]),
+            }
+    # train_loss is measured like val_loss, on the whole training set up to 5 000 examples
+    # (at least as many as validation has), so the gap compares like with like.
+    train_eval = splits.train.take(max(len(splits.val), min(len(splits.train), 5000)))
+    bar = _progress(tr.steps, tr.progress)
+    bar.update(start)
+    end = tr.steps
+    if tr.patience and np.all(since_best >= tr.patience):  # resumed after stopping early
+        end = start
+        results["stopped_early_at"] = start
+    dog.tick()
+    with StopSignals() as stop_signal:
+        for step in range(start, end):
+            idx = order.indices(step)
+            t = time.perf_counter()
+            state, out = compiled(state, jnp.int32(step), idx, data)
+            jax.block_until_ready(state)
+            dog.tick()
+            step_times.append(time.perf_counter() - t)
+            done = step + 1
+            if done % tr.log_every == 0 or done == tr.steps:
+                loss = np.asarray(out["loss"])
+                recent = step_times[-tr.log_every :]
+                rate = len(recent) / sum(recent)
+                tracker.log(
+                    done,
+                    {
+                        "train/loss": loss,
+                        "train/grad_norm": np.asarray(out["grad_norm"]),
+                        "steps_per_s": rate,
+                    },
+                )
+                finite = loss[np.isfinite(loss)]
+                shown = f"{finite.mean():.4f}" if finite.size else "non-finite"
+                bar.set_postfix(loss=shown, steps_s=f"{rate:.1f}")
+            if done % tr.eval_every == 0 or done == tr.steps:
+                val = evaluate(state["params"], splits.val)
+                dog.tick()
+                tracker.log(done, {"val/loss": val["loss"], "val/accuracy": val["accuracy"]})
+                tracker.flush()
+                better = val["loss"] < best_val
+                best_val = np.where(better, val["loss"], best_val)
+                best_step = np.where(better, done, best_step)
+                since_best = np.where(better, 0, since_best + 1)
+                if tr.patience:
+                    state["best_params"] = _where_seed(
+                        better, state["params"], state["best_params"]
+                    )
+            bar.update(1)
+            stop = bool(tr.patience) and bool(np.all(since_best >= tr.patience))
+            if (
+                (tr.checkpoint_every and done % tr.checkpoint_every == 0)
+                or done == tr.steps
+                or stop
+            ):
+                checkpoint(done)
+            _after_step(str(done))
+            if stop_signal.raised:
+                if done % (tr.checkpoint_every or tr.steps + 1) and done != tr.steps:
+                    checkpoint(done)
+                raise Preempted(done, stop_signal.raised, stop_signal.requeue)
+            if stop:
+                results["stopped_early_at"] = done
+                break
+    bar.close()
+    ckpts.close()
+    _after_step("end")
+
+    params = state["best_params"] if tr.patience else state["params"]
+    if probe is not None:
+        results["grad_norms"] = {
+            "t": list(range(int(splits.val.x.shape[1]))),
+            "step": int(results.get("stopped_early_at", tr.steps)),
+            "norm": probe(params),
+        }
+    final = {}
+    for name, split in (("train", train_eval), ("val", splits.val), ("test", splits.test)):
+        final[name] = evaluate(params, split)
+        dog.tick()
+    diverged = np.asarray(state["diverged"])
+    mask = lambda v: np.where(diverged, np.nan, v)
+    metrics = {}
+    for name, m in final.items():
+        metrics[f"{name}_loss"] = mask(m["loss"])
+        metrics[f"{name}_accuracy"] = mask(m["accuracy"])
+    metrics["gap"] = metrics["val_loss"] - metrics["train_loss"]
+    if program.spec.loss_scale != 1.0:  # e.g. MSE in sunspots^2 beside the standardised one
+        for name in final:
+            metrics[f"{name}_loss_original_units"] = (
+                metrics[f"{name}_loss"] * program.spec.loss_scale
+            )
+    metrics["best_val_loss"] = mask(best_val)
+    metrics["best_step"] = best_step.astype(float)
+    metrics["diverged"] = diverged.astype(float)  # its mean over seeds: the divergence rate
+    if "lag_accuracy" in final["test"]:
+        lag_acc = np.where(diverged[:, None], np.nan, final["test"]["lag_accuracy"])
+        results["recall"] = {
+            "lags": list(program.spec.lags),
+            "split": "test",
+            "accuracy": lag_acc,
+            "solved_at": SOLVED,
+        }
+        metrics["solved_lag"] = mask(solved_lag(program.spec.lags, lag_acc))
+    results["metrics"] = {k: [float(x) for x in np.asarray(v)] for k, v in metrics.items()}
+
+    # Streaming inference (a real-time speech or chat server): one step at batch 1, seed 0.
+    one = jax.tree.map(lambda a: a[0], params)
+    carries = nnx.merge(program.graphdef, one).initial_carries(1)
+    stream_s = (
+        measure.stream_step_time(
+            program.stream_step, one, splits.test.x[:1, 0], carries, repeats=tr.stream_repeats
+        )
+        if tr.stream_repeats
+        else None
+    )
+    results["memory"]["param_bytes"] = measure.param_bytes(one)
+    results["memory"]["peak_bytes"] = measure.device_peak_bytes()
+
+    timed = step_times[tr.timing_warmup :] or step_times
+    tokens = len(seeds) * tr.batch_size * int(splits.train.x.shape[1])
+    step_s = statistics.median(timed) if timed else math.nan
+    results["speed"] = {
+        "step_time_ms": 1e3 * step_s,
+        "compile_s": compile_s,
+        "tokens_per_s": tokens / step_s,
+        "timed_steps": len(timed),
+        "stream_step_ms": None if stream_s is None else 1e3 * stream_s,
+        "device": str(jax.devices()[0].device_kind),
+    }
+    if diverged.any():
+        steps = np.asarray(state["diverged_step"])
+        results["diverged"] = {str(s): int(steps[i]) for i, s in enumerate(seeds) if diverged[i]}
+        results["status"] = "diverged"
+        results["error"] = "non-finite loss: " + ", ".join(
+            f"seed {s} at step {st}" for s, st in results["diverged"].items()
+        )
+    else:
+        results["status"] = "completed"
+    return results

@@ -1,0 +1,162 @@
+"""Process concerns of a training run: pre-emption signals and the hang watchdog.
+
+Signals. `StopSignals` turns SIGTERM (SLURM pre-emption) and submitit's pre-emption signal into
+a flag the loop reads at the end of each step: it checkpoints and raises `Preempted`.
+
+Watchdog. XLA's CPU runtime can, rarely, wedge: `block_until_ready` waits forever with the CPU
+idle (docs/reliability.md). No state can be saved from a wedged runtime, but the last checkpoint
+is on disk, so the cure is a fresh process: `Watchdog` notices that no step has finished for
+`timeout_s` seconds and calls `on_hang` from its own thread (the main thread is blocked).
+`restart_command` builds the re-execution the command line uses: the same command, pinned to
+the same output directory, which resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+RESTARTS_ENV = "GRUBENCH_RESTARTS"  # how many times this command has restarted itself
+MAX_RESTARTS = 3
+HANG_EXIT = 3
+
+
+class Watchdog:
+    """`start()`, then `tick()` after each unit of work, then `stop()`. `on_hang(stalled_s)`
+    runs once, on the watchdog's thread, after `timeout_s` seconds without a tick; timeout_s = 0
+    disables the watchdog. Inside `with paused():` (compiling: slow, but it cannot wedge) the
+    clock does not run."""
+
+    def __init__(self, timeout_s: float, on_hang: Callable[[float], None]):
+        self.timeout_s = timeout_s
+        self.on_hang = on_hang
+        self._last = time.monotonic()
+        self._stop = threading.Event()
+        self._paused = False
+
+    def tick(self) -> None:
+        self._last = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(5.0, self.timeout_s / 4)):
+            if self._paused:  # read first: paused() ticks before it clears the flag
+                continue
+            stalled = time.monotonic() - self._last
+            if stalled > self.timeout_s:
+                self.on_hang(stalled)
+                return
+
+    def start(self) -> None:
+        self.tick()
+        if self.timeout_s > 0:
+            threading.Thread(target=self._watch, name="grubench-watchdog", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        self._paused = True
+        try:
+            yield
+        finally:
+            self.tick()
+            self._paused = False
+
+
+def restart_command(argv: Sequence[str], dir_key: str, out_dir: str) -> list[str]:
+    """`argv` (sys.orig_argv) with any `dir_key=` override replaced by `dir_key=out_dir`, so the
+    restarted command writes where this one did and resumes there."""
+    kept = [a for a in argv if not a.startswith(f"{dir_key}=")]
+    return [*kept, f"{dir_key}={out_dir}"]
+
+
+def exit_or_restart(message: str, argv: Sequence[str] | None) -> None:
+    """Print `message`; then re-execute `argv` (at most MAX_RESTARTS times per command, counted
+    in GRUBENCH_RESTARTS) or, without argv or past the limit, end the process with HANG_EXIT.
+    Called from the watchdog's thread: nothing else in this process can run any more."""
+    restarts = int(os.environ.get(RESTARTS_ENV, "0"))
+    if argv is not None and restarts < MAX_RESTARTS:
+        print(
+            f"grubench-train: {message}; restarting from the last checkpoint "
+            f"({restarts + 1} of {MAX_RESTARTS})",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.stdout.flush()
+        os.environ[RESTARTS_ENV] = str(restarts + 1)
+        os.execv(argv[0], list(argv))
+    print(
+        f"grubench-train: error: {message}; run the same command to resume from the last "
+        "checkpoint",
+        file=sys.stderr,
+        flush=True,
+    )
+    sys.stdout.flush()
+    os._exit(HANG_EXIT)
+
+
+class Preempted(Exception):
+    """A pre-emption signal arrived; the state was checkpointed at `step`. `requeue`, when
+    set, is the job scheduler's handler (submitit's): it requeues the job and exits."""
+
+    def __init__(self, step: int, signal_name: str = "SIGTERM", requeue: Any = None):
+        super().__init__(
+            f"preempted by {signal_name} at step {step}: run the same command to resume"
+        )
+        self.step = step
+        self.signal_name = signal_name
+        self.requeue = requeue
+
+
+class StopSignals:
+    """While active, SIGTERM (SLURM pre-emption) and, under submitit, its pre-emption signal
+    (SIGUSR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise) only raise a flag; the loop
+    checkpoints at the end of the step and stops. submitit's own handler for its signal is kept
+    as `requeue`, to be called once the checkpoint is safe: it requeues the job and exits. A
+    second signal before the step ends terminates the process as usual."""
+
+    def __init__(self):
+        self.raised: str | None = None
+        self.requeue: Any = None
+
+    def __enter__(self):
+        self.raised, self.requeue = None, None
+        self._old: dict[int, Any] = {}
+        names = {"SIGTERM", "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")}
+        try:
+            for name in sorted(names):
+                sig = getattr(signal, name, None)
+                if sig is None:
+                    continue
+                old = signal.getsignal(sig)
+                if sig != signal.SIGTERM and not callable(old):
+                    continue  # nobody asked for this signal: leave its default alone
+                self._old[sig] = old
+                signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._restore()
+        return self
+
+    def _handle(self, signum, frame):
+        if self.raised:  # a second signal: the step did not end (a hang?); die at once
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        self.raised = signal.Signals(signum).name
+        old = self._old.get(signum)
+        if signum != signal.SIGTERM and callable(old):
+            self.requeue = lambda: old(signum, None)
+
+    def _restore(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+    def __exit__(self, *exc):
+        self._restore()

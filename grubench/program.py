@@ -1,0 +1,190 @@
+"""The pure training program of one configuration: init, train step, evaluation.
+
+State is a pytree: the model is split once (`nnx.split`) and rebuilt with `nnx.merge` inside
+the pure functions, which `jax.jit` and `jax.vmap` then transform. One jitted train step is
+vmapped over `trainer.seeds` seeds, so a single compiled program trains them all. Each seed
+has its own initialisation and dropout keys, drawn from `jax.random.key(seed)` alone, and its
+own data order (`DataOrder`), so a seed trained with others gives the numbers it gives trained
+by itself, and step s of a resumed run is step s of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from omegaconf import DictConfig
+
+from grubench import optim, tasks
+from grubench.model import SequenceModel
+
+
+def seed_keys(seed: jax.Array | int) -> tuple[jax.Array, jax.Array]:
+    """(init, dropout) keys of one seed; its data order comes from `DataOrder`."""
+    k = jax.random.split(jax.random.key(seed), 2)
+    return k[0], k[1]
+
+
+class DataOrder:
+    """Which training rows each seed sees at each step, drawn on the host.
+
+    Each epoch is a permutation of 0..n-1 from `np.random.default_rng([seed, epoch])`, read in
+    order `batch` rows a step (a batch may span an epoch boundary), so the rows of step s depend
+    only on (seed, s): a seed sees the same data alone or beside others, and a resumed run can
+    pick up at any step.
+    """
+
+    def __init__(self, seeds: list[int], n: int, batch: int):
+        self.seeds, self.n, self.batch = seeds, n, batch
+        self._perms: dict[tuple[int, int], np.ndarray] = {}
+
+    def _perm(self, seed: int, epoch: int) -> np.ndarray:
+        key = (seed, epoch)
+        if key not in self._perms:
+            # Keep only the epochs still in use: batches move forward through them.
+            self._perms = {k: v for k, v in self._perms.items() if k[1] >= epoch - 1}
+            self._perms[key] = np.random.default_rng([seed, epoch]).permutation(self.n)
+        return self._perms[key]
+
+    def indices(self, step: int) -> np.ndarray:
+        """int32 [len(seeds), batch]: the rows of `step` for every seed."""
+        pos = step * self.batch + np.arange(self.batch)
+        epoch, offset = pos // self.n, pos % self.n
+        out = np.empty((len(self.seeds), self.batch), np.int32)
+        for i, seed in enumerate(self.seeds):
+            for e in np.unique(epoch):
+                sel = epoch == e
+                out[i, sel] = self._perm(seed, int(e))[offset[sel]]
+        return out
+
+
+@dataclass
+class Program:
+    """The pure pieces of one configuration: init, train step and eval, not yet jitted."""
+
+    graphdef: Any
+    spec: tasks.TaskSpec
+    tx: Any
+    cfg: DictConfig
+
+    def init(self, seed: jax.Array) -> dict[str, Any]:
+        k_init, k_drop = seed_keys(seed)
+        model = SequenceModel(self.cfg, rngs=nnx.Rngs(params=k_init))
+        _, params = nnx.split(model)
+        early = {"best_params": params} if self.cfg.trainer.patience else {}
+        return {
+            **early,
+            "params": params,
+            "opt": self.tx.init(params),
+            "dropout_key": k_drop,
+            "diverged": jnp.array(False),
+            "diverged_step": jnp.array(-1, jnp.int32),
+        }
+
+    def init_seeds(self, seeds: list[int], init: Callable | None = None) -> dict[str, Any]:
+        """The states of `seeds`, stacked on a leading seed axis, as `vmap(init)` would give.
+
+        Each seed is initialised on its own and then stacked, not under `vmap`: XLA's CPU
+        backend deadlocks running many batched QR decompositions (the orthogonal initialiser)
+        in one program — `jax.jit(jax.vmap(f))` of twelve 64 x 64 `jnp.linalg.qr` hangs in
+        `block_until_ready` with the CPU idle (jax 0.10.2; the reproducer is in
+        docs/performance.md).
+        The states are bit-identical to vmap's."""
+        init = init or jax.jit(self.init)
+        states = [init(jnp.asarray(s, jnp.int32)) for s in seeds]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+    def loss(self, params, batch: dict[str, jax.Array], dropout_key: jax.Array | None):
+        model = nnx.merge(self.graphdef, params)
+        if self.cfg.model.remat:  # the whole model in checkpointed chunks: O(sqrt(T)) memory
+            return model.remat_loss(batch, dropout_key=dropout_key)
+        return tasks.mean_loss(model(batch["x"], dropout_key=dropout_key), batch, self.spec)
+
+    def train_step(
+        self, state: dict[str, Any], step: jax.Array, idx: jax.Array, data: dict[str, jax.Array]
+    ):
+        """One AdamW step on one seed, on the training rows `idx`. A non-finite loss or
+        gradient marks the seed diverged at `step` and freezes it; other seeds under vmap go
+        on unaffected."""
+        batch = jax.tree.map(lambda a: a[idx], data)
+        use_dropout = self.cfg.model.dropout > 0
+        dkey = jax.random.fold_in(state["dropout_key"], step) if use_dropout else None
+        loss, grads = jax.value_and_grad(self.loss)(state["params"], batch, dkey)
+        gnorm = optax.tree.norm(grads)
+        updates, opt = self.tx.update(grads, state["opt"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+        ok = finite & ~state["diverged"]
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+        new = {
+            **state,
+            "params": keep(params, state["params"]),
+            "opt": keep(opt, state["opt"]),
+            "diverged": state["diverged"] | ~finite,
+            "diverged_step": jnp.where(
+                ~state["diverged"] & ~finite, step, state["diverged_step"]
+            ).astype(jnp.int32),
+        }
+        return new, {"loss": loss, "grad_norm": gnorm}
+
+    def grad_profile(self, params, batch: dict[str, jax.Array]) -> jax.Array:
+        """[T]: mean over the batch of ||dL_i/dh_t|| at the first layer, L_i an example's loss
+        (no dropout) — how much each time step's state matters to the loss."""
+        model = nnx.merge(self.graphdef, params)
+        b, t = batch["x"].shape[:2]
+        zeros = jnp.zeros((b, t, self.cfg.model.hidden), jnp.float32)
+        g = jax.grad(lambda e: tasks.mean_loss(model(batch["x"], probe=e), batch, self.spec))(zeros)
+        return b * jnp.mean(jnp.linalg.norm(g, axis=-1), axis=0)
+
+    def stream_step(self, params, x_t: jax.Array, carries: list) -> tuple[jax.Array, list]:
+        """Streaming inference: one time step of one seed's model (see SequenceModel.step)."""
+        return nnx.merge(self.graphdef, params).step(x_t, carries)
+
+    def eval_sums(self, params, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        model = nnx.merge(self.graphdef, params)
+        return tasks.batch_sums(model(batch["x"]), batch, self.spec)
+
+
+def build(cfg: DictConfig) -> Program:
+    abstract = nnx.eval_shape(lambda: SequenceModel(cfg, rngs=nnx.Rngs(0)))
+    graphdef, _ = nnx.split(abstract)
+    return Program(graphdef, tasks.spec(cfg.task), optim.optimizer(cfg.trainer), cfg)
+
+
+class Evaluator:
+    """Exact loss and accuracy of every seed on a whole split, in fixed-size padded batches
+    (one compiled shape for all splits)."""
+
+    def __init__(self, program: Program, batch_size: int):
+        self.batch_size = batch_size
+        self.fn = jax.jit(jax.vmap(program.eval_sums, in_axes=(0, None)))
+
+    def __call__(self, params, split: tasks.Split) -> dict[str, np.ndarray]:
+        arrays = split.arrays()
+        n, bs = len(split), self.batch_size
+        totals = None
+        for start in range(0, n, bs):
+            chunk = {k: v[start : start + bs] for k, v in arrays.items()}
+            pad = bs - chunk["x"].shape[0]
+            if pad:  # padded rows have zero masks, so they add nothing to the sums
+                chunk = {
+                    k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)])
+                    for k, v in chunk.items()
+                }
+            sums = self.fn(params, chunk)
+            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        t = jax.device_get(totals)
+        out = {
+            "loss": t["loss_sum"] / np.maximum(t["loss_weight"], 1.0),
+            "accuracy": t["correct"] / np.maximum(t["count"], 1.0),
+        }
+        if "lag_correct" in t:  # [seeds, lags]; NaN where the split has no example at a lag
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out["lag_accuracy"] = t["lag_correct"] / t["lag_count"]
+        return out
