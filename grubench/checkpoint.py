@@ -14,7 +14,7 @@ from typing import Any
 
 import jax
 
-from grubench.config import FREE_KEYS, SAME_MATH_KEYS, is_free_key
+from grubench.config import FREE_KEYS, LEGACY_KEYS, SAME_MATH_KEYS, is_free_key
 from grubench.errors import CheckpointError
 from grubench.results import jsonable
 
@@ -22,10 +22,6 @@ __all__ = ["CheckpointError", "Checkpoints", "config_difference"]
 
 # Keys added after checkpoints were first written: a checkpoint without one had this value.
 _ADDED_KEYS = {("model", "matmul_dtype"): "float32"}
-# Keys that a checkpoint written before the cell registry may hold where today's config has
-# none: the model's cell is its name, a GRU's form is gru or gru_v1, and only the LSTM's config
-# has forget_bias. Compared only where the config has them too.
-_LEGACY_KEYS = {("model", "cell"), ("model", "reset_after"), ("model", "forget_bias")}
 
 
 def _to_leaves(state: Any) -> list[Any]:
@@ -51,7 +47,7 @@ def config_difference(a: dict, b: dict, prefix: tuple = ()) -> str | None:
     for k in sorted(set(a) | set(b)):
         path = (*prefix, k)
         if is_free_key(".".join(path), FREE_KEYS + SAME_MATH_KEYS) or (
-            path in _LEGACY_KEYS and k not in a
+            ".".join(path) in LEGACY_KEYS and k not in a
         ):
             continue
         va, vb = a.get(k, _ADDED_KEYS.get(path)), b.get(k, _ADDED_KEYS.get(path))

@@ -49,6 +49,14 @@ def check_overrides(argv: list[str]) -> None:
         return
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = [a for a in argv if not a.startswith("-")]
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if key in ("model.name", "task.name"):
+            group = key.split(".")[0]
+            raise ConfigError(
+                f"{key}={value} is not allowed: choose the {group} with "
+                f"{group}=NAME ({key} is the name of the {group} chosen)"
+            )
     for job in _jobs(overrides, multirun):
         cfg = _compose(job)
         validate(cfg)

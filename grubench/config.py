@@ -29,7 +29,6 @@ FREE_KEYS = (
     "trainer.checkpoint_every",
     "trainer.keep_checkpoints",
     "trainer.hang_timeout_s",
-    "trainer.eval_batch_size",
     "logger.",
 )
 # Keys that change how the same gradients are computed, not what they are (backward pass, scan
@@ -38,12 +37,26 @@ FREE_KEYS = (
 SAME_MATH_KEYS = ("model.backward", "model.unroll", "model.scan")
 
 
+# Keys that configs written before the cell registry held and configs no longer hold (the cell
+# is the model's name; a GRU's form is gru or gru_v1; only the LSTM's config has forget_bias),
+# with the value they had when a config did not set them (None: always implied by the name). A
+# resumed checkpoint or a pooled report compares them only where today's config has them.
+LEGACY_KEYS: dict[str, Any] = {
+    "model.cell": None,
+    "model.reset_after": None,
+    "model.forget_bias": 1.0,
+}
+
+
 def is_free_key(key: str, keys: tuple[str, ...] = FREE_KEYS) -> bool:
     """Whether the dotted config `key` is one of `keys` or inside a group ending in "."."""
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in keys)
 
 
 __all__ = [
+    "FREE_KEYS",
+    "LEGACY_KEYS",
+    "SAME_MATH_KEYS",
     "Config",
     "ConfigError",
     "LoggerConfig",
@@ -134,7 +147,7 @@ class TrainerConfig:
     keep_checkpoints: int = 2
     resume: str | None = None  # a run or checkpoints directory to continue from
     # No step finished for this long: the XLA CPU runtime is stuck (a rare upstream hang);
-    # the command restarts itself from the last checkpoint (grubench/watchdog.py). 0: off.
+    # the command restarts itself from the last checkpoint (grubench/process.py). 0: off.
     hang_timeout_s: float = 600.0
     progress: bool = True  # tqdm bar on a terminal
 
@@ -178,46 +191,43 @@ def require(ok: bool, key: str, value: object, allowed: str) -> None:
         raise ConfigError(f"{key}={value} is not allowed: {allowed}")
 
 
-_require = require
-
-
 def validate(cfg: DictConfig | Config) -> None:
     """Check ranges and choices; raise ConfigError with one line on the first bad value."""
     c = OmegaConf.structured(cfg) if not isinstance(cfg, DictConfig) else cfg
     m, t, tr, lg = c.model, c.task, c.trainer, c.logger
     cell = _entry(CELLS, "model", m.name)
     _same_entry(m, cell.config, "model")
-    _require(m.hidden >= 1, "model.hidden", m.hidden, "an integer >= 1")
-    _require(m.depth >= 1, "model.depth", m.depth, "an integer >= 1")
-    _require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "a float in [0, 1)")
-    _require(m.embed_dim >= 0, "model.embed_dim", m.embed_dim, "an integer >= 0")
-    _require(
+    require(m.hidden >= 1, "model.hidden", m.hidden, "an integer >= 1")
+    require(m.depth >= 1, "model.depth", m.depth, "an integer >= 1")
+    require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "a float in [0, 1)")
+    require(m.embed_dim >= 0, "model.embed_dim", m.embed_dim, "an integer >= 0")
+    require(
         m.unroll >= 0,
         "model.unroll",
         m.unroll,
         "an integer >= 0 (0: 1 on CPU, 8 on an accelerator)",
     )
-    _require(m.backward in ("fused", "autodiff"), "model.backward", m.backward, "fused or autodiff")
-    _require(
+    require(m.backward in ("fused", "autodiff"), "model.backward", m.backward, "fused or autodiff")
+    require(
         m.matmul_dtype in ("float32", "bfloat16"),
         "model.matmul_dtype",
         m.matmul_dtype,
         "float32 or bfloat16",
     )
-    _require(
+    require(
         m.matmul_dtype == "float32" or cell.linear_in_h or (cell.fused and m.backward == "fused"),
         "model.matmul_dtype",
         m.matmul_dtype,
         f"float32 for model={m.name} with model.backward={m.backward} (bfloat16 needs the "
         "fused backward, or a cell linear in h)",
     )
-    _require(
+    require(
         m.scan in ("auto", "parallel", "sequential"),
         "model.scan",
         m.scan,
         "auto, parallel or sequential",
     )
-    _require(
+    require(
         m.scan == "auto" or m.scan in cell.scans,
         "model.scan",
         m.scan,
@@ -225,19 +235,19 @@ def validate(cfg: DictConfig | Config) -> None:
         + ", ".join(c.name for c in CELLS if c.scans)
         + ")",
     )
-    _require(
+    require(
         m.remat_chunk >= 0,
         "model.remat_chunk",
         m.remat_chunk,
         "an integer >= 0 (0: about sqrt(seq_len))",
     )
-    _require(
+    require(
         m.param_budget >= 0,
         "model.param_budget",
         m.param_budget,
         "an integer >= 0 (0: use model.hidden)",
     )
-    _require(
+    require(
         m.recurrent_init in ("orthogonal", "lecun_normal"),
         "model.recurrent_init",
         m.recurrent_init,
@@ -245,56 +255,56 @@ def validate(cfg: DictConfig | Config) -> None:
     )
     task = _entry(TASKS, "task", t.name)
     _same_entry(t, task.config, "task")
-    _require(t.seq_len >= 1, "task.seq_len", t.seq_len, "an integer >= 1")
+    require(t.seq_len >= 1, "task.seq_len", t.seq_len, "an integer >= 1")
     for k in ("train_size", "val_size", "test_size"):
-        _require(t[k] >= 1, f"task.{k}", t[k], "an integer >= 1")
+        require(t[k] >= 1, f"task.{k}", t[k], "an integer >= 1")
     if task.validate is not None:
         task.validate(t)
-    _require(tr.steps >= 1, "trainer.steps", tr.steps, "an integer >= 1")
-    _require(tr.batch_size >= 1, "trainer.batch_size", tr.batch_size, "an integer >= 1")
-    _require(tr.seeds >= 1, "trainer.seeds", tr.seeds, "an integer >= 1")
-    _require(tr.optimizer in OPTIMIZERS, "trainer.optimizer", tr.optimizer, f"one of {OPTIMIZERS}")
-    _require(tr.lr > 0, "trainer.lr", tr.lr, "a float > 0")
-    _require(0 < tr.rho < 1, "trainer.rho", tr.rho, "a float in (0, 1)")
-    _require(tr.patience >= 0, "trainer.patience", tr.patience, "an integer >= 0 (0: off)")
-    _require(tr.weight_decay >= 0, "trainer.weight_decay", tr.weight_decay, "a float >= 0")
-    _require(0 <= tr.b1 < 1, "trainer.b1", tr.b1, "a float in [0, 1)")
-    _require(0 <= tr.b2 < 1, "trainer.b2", tr.b2, "a float in [0, 1)")
-    _require(tr.clip_norm >= 0, "trainer.clip_norm", tr.clip_norm, "a float >= 0 (0 disables)")
-    _require(tr.warmup_steps >= 0, "trainer.warmup_steps", tr.warmup_steps, "an integer >= 0")
-    _require(0 <= tr.final_lr_ratio <= 1, "trainer.final_lr_ratio", tr.final_lr_ratio, "in [0, 1]")
-    _require(tr.eval_every >= 1, "trainer.eval_every", tr.eval_every, "an integer >= 1")
-    _require(tr.log_every >= 1, "trainer.log_every", tr.log_every, "an integer >= 1")
-    _require(
+    require(tr.steps >= 1, "trainer.steps", tr.steps, "an integer >= 1")
+    require(tr.batch_size >= 1, "trainer.batch_size", tr.batch_size, "an integer >= 1")
+    require(tr.seeds >= 1, "trainer.seeds", tr.seeds, "an integer >= 1")
+    require(tr.optimizer in OPTIMIZERS, "trainer.optimizer", tr.optimizer, f"one of {OPTIMIZERS}")
+    require(tr.lr > 0, "trainer.lr", tr.lr, "a float > 0")
+    require(0 < tr.rho < 1, "trainer.rho", tr.rho, "a float in (0, 1)")
+    require(tr.patience >= 0, "trainer.patience", tr.patience, "an integer >= 0 (0: off)")
+    require(tr.weight_decay >= 0, "trainer.weight_decay", tr.weight_decay, "a float >= 0")
+    require(0 <= tr.b1 < 1, "trainer.b1", tr.b1, "a float in [0, 1)")
+    require(0 <= tr.b2 < 1, "trainer.b2", tr.b2, "a float in [0, 1)")
+    require(tr.clip_norm >= 0, "trainer.clip_norm", tr.clip_norm, "a float >= 0 (0 disables)")
+    require(tr.warmup_steps >= 0, "trainer.warmup_steps", tr.warmup_steps, "an integer >= 0")
+    require(0 <= tr.final_lr_ratio <= 1, "trainer.final_lr_ratio", tr.final_lr_ratio, "in [0, 1]")
+    require(tr.eval_every >= 1, "trainer.eval_every", tr.eval_every, "an integer >= 1")
+    require(tr.log_every >= 1, "trainer.log_every", tr.log_every, "an integer >= 1")
+    require(
         tr.eval_batch_size >= 1, "trainer.eval_batch_size", tr.eval_batch_size, "an integer >= 1"
     )
-    _require(
+    require(
         tr.stream_repeats >= 0,
         "trainer.stream_repeats",
         tr.stream_repeats,
         "an integer >= 0 (0: not measured)",
     )
-    _require(tr.timing_warmup >= 0, "trainer.timing_warmup", tr.timing_warmup, "an integer >= 0")
-    _require(
+    require(tr.timing_warmup >= 0, "trainer.timing_warmup", tr.timing_warmup, "an integer >= 0")
+    require(
         tr.checkpoint_every >= 0,
         "trainer.checkpoint_every",
         tr.checkpoint_every,
         "an integer >= 0 (0: only at the end)",
     )
-    _require(
+    require(
         tr.keep_checkpoints >= 1,
         "trainer.keep_checkpoints",
         tr.keep_checkpoints,
         "an integer >= 1",
     )
-    _require(
+    require(
         tr.hang_timeout_s >= 0,
         "trainer.hang_timeout_s",
         tr.hang_timeout_s,
         "a number of seconds >= 0 (0: no watchdog)",
     )
-    _require(lg.name in LOGGERS, "logger", lg.name, f"one of {', '.join(LOGGERS)}")
-    _require(
+    require(lg.name in LOGGERS, "logger", lg.name, f"one of {', '.join(LOGGERS)}")
+    require(
         lg.mode in ("auto", "online", "offline", "disabled"),
         "logger.mode",
         lg.mode,

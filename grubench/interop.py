@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from grubench.cells import GRUCell, LSTMCell, RNNCell
 from grubench.layers import Recurrent, RecurrentStack
 
 _KINDS = {"GRU": "gru", "LSTM": "lstm", "RNN": "rnn"}
@@ -70,17 +71,30 @@ def from_torch(rnn: Any, *, unroll: int = 0) -> RecurrentStack:
     return RecurrentStack(layers)
 
 
+def _peer_kind(cell: Any) -> str:
+    """ "gru", "lstm" or "rnn": the torch layer with this cell's equations; ValueError for a cell
+    torch has none of (a reset-before GRU, minGRU, minLSTM, a plugin's)."""
+    if isinstance(cell, GRUCell):
+        if not cell.reset_after:
+            raise ValueError(
+                "torch's nn.GRU is reset-after; a reset-before GRU (gru_v1) has no torch peer"
+            )
+        return "gru"
+    for cls, kind in ((LSTMCell, "lstm"), (RNNCell, "rnn")):
+        if isinstance(cell, cls):
+            return kind
+    raise ValueError(f"{type(cell).__name__} has no torch peer: expected a GRU, LSTM or tanh-RNN")
+
+
 def to_torch(stack: RecurrentStack) -> Any:
     """The torch nn.GRU / nn.LSTM / nn.RNN with `stack`'s weights (float32, CPU)."""
     torch = _torch()
     layers = list(stack.layers)
-    kinds = {layer.kind for layer in layers}
+    kinds = {_peer_kind(layer.cell) for layer in layers}
     if len(kinds) != 1:
         raise ValueError(f"a torch RNN has one cell kind per stack, got {sorted(kinds)}")
     kind = kinds.pop()
     first = layers[0].cell
-    if kind == "gru" and not all(layer.cell.reset_after for layer in layers):
-        raise ValueError("torch's nn.GRU is reset-after; a reset_after=False GRU has no peer")
     if any(layer.reverse for layer in layers):
         raise ValueError("reversed layers have no torch peer")
     cls = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM, "rnn": torch.nn.RNN}[kind]

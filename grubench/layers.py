@@ -91,7 +91,13 @@ class Recurrent(nnx.Module):
         self.matmul_dtype = matmul_dtype
         if scan not in ("auto", "parallel", "sequential"):
             raise ValueError(f"scan must be 'auto', 'parallel' or 'sequential', not {scan!r}")
-        if scan != "auto" and not self.cell.linear_in_h:
+        linear_in_h = getattr(self.cell, "linear_in_h", False)
+        if matmul_dtype != "float32" and kernel is None and not linear_in_h:
+            raise ValueError(
+                f"matmul_dtype={matmul_dtype} needs a fused backward or a cell "
+                f"linear in h; {cell} has neither"
+            )
+        if scan != "auto" and not linear_in_h:
             raise ValueError(f"scan={scan!r} applies to mingru and minlstm, not {cell}")
         self.min_scan = default_min_scan() if scan == "auto" else scan
 
@@ -127,9 +133,9 @@ class Recurrent(nnx.Module):
         the forward pass keeps no activations (a rematerialised chunk)."""
         cell = self.cell
         # The fused scan adds bi inside its step, fused with the gate arithmetic, instead of in
-        # a pass of its own over [T, B, G*H] (6.5 of 69 ms of an LSTM step at 16,512,32,128).
+        # a pass of its own over [T, B, G*H] (docs/performance.md).
         xp = cell.project(xs, self.matmul_dtype, bias=self.fused_kernel is None)
-        if cell.linear_in_h:  # minGRU / minLSTM
+        if getattr(cell, "linear_in_h", False):  # minGRU / minLSTM
             xp = xp[::-1] if reverse else xp
             if self.min_scan == "parallel":
                 ys, carry = cell.parallel(xp, carry)

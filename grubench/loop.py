@@ -13,7 +13,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -109,7 +109,10 @@ def train(
     )
     t_start = time.perf_counter()
     try:
-        results.update(_run(cfg, seeds, tracker, out_dir, config_dict, dog))
+        # The run yields what it has measured so far (set-up, then the whole run): a run that
+        # fails part-way still records its parameter count, data size and memory.
+        for fields in _run(cfg, seeds, tracker, out_dir, config_dict, dog):
+            results.update(fields)
     except BaseException as e:
         results["status"] = "failed"
         results["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
@@ -157,8 +160,9 @@ def _run(
     out_dir: Path,
     config_dict: dict,
     dog: Watchdog,
-) -> Results:
-    """Train every seed: the fields of the results record that the run measured."""
+) -> Iterator[Results]:
+    """Train every seed, yielding the fields of the results record the run has measured: once
+    after the set-up (parameters, data size, memory, resume step), once at the end (all)."""
     tr = cfg.trainer
     results: Results = {}
     dog.start()  # from here on, so a wedged initialisation is caught too
@@ -244,6 +248,7 @@ def _run(
         end = start
         results["stopped_early_at"] = start
     dog.tick()
+    yield results.copy()
     with StopSignals() as stop_signal:
         for step in range(start, end):
             idx = order.indices(step)
@@ -371,4 +376,4 @@ def _run(
         )
     else:
         results["status"] = "completed"
-    return results
+    yield results

@@ -14,7 +14,7 @@ from grubench import tasks
 from grubench.config import ModelConfig
 from grubench.layers import stack
 from grubench.registry import CELLS
-from grubench.remat import checkpointed_scan
+from grubench.remat import checkpointed_scan, chunk_length
 
 _COMMON = {f.name for f in fields(ModelConfig)}
 
@@ -89,9 +89,15 @@ class SequenceModel(nnx.Module):
         training memory is O(sqrt(T)) hidden states plus the O(T) integer inputs and targets
         (`grubench.remat.checkpointed_scan`). Dropout masks are drawn per chunk, so with dropout
         the draws differ from `__call__`'s."""
-        b = batch["x"].shape[0]
-        # Time-major chunks of every per-step array; the checkpointed chunk runs everything.
-        per_step = {k: jnp.swapaxes(batch[k], 0, 1) for k in ("x", "y", "loss_mask", "metric_mask")}
+        b, t = batch["x"].shape[:2]
+        c = chunk_length(t, self.remat_chunk)
+        pad = -t % c  # whole chunks: padded steps have zero masks and add nothing to the sums
+
+        def time_major(a: jax.Array) -> jax.Array:  # [B, T, ...] -> [T + pad, B, ...]
+            a = jnp.pad(a, [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2))
+            return jnp.swapaxes(a, 0, 1)
+
+        per_step = {k: time_major(batch[k]) for k in ("x", "y", "loss_mask", "metric_mask")}
 
         def chunk(carry, part, i):
             carries, total, weight = carry
@@ -107,7 +113,7 @@ class SequenceModel(nnx.Module):
 
         zero = jnp.zeros((), jnp.float32)
         (_, total, weight), _ = checkpointed_scan(
-            chunk, (self.initial_carries(b), zero, zero), per_step, self.remat_chunk
+            chunk, (self.initial_carries(b), zero, zero), per_step, c
         )
         return total / jnp.maximum(weight, 1.0)
 

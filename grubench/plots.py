@@ -41,7 +41,6 @@ from grubench.errors import ReportError
 from grubench.registry import TASKS
 from grubench.runs import key_value, show, varying_keys
 
-# Tasks whose loss is squared error; the others are cross-entropy in nats.
 _BAND = "line: mean, band: min–max"  # the legend's title
 
 

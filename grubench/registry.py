@@ -128,14 +128,14 @@ class Registry(Generic[E]):
                 except Exception as e:  # noqa: BLE001 - a broken plugin is one line
                     raise RegistryError(
                         f"the {self.group} entry point {ep.name}={ep.value} "
-                        f"failed to load: {type(e).__name__}: {e}"
+                        f"failed to load: {_line(e)}"
                     ) from None
             for module in filter(None, os.environ.get(PLUGINS_ENV, "").split(",")):
                 try:
                     importlib.import_module(module.strip())
-                except ImportError as e:
+                except Exception as e:  # noqa: BLE001 - a broken plugin is one line
                     raise RegistryError(
-                        f"{PLUGINS_ENV}: cannot import {module.strip()!r} ({e})"
+                        f"{PLUGINS_ENV}: cannot import {module.strip()!r} ({_line(e)})"
                     ) from None
             self._loaded = True
         finally:
@@ -161,6 +161,10 @@ class Registry(Generic[E]):
     def __iter__(self) -> Iterator[E]:
         self._load()
         return iter(list(self._entries.values()))
+
+
+def _line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}".splitlines()[0]
 
 
 def _origin(entry: Any) -> str:

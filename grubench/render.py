@@ -216,7 +216,7 @@ def summary_table(runs: list[dict[str, Any]]) -> str:
                 len(r.get("seeds", [])),
                 r.get("status"),
                 mean_std_of(m.get("test_loss", [])),
-                "n/a" if base is None else f"{base:.4f}",
+                "n/a" if base is None else format_mean_std(base, math.nan),
                 mean_std_of(m.get("test_accuracy", [])),
                 f"{sp['step_time_ms']:.2f}" if "step_time_ms" in sp else "n/a",
             ]
@@ -232,12 +232,13 @@ def format_summary(results: Mapping[str, Any]) -> str:
         return mean_std_of(m.get(k, []))
 
     base = results["baselines"]["loss"]
+    base_text = "n/a" if base is None else format_mean_std(base, math.nan)
     sp = results["speed"]
     lines = [
         f"{results['model']} on {results['task']} (seq_len={results['seq_len']}, "
         f"hidden={results['hidden']}, depth={results['depth']}, params={results['params']}, "
         f"seeds={results['seeds']}): {results['status']}",
-        f"  test_loss {ms('test_loss')}  (baseline {base:.4f})  test_accuracy "
+        f"  test_loss {ms('test_loss')}  (baseline {base_text})  test_accuracy "
         f"{ms('test_accuracy')}  gap {ms('gap')}",
     ]
     if sp:

@@ -35,7 +35,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from grubench.errors import ReportError
+from grubench.errors import GrubenchError, ReportError
 from grubench.render import RENDERERS, render_markdown, summary_table
 from grubench.results import atomic_write_text
 from grubench.runs import (
@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"plots: {line}", file=sys.stderr)
             for path in result.files:
                 print(f"wrote {path}", file=sys.stderr)
-    except ReportError as e:
+    except GrubenchError as e:  # bad input, or a plugin task that fails to load
         print(f"grubench-report: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -17,11 +17,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from grubench.config import is_free_key
+from grubench.config import LEGACY_KEYS, is_free_key
 from grubench.errors import ReportError
 from grubench.results import SCHEMA, read
 
-__all__ = ["ReportError"]  # and the names below
+__all__ = ["ReportError"]  # re-exported: the error every reader of runs raises
 
 FLAT_KEYS = ("model", "task", "hidden", "depth", "seq_len", "train_size", "params")
 # The config key each flat key copies; `params` is counted, not configured.
@@ -34,9 +34,8 @@ FLAT_TO_CONFIG = {
     "train_size": "task.train_size",
 }
 CONFIG_TO_FLAT = {v: k for k, v in FLAT_TO_CONFIG.items()}
-# Beyond config.FREE_KEYS, keys whose values differ between runs of the same experiment: the
-# seeds, and (in results of older versions) keys that followed from the model's name.
-_SEED_KEYS = {"seed", "trainer.seeds", "model.cell", "model.reset_after"}
+# Beyond config.FREE_KEYS, the keys whose values differ between runs of the same experiment.
+_SEED_KEYS = {"seed", "trainer.seeds"}
 _MISSING = object()
 
 
@@ -124,10 +123,16 @@ def run_description(run: dict[str, Any]) -> dict[str, Any]:
     config key that changes a measurement; seeds, logging and checkpointing left out."""
     desc = {k: key_value(run, k) for k in FLAT_KEYS if k != "params"}
     for k, v in flat_config(run.get("config") or {}).items():
-        if k in CONFIG_TO_FLAT or k in _SEED_KEYS or is_free_key(k):
+        if k in CONFIG_TO_FLAT or k in _SEED_KEYS or is_free_key(k) or _legacy_default(k, v):
             continue
         desc[k] = v
     return desc
+
+
+def _legacy_default(key: str, value: Any) -> bool:
+    """A key older results hold that today's would not (config.LEGACY_KEYS), at its implied
+    value: it describes nothing a run of today's config would not."""
+    return key in LEGACY_KEYS and LEGACY_KEYS[key] in (None, value)
 
 
 def varying_keys(runs: Iterable[dict[str, Any]]) -> list[str]:
@@ -166,7 +171,7 @@ def show(v: Any) -> str:
     return str(v)
 
 
-def _sort_key(values: tuple) -> tuple:
+def sort_key(values: tuple) -> tuple:
     def one(v: Any) -> tuple:
         if isinstance(v, bool):
             return (1, str(v))

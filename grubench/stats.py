@@ -11,7 +11,6 @@ from typing import Any
 
 from grubench.errors import ReportError
 from grubench.runs import (
-    _sort_key,
     canonical_key,
     check_keys,
     check_metric,
@@ -21,6 +20,7 @@ from grubench.runs import (
     paper_value,
     samples,
     show,
+    sort_key,
     varying_keys,
 )
 
@@ -132,8 +132,8 @@ def build_table(
             int(counts.get("failed", 0)),
             int(counts.get("missing", 0)),
         )
-    row_values = sorted({r for r, _ in cells}, key=_sort_key)
-    col_values = sorted({c for _, c in cells}, key=_sort_key)
+    row_values = sorted({r for r, _ in cells}, key=sort_key)
+    col_values = sorted({c for _, c in cells}, key=sort_key)
 
     better = direction(metric)
     if better is not None:
@@ -291,7 +291,7 @@ def select_best(
         cells.setdefault(cell, {}).setdefault(key_value(r, select), []).append(r)
     kept: list[dict[str, Any]] = []
     chosen = []
-    for where in sorted(cells, key=_sort_key):
+    for where in sorted(cells, key=sort_key):
         scores: dict[Any, float] = {}
         for value, members in cells[where].items():
             got = [v for r in members for _, v, st in samples(r, by) if v is not None]

@@ -1,6 +1,8 @@
 """Composing tiny configs the way the CLI does, and the environment of fault-injection runs."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from grubench.cli import compose
@@ -41,3 +43,16 @@ def fault_env(fault: str | None = None, **extra: str) -> dict[str, str]:
         )
     env.update(extra)
     return env
+
+
+def train_cli(*args: str, env: dict[str, str] | None = None, cwd=None, timeout: int = 300):
+    """`grubench-train ARGS...` in a child process (as `python -m grubench.train`), its output
+    captured: the command a user runs, with `env` (default: this process's) and `cwd`."""
+    return subprocess.run(
+        [sys.executable, "-m", "grubench.train", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+    )

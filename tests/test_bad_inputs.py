@@ -13,12 +13,11 @@ The inputs tried (the BAD table below, then the tests after it):
 
 import json
 import shutil
-import subprocess
 import sys
 
 import pytest
 
-from helpers import TINY, fault_env
+from helpers import TINY, fault_env, train_cli
 
 RUN = [*TINY, "trainer.steps=8", "trainer.checkpoint_every=5"]
 
@@ -27,13 +26,7 @@ def cli(*args, fault=None, home=None):
     env = {k: v for k, v in fault_env(fault).items() if k != "WANDB_API_KEY"}
     if home is not None:
         env["HOME"] = str(home)  # no ~/.netrc with a W&B key
-    return subprocess.run(
-        [sys.executable, "-m", "grubench.train", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    return train_cli(*args, env=env)
 
 
 def assert_one_line(p, code, fragment):

@@ -13,16 +13,7 @@ def test_tiny_run_writes_the_contracted_json(tmp_path, capsys):
     assert (
         bench.main(
             [
-                "--shapes",
-                "4,6,3,5",
-                "--iters",
-                "2",
-                "--warmup",
-                "1",
-                "--no-torch",
-                "--cells",
-                "gru,lstm",
-                "--json",
+                *"--shapes 4,6,3,5 --iters 2 --warmup 1 --no-torch --cells gru,lstm --json".split(),
                 str(out),
             ]
         )
@@ -52,16 +43,7 @@ def test_forward_mode_times_forward_passes(tmp_path, capsys):
     assert (
         bench.main(
             [
-                "--forward",
-                "--shapes",
-                "4,6,3,5",
-                "--iters",
-                "2",
-                "--warmup",
-                "1",
-                "--no-torch",
-                "--cells",
-                "lstm",
+                *"--forward --shapes 4,6,3,5 --iters 2 --warmup 1 --no-torch --cells lstm".split(),
                 "--json",
                 str(out),
             ]
@@ -109,17 +91,7 @@ def test_scaling_mode_times_min_cells_against_gated_ones(tmp_path, capsys):
     out = tmp_path / "scaling.json"
     assert (
         bench.main(
-            [
-                "--scaling",
-                "--shapes",
-                "2,8,3,4;2,16,3,4",
-                "--iters",
-                "1",
-                "--warmup",
-                "0",
-                "--json",
-                str(out),
-            ]
+            [*"--scaling --shapes 2,8,3,4;2,16,3,4 --iters 1 --warmup 0 --json".split(), str(out)]
         )
         == 0
     )
@@ -138,21 +110,8 @@ def test_scaling_mode_times_either_scan(tmp_path):
         out = tmp_path / f"{scan}.json"
         assert (
             bench.main(
-                [
-                    "--scaling",
-                    "--cells",
-                    "mingru",
-                    "--scan",
-                    scan,
-                    "--shapes",
-                    "2,8,3,4",
-                    "--iters",
-                    "1",
-                    "--warmup",
-                    "0",
-                    "--json",
-                    str(out),
-                ]
+                ["--scaling", "--cells", "mingru", "--scan", scan]
+                + [*"--shapes 2,8,3,4 --iters 1 --warmup 0 --json".split(), str(out)]
             )
             == 0
         )
@@ -167,16 +126,7 @@ def test_variants_mode_times_each_option_against_the_default(tmp_path, capsys):
     assert (
         bench.main(
             [
-                "--variants",
-                "--cells",
-                "gru",
-                "--shapes",
-                "2,5,3,4",
-                "--iters",
-                "1",
-                "--warmup",
-                "0",
-                "--json",
+                *"--variants --cells gru --shapes 2,5,3,4 --iters 1 --warmup 0 --json".split(),
                 str(out),
             ]
         )

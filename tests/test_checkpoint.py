@@ -99,13 +99,17 @@ def test_config_difference_ignores_free_keys():
             "progress": False,
             "resume": "x",
             "hang_timeout_s": 0.0,
-            "eval_batch_size": 32,
+            "eval_batch_size": 500,
         },
         "logger": {"name": "wandb"},
     }
     assert config_difference(a, b) is None
+    # The evaluation batch is also the gradient probe's batch: it changes what a run measures.
+    small = {**b, "trainer": {**b["trainer"], "eval_batch_size": 32}}
+    assert config_difference(a, small) == "trainer.eval_batch_size=500 here, 32 in the checkpoint"
     assert (
-        config_difference(a, b | {"trainer": {"steps": 6}}) == "trainer.steps=5 here, 6 in "
+        config_difference(a, {**b, "trainer": {**b["trainer"], "steps": 6}})
+        == "trainer.steps=5 here, 6 in "
         "the checkpoint"
     )
 

@@ -1,24 +1,16 @@
 """The command line end to end at tiny size, and bad overrides: one line, exit 2."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from grubench.cli import check_overrides
 from grubench.config import ConfigError
-from helpers import TINY
+from helpers import TINY, train_cli
 
 
 def run_cli(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "grubench.train", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
+    return train_cli(*args, cwd=cwd)
 
 
 @pytest.mark.slow
@@ -31,7 +23,7 @@ def test_single_run_writes_results_and_prints_summary(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert res["status"] == "completed" and res["model"] == "lstm" and res["task"] == "adding"
     assert res["config"]["task"]["seq_len"] == 6
-    assert "lstm on adding (seq_len=6" in p.stdout and "baseline 0.1667" in p.stdout
+    assert "lstm on adding (seq_len=6" in p.stdout and "baseline 0.167" in p.stdout
     assert (out / "metrics.jsonl").exists()
 
 
@@ -198,3 +190,16 @@ def test_the_slurm_launcher_config_composes():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.partition == "gpu" and launcher.max_num_timeout == 3
+
+
+def test_a_preset_of_ones_own_is_found_and_checked(tmp_path):
+    """A user's DIR/experiment/NAME.yaml, through hydra.searchpath, composes like a shipped
+    preset, and a bad value in it is the usual one line."""
+    (tmp_path / "experiment").mkdir()
+    preset = "# @package _global_\ndefaults:\n  - override /task: delay\ntrainer:\n  seeds: {}\n"
+    (tmp_path / "experiment" / "mine.yaml").write_text(preset.format(2))
+    search = f"hydra.searchpath=[file://{tmp_path}]"
+    check_overrides([search, "+experiment=mine"])
+    (tmp_path / "experiment" / "mine.yaml").write_text(preset.format(0))
+    with pytest.raises(ConfigError, match="trainer.seeds=0 is not allowed"):
+        check_overrides([search, "+experiment=mine"])

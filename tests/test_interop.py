@@ -92,3 +92,7 @@ def test_unsupported_torch_modules_are_refused():
         from_torch(torch.nn.Linear(D, H))
     with pytest.raises(ValueError, match="reset-after"):
         to_torch(stack("gru", D, H, 1, rngs=nnx.Rngs(0), reset_after=False))
+    with pytest.raises(ValueError, match="reset-after"):
+        to_torch(stack("gru_v1", D, H, 1, rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="MinGRUCell has no torch peer"):
+        to_torch(stack("mingru", D, H, 1, rngs=nnx.Rngs(0)))

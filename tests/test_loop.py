@@ -74,6 +74,23 @@ def test_param_budget_sets_hidden_in_the_results(tmp_path, monkeypatch):
     assert res["speed"]["stream_step_ms"] is None
 
 
+def test_a_run_that_fails_part_way_records_what_it_measured(tmp_path, monkeypatch):
+    """The set-up's fields (parameters, data size, memory) reach results.json of a run that
+    fails after step 2, beside status failed and the error."""
+
+    def fail(point):
+        if point == "2":
+            raise RuntimeError("injected")
+
+    monkeypatch.setattr(loop, "AFTER_STEP", [fail])
+    with pytest.raises(RuntimeError, match="injected"):
+        loop.train(tiny_cfg("trainer.steps=4", "task.train_size=48"), tmp_path)
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert (res["status"], res["error"]) == ("failed", "RuntimeError: injected")
+    assert res["params"] > 0 and res["train_size"] == 48
+    assert res["memory"]["train_step_bytes"] > 0 and res["metrics"] == {}
+
+
 def test_training_lowers_the_loss(tmp_path):
     """Adding problem: 60 steps move the test MSE from the untrained model's well below it."""
     cfg = tiny_cfg(

@@ -5,6 +5,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -134,6 +135,24 @@ def test_a_wheel_holds_every_config_and_runs_from_an_empty_folder(tmp_path):
     """Build the wheel, check it holds every shipped config, install it (no dependencies: they
     are this environment's) into a folder of its own, and run a preset from an empty folder:
     the configs come from the installed package, not from a checkout."""
+    # From a copy of the sources: an in-tree build would leave build/ and egg-info behind,
+    # whose stale files could end up in a later wheel.
+    src = tmp_path / "src"
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            "build",
+            "*.egg-info",
+            "__pycache__",
+            ".*_cache",
+            "outputs",
+            "multirun",
+            "wandb",
+        ),
+    )
     dist = tmp_path / "dist"
     build = subprocess.run(
         [
@@ -146,7 +165,7 @@ def test_a_wheel_holds_every_config_and_runs_from_an_empty_folder(tmp_path):
             "-q",
             "-w",
             str(dist),
-            str(ROOT),
+            str(src),
         ],
         capture_output=True,
         text=True,

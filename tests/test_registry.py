@@ -2,8 +2,7 @@
 module outside grubench train end to end through grubench-train without editing grubench."""
 
 import json
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from flax import nnx
 from grubench.errors import RegistryError
 from grubench.layers import Recurrent
 from grubench.registry import CELLS, TASKS, CellEntry, Registry
-from helpers import TINY
+from helpers import TINY, train_cli
 
 PLUGIN_DIR = Path(__file__).parent / "plugin"
 
@@ -65,16 +64,7 @@ def _fake_install(tmp_path: Path) -> Path:
 
 
 def _cli(*args, env_extra):
-    import os
-
-    env = {**os.environ, **env_extra}
-    return subprocess.run(
-        [sys.executable, "-m", "grubench.train", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    return train_cli(*args, env={**os.environ, **env_extra})
 
 
 def test_help_lists_registered_cells_and_tasks_plugins_included():
@@ -93,7 +83,7 @@ def test_a_broken_plugin_is_one_line():
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [
         "grubench-train: error: GRUBENCH_PLUGINS: cannot import 'no_such_plugin_module' "
-        "(No module named 'no_such_plugin_module')"
+        "(ModuleNotFoundError: No module named 'no_such_plugin_module')"
     ]
 
 

@@ -55,7 +55,7 @@ def jbatch(split, n=None):
 def test_missing_package_is_one_config_line(monkeypatch, schema, module, pip):
     monkeypatch.setitem(sys.modules, module, None)  # what an absent package looks like
     name = schema().name
-    want = f"task={name} needs {pip}: pip install 'grubench[data]'"
+    want = f"task={name} needs {pip}: pip install -e '.[data]'"
     assert TASKS.get(name).requires == (module, pip) and not data.available(name)
     with pytest.raises(ConfigError) as e:
         check_requires(TASKS.get(name))

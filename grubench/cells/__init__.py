@@ -11,7 +11,7 @@ from typing import Any
 
 from flax import nnx
 
-from grubench.cells.base import Carry, Cell, GatedCell, Step, recurrent_kernel
+from grubench.cells.base import Carry, Cell, RecurrentKernelCell, Step, recurrent_kernel
 from grubench.cells.gru import GRUCell, GRUKernel, gru_forward, gru_step
 from grubench.cells.linear import (
     LinearCell,
@@ -41,7 +41,7 @@ __all__ = [
     "Cell",
     "GRUCell",
     "GRUKernel",
-    "GatedCell",
+    "RecurrentKernelCell",
     "LSTMCell",
     "LSTMConfig",
     "LSTMKernel",

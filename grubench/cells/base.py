@@ -92,7 +92,7 @@ def recurrent_kernel(key: jax.Array, hidden: int, gates: int, init: str) -> jax.
     return jnp.concatenate([block(k, (hidden, hidden), jnp.float32) for k in keys], axis=-1)
 
 
-class GatedCell(Cell):
+class RecurrentKernelCell(Cell):
     """A cell with a recurrent kernel: adds wh [H, G*H] (orthogonal blocks by default) and
     bh [G*H] (zeros) to `Cell`'s projection."""
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from grubench.cells.base import GatedCell, Step
+from grubench.cells.base import RecurrentKernelCell, Step
 from grubench.config import ModelConfig
 from grubench.ops import matmul, outer_sum, prev, sig_grad, tanh_grad
 from grubench.registry import CellEntry, register_cell
@@ -60,8 +60,8 @@ def gru_step(
 class GRUKernel:
     """The GRU's fused layer step and backward (grubench.fused). Backward, per step: the
     reset-after form does one [B, 3H] x [3H, H] matmul; the reset-before form two, since its
-    candidate reads r ⊙ h. dbi is dbh's sum of dxp except reset after, where the candidate's
-    recurrent bias sits inside r ⊙ (·)."""
+    candidate reads r ⊙ h. dbi = Σ dxp; dbh = dbi, except reset after, where the candidate's
+    recurrent bias sits inside r ⊙ (h Wh_n + bh_n), so dbh's n-block is Σ r ⊙ dn."""
 
     reset_after: bool
 
@@ -116,7 +116,7 @@ class GRUKernel:
         return dwh, db, db, dxp, dh0
 
 
-class GRUCell(GatedCell):
+class GRUCell(RecurrentKernelCell):
     """Gated recurrent unit, equations in `gru_forward`; `reset_after` picks the form."""
 
     gates: ClassVar[int] = 3

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from grubench.cells.base import Cell, Step
+from grubench.ops import prev
 
 
 def log_g(x: jax.Array) -> jax.Array:
@@ -85,8 +86,7 @@ def _linear_recurrence_bwd(unroll, saved, dhs):
         return a_t * dh, dh
 
     dh0, dh = jax.lax.scan(step, jnp.zeros_like(h0), (a, dhs), reverse=True, unroll=unroll)
-    h_prev = jnp.concatenate([h0[None], hs[:-1]])
-    return dh * h_prev, dh, dh0
+    return dh * prev(h0, hs), dh, dh0
 
 
 _linear_recurrence.defvjp(_linear_recurrence_fwd, _linear_recurrence_bwd)

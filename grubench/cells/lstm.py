@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from grubench.cells.base import Carry, GatedCell, Step
+from grubench.cells.base import Carry, RecurrentKernelCell, Step
 from grubench.config import ModelConfig
 from grubench.ops import matmul, outer_sum, prev, sig_grad, tanh_grad
 from grubench.registry import CellEntry, register_cell
@@ -98,7 +98,7 @@ class LSTMKernel:
         return outer_sum(h_prev, dxp, dt), db, db, dxp, dcarry0
 
 
-class LSTMCell(GatedCell):
+class LSTMCell(RecurrentKernelCell):
     """Long short-term memory, equations in `lstm_forward`."""
 
     gates: ClassVar[int] = 4

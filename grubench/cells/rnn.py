@@ -11,7 +11,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from grubench.cells.base import GatedCell, Step
+from grubench.cells.base import RecurrentKernelCell, Step
 from grubench.config import ModelConfig
 from grubench.ops import matmul, outer_sum, prev, tanh_grad
 from grubench.registry import CellEntry, register_cell
@@ -56,7 +56,7 @@ class RNNKernel:
         return outer_sum(prev(h0, ys), dxp, dt), db, db, dxp, dh0
 
 
-class RNNCell(GatedCell):
+class RNNCell(RecurrentKernelCell):
     """Tanh RNN, equation in `rnn_forward`."""
 
     gates: ClassVar[int] = 1

@@ -34,7 +34,7 @@ at threshold 0.5). The baseline is the NLL on the test split of independent per-
 Bernoulli frequencies estimated on the target frames of the whole train split (add-1/2
 smoothed), a memoryless model: 11.63 nats at the defaults.
 
-Cache. Parsing takes about 25 s (one core), once per music21 version and PARSER_VERSION: the
+Cache. Parsing takes tens of seconds, once per music21 version and PARSER_VERSION: the
 rolls are cached in `$XDG_CACHE_HOME/grubench` (default `~/.cache/grubench`) as
 `chorales-music21-VERSION-parserN.npz`, written atomically; later loads read it (and keep it in
 memory for the process). A cache that fails its checks is parsed again and rewritten.
@@ -136,7 +136,7 @@ def parse_corpus(*, verbose: bool = True) -> Corpus:
     ids = identifiers()
     if verbose:
         print(
-            f"grubench: parsing {len(ids)} Bach chorales from music21 once (about 30 s); "
+            f"grubench: parsing {len(ids)} Bach chorales from music21 once (tens of seconds); "
             f"cache: {cache_path()}",
             file=sys.stderr,
             flush=True,

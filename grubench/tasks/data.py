@@ -2,7 +2,7 @@
 
 The real data come from packages (the `data` extra), never from the network:
 music21 (Bach chorales), statsmodels (sunspots) and scikit-learn (8x8 digits). A missing
-package is one line naming the extra: `task=chorales needs music21: pip install 'grubench[data]'`.
+package is one line naming the extra: `task=chorales needs music21: pip install -e '.[data]'`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from grubench.tasks.base import Split
 def missing_message(task: TaskEntry) -> str:
     """The one line that says which extra a task needs."""
     assert task.requires is not None
-    return f"task={task.name} needs {task.requires[1]}: pip install 'grubench[data]'"
+    return f"task={task.name} needs {task.requires[1]}: pip install -e '.[data]'"
 
 
 def _importable(module: str) -> bool:

@@ -9,7 +9,7 @@ from typing import ClassVar
 import jax.numpy as jnp
 import numpy as np
 
-from grubench.cells import GatedCell
+from grubench.cells import RecurrentKernelCell
 from grubench.config import ModelConfig, TaskConfig, require
 from grubench.registry import CellEntry, TaskEntry, register_cell, register_task
 from grubench.tasks import Split, TaskSpec, synthetic_splits
@@ -21,7 +21,7 @@ class LeakyConfig(ModelConfig):
     leak: float = 0.5  # the cell's own option: model.leak
 
 
-class LeakyCell(GatedCell):
+class LeakyCell(RecurrentKernelCell):
     """h' = leak ⊙ h + (1 - leak) ⊙ tanh(xp + h Wh + bh); wi [D, H], wh [H, H]."""
 
     gates: ClassVar[int] = 1
