@@ -3,6 +3,7 @@ entry points call; importing grubench applies nothing (tests/test_package.py).""
 
 import ctypes
 import platform
+import subprocess
 import sys
 
 import pytest
@@ -88,3 +89,21 @@ def test_the_entry_points_configure_the_process(monkeypatch, capsys):
     assert calls == ["configure"]
     assert bench.main(["--iters", "0"]) == 2  # a bad argument, after the process settings
     assert calls == ["configure", "configure"]
+
+
+def test_the_console_scripts_configure_before_jax_is_imported():
+    """grubench-train (grubench.entry:train) applies the settings before importing its command,
+    so before JAX: glibc's arenas and XLA's flags are set before either is in use."""
+    script = """
+import sys
+import grubench.entry
+from grubench import runtime
+seen = []
+runtime.configure = lambda: seen.append("jax" in sys.modules)
+sys.argv = ["grubench-train", "--help"]
+grubench.entry.train()
+print(seen)
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "[False, True]"  # entry first; main again
