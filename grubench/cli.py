@@ -9,8 +9,11 @@ models and tasks and the shipped presets.
 
 from __future__ import annotations
 
+import re
 import tempfile
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -20,15 +23,12 @@ from grubench.registry import CELLS, TASKS
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped inside the package
 
 # Flags that make Hydra print or do something other than run jobs: leave those to Hydra.
+_FLAGS_WITH_VALUE = {"-c", "--cfg", "-p", "--package"}  # checked: their value is no override
 _PASS_THROUGH = {
     "-h",
     "--help",
     "--hydra-help",
     "--version",
-    "-c",
-    "--cfg",
-    "-p",
-    "--package",
     "-i",
     "--info",
     "--shell-completion",
@@ -43,12 +43,17 @@ _PASS_THROUGH = {
 }
 
 
-def check_overrides(argv: list[str]) -> None:
-    """Raise ConfigError (one line) if any job the command line asks for is misconfigured."""
+def check_overrides(argv: list[str]) -> list[str]:
+    """Raise ConfigError (one line) if any job the command line asks for is misconfigured;
+    else return notes for the user (e.g. a sweep preset run without -m)."""
     if any(a.split("=")[0] in _PASS_THROUGH for a in argv):
-        return
+        return []
     multirun = any(a in ("-m", "--multirun") for a in argv)
-    overrides = [a for a in argv if not a.startswith("-")]
+    overrides, value_of_flag = [], False
+    for a in argv:  # overrides only: flags, and the value of --cfg / --package, left out
+        if not value_of_flag and not a.startswith("-"):
+            overrides.append(a)
+        value_of_flag = a in _FLAGS_WITH_VALUE
     for o in overrides:
         key, _, value = o.lstrip("+~").partition("=")
         if key in ("model.name", "task.name"):
@@ -57,11 +62,18 @@ def check_overrides(argv: list[str]) -> None:
                 f"{key}={value} is not allowed: choose the {group} with "
                 f"{group}=NAME ({key} is the name of the {group} chosen)"
             )
+    notes = []
     for job in _jobs(overrides, multirun):
         cfg = _compose(job)
         validate(cfg)
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         check_writable(key, OmegaConf.select(cfg, key))
+        if not multirun and OmegaConf.select(cfg, "hydra.sweeper.params"):
+            notes.append(
+                "this preset is a sweep: without -m it runs one job, with its first "
+                "values; add -m to run them all"
+            )
+    return notes
 
 
 def check_writable(key: str, directory: str) -> None:
@@ -122,7 +134,7 @@ def _compose(overrides: list[str]) -> DictConfig:
             return compose(config_name="config", overrides=overrides, return_hydra_config=True)
     except MissingConfigException as e:
         raise ConfigError(_missing_option(e, overrides)) from None
-    except (HydraException, OmegaConfBaseException) as e:
+    except Exception as e:  # noqa: BLE001 - Hydra, OmegaConf or a preset's YAML: one line
         cause = e.__cause__ or e
         missing_key = isinstance(cause, ConfigKeyError | ConfigAttributeError)
         full_key = getattr(cause, "full_key", None)
@@ -132,7 +144,13 @@ def _compose(overrides: list[str]) -> DictConfig:
             value = _value_of(full_key, overrides)
             msg = _first_line(getattr(cause, "msg", None) or str(cause))
             raise ConfigError(f"{full_key}={value} is not allowed: {msg}") from None
-        raise ConfigError(_first_line(str(e))) from None
+        if isinstance(e, HydraException | OmegaConfBaseException):
+            raise ConfigError(_first_line(str(e))) from None
+        # Anything else, e.g. a preset's YAML that does not parse: name the type and where.
+        text = str(cause)
+        where = [ln.strip() for ln in text.splitlines() if ln.strip().startswith('in "')]
+        detail = f"{_first_line(text)}{f', {where[0]}' if where else ''}"
+        raise ConfigError(f"cannot compose the config ({type(cause).__name__}: {detail})") from None
 
 
 def _missing_option(e, overrides: list[str]) -> str:
@@ -155,6 +173,11 @@ def _unknown_key(full_key: str, overrides: list[str]) -> str:
             allowed = f": keys of {parent or 'the config'} are {', '.join(map(str, node.keys()))}"
     except ConfigError:
         pass
+    group, _, name = full_key.partition(".")
+    entries: list[Any] = list(CELLS) if group == "model" else list(TASKS) if group == "task" else []
+    owners = [e.name for e in entries if name in {f.name for f in fields(e.config)}]
+    if owners:  # a key of another cell or task: say whose
+        allowed += f" (a key of {group}={', '.join(owners)})"
     return f"{full_key}={_value_of(full_key, overrides)} is not allowed: no such key{allowed}"
 
 
@@ -167,20 +190,32 @@ def _value_of(key: str, overrides: list[str]) -> str:
 
 
 def _first_line(text: str) -> str:
+    """The first line of a message; with the next one where the first only introduces it
+    ("... raised while composing config:")."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[0] if lines else text
+    if not lines:
+        return text
+    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
 def presets() -> dict[str, str]:
-    """The shipped presets (`+experiment=NAME`): name -> the first line of its comment."""
+    """The shipped presets (`+experiment=NAME`): name -> the first sentence of its header
+    comment (the comment lines before its example commands), at most about 90 characters."""
     out = {}
     for path in sorted((CONF_DIR / "experiment").glob("*.yaml")):
-        lines = [
-            ln[1:].strip()
-            for ln in path.read_text().splitlines()
-            if ln.startswith("#") and "@package" not in ln
-        ]
-        out[path.stem] = lines[0] if lines else ""
+        words: list[str] = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            text = line[1:]
+            if "@package" in text:
+                continue
+            if text.startswith("   ") or text.strip().startswith("grubench-"):
+                break  # an example command: the description is above it
+            words += text.split()
+        # The first sentence: a full stop before a capital, not "et al." or "10 .. 100".
+        sentence = re.split(r"(?<!al)(?<!\.)\. (?=[A-Z])", " ".join(words))[0].rstrip(".")
+        out[path.stem] = sentence if len(sentence) <= 90 else sentence[:89].rsplit(" ", 1)[0] + " …"
     return out
 
 

@@ -263,7 +263,20 @@ def validate(cfg: DictConfig | Config) -> None:
     require(tr.steps >= 1, "trainer.steps", tr.steps, "an integer >= 1")
     require(tr.batch_size >= 1, "trainer.batch_size", tr.batch_size, "an integer >= 1")
     require(tr.seeds >= 1, "trainer.seeds", tr.seeds, "an integer >= 1")
-    require(tr.optimizer in OPTIMIZERS, "trainer.optimizer", tr.optimizer, f"one of {OPTIMIZERS}")
+    # Seeds seed .. seed + seeds - 1 become int32 PRNG seeds and numpy generator seeds.
+    require(
+        0 <= c.seed <= 2**31 - tr.seeds,
+        "seed",
+        c.seed,
+        f"an integer in [0, {2**31 - tr.seeds}] (seeds seed .. seed + trainer.seeds - 1 "
+        "must fit in int32)",
+    )
+    require(
+        tr.optimizer in OPTIMIZERS,
+        "trainer.optimizer",
+        tr.optimizer,
+        f"one of {', '.join(OPTIMIZERS)}",
+    )
     require(tr.lr > 0, "trainer.lr", tr.lr, "a float > 0")
     require(0 < tr.rho < 1, "trainer.rho", tr.rho, "a float in (0, 1)")
     require(tr.patience >= 0, "trainer.patience", tr.patience, "an integer >= 0 (0: off)")

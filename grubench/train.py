@@ -100,7 +100,8 @@ def main() -> None:
         if any(a in ("-h", "--help") for a in argv):
             print(usage())
             return
-        check_overrides(argv)
+        for note in check_overrides(argv):
+            print(f"grubench-train: note: {note}", file=sys.stderr)
     except GrubenchError as e:
         _fail(str(e), 2)
     app = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(

@@ -102,6 +102,11 @@ BAD = [
     (["model=gru,lstm"], "is a sweep: add -m"),
     (["-m", "model=gru,foo"], "model=foo is not allowed"),
     (["model.hidden=[1"], "cannot parse override"),
+    (["seed=-1"], "seed=-1 is not allowed: an integer in [0, 2147483647]"),
+    (["trainer.seeds=4", "seed=2147483645"], "seed=2147483645 is not allowed"),
+    (["trainer.optimizer=sgd"], "trainer.optimizer=sgd is not allowed: one of adamw, rmsprop"),
+    (["model=gru", "model.forget_bias=1"], "(a key of model=lstm)"),
+    (["--cfg", "job", "model.hidden=-3"], "model.hidden=-3 is not allowed"),  # printing checks
 ]
 
 
@@ -127,6 +132,14 @@ def test_a_name_of_another_entry_is_one_clear_line(args, message):
     with pytest.raises(ConfigError) as e:
         check_overrides(args)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_sweep_preset_without_m_is_noted_and_a_plain_run_is_not():
+    assert check_overrides(["+experiment=depth"]) == [
+        "this preset is a sweep: without -m it runs one job, with its first values; add -m to "
+        "run them all"
+    ]
+    assert check_overrides(["-m", "+experiment=depth"]) == check_overrides(["model=lstm"]) == []
 
 
 def test_copy_keys_are_fine_on_copy():
@@ -203,3 +216,8 @@ def test_a_preset_of_ones_own_is_found_and_checked(tmp_path):
     (tmp_path / "experiment" / "mine.yaml").write_text(preset.format(0))
     with pytest.raises(ConfigError, match="trainer.seeds=0 is not allowed"):
         check_overrides([search, "+experiment=mine"])
+    (tmp_path / "experiment" / "mine.yaml").write_text(":not yaml\n  - x: [\n")
+    with pytest.raises(ConfigError) as e:
+        check_overrides([search, "+experiment=mine"])
+    assert str(e.value).startswith("cannot compose the config (ScannerError: ")
+    assert "experiment/mine.yaml" in str(e.value) and "\n" not in str(e.value)

@@ -37,12 +37,13 @@ def test_wandb_mode(monkeypatch, tmp_path):
 def test_offline_wandb_history_holds_what_the_run_computed(monkeypatch, tmp_path):
     pytest.importorskip("wandb")
     from grubench import loop
-    from wandb_records import history, records, run_record, summary
+    from wandb_records import flush, history, records, run_record, summary
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = tiny_cfg("logger=wandb", "logger.mode=offline", "trainer.seeds=2", "seed=3")
     res = loop.train(cfg, tmp_path, group="sweep-x")
+    flush()
     files = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(files) == 1
     recs = records(files[0])
@@ -81,7 +82,7 @@ def test_end_of_sweep_logs_the_table_and_plots_to_wandb(monkeypatch, tmp_path):
 
     from grubench import loop
     from grubench.report import SweepSummary
-    from wandb_records import history, records, run_record
+    from wandb_records import flush, history, records, run_record
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -95,6 +96,7 @@ def test_end_of_sweep_logs_the_table_and_plots_to_wandb(monkeypatch, tmp_path):
     )
     assert (tmp_path / "summary.md").exists() and (tmp_path / "report.md").exists()
     assert any((tmp_path / "plots").glob("learning_curves_*.png"))
+    flush()
     files = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(files) == 1
     recs = records(files[0])

@@ -70,3 +70,12 @@ def summary(recs: list) -> dict:
 
 def run_record(recs: list):
     return next(r.run for r in recs if r.WhichOneof("record_type") == "run")
+
+
+def flush() -> None:
+    """Wait until W&B's service has written every run file: `run.finish()` may return before
+    the service has flushed the file of an offline run (seen on a loaded machine);
+    `wandb.teardown()` waits for the service to write everything and stop."""
+    import wandb
+
+    wandb.teardown()
