@@ -40,7 +40,8 @@ SAME_MATH_KEYS = ("model.backward", "model.unroll", "model.scan")
 # Keys that configs written before the cell registry held and configs no longer hold (the cell
 # is the model's name; a GRU's form is gru or gru_v1; only the LSTM's config has forget_bias),
 # with the value they had when a config did not set them (None: always implied by the name). A
-# resumed checkpoint or a pooled report compares them only where today's config has them.
+# resumed checkpoint compares them only where today's config has them; the report leaves them
+# out of a run's description where they hold that value.
 LEGACY_KEYS: dict[str, Any] = {
     "model.cell": None,
     "model.reset_after": None,

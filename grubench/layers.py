@@ -73,7 +73,6 @@ class Recurrent(nnx.Module):
     ):
         # Any: the layer reads what the cell offers (wh, bh; parallel, sequential) by its kind.
         self.cell: Any = make_cell(cell, in_features, hidden, rngs=rngs, **cell_kw)
-        self.kind = cell
         self.unroll = unroll or default_unroll()
         self.time_major = time_major
         self.reverse = reverse

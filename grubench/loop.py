@@ -9,7 +9,6 @@ before the final evaluation): a hook for tests that inject faults; empty otherwi
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
@@ -29,7 +28,7 @@ from grubench.config import validate
 from grubench.model import param_count, with_budget
 from grubench.process import Preempted, StopSignals, Watchdog, exit_or_restart
 from grubench.program import DataOrder, Evaluator, build
-from grubench.results import Results, new_record, write_json
+from grubench.results import Results, new_record, read, write_json
 from grubench.tracking import Tracker
 
 # Called with the step just finished ("1", "2", ...) after its checkpoint, and with "end" after
@@ -61,9 +60,8 @@ def solved_lag(lags: tuple[int, ...], accuracy: np.ndarray) -> np.ndarray:
 
 def completed(out_dir: str | Path) -> Results | None:
     """The results of `out_dir` if they record a completed run (never rerun, never overwritten)."""
-    path = Path(out_dir) / "results.json"
     try:
-        res = json.loads(path.read_text())
+        res = read(Path(out_dir) / "results.json")
     except (OSError, ValueError):
         return None
     done = isinstance(res, dict) and res.get("status") == "completed"

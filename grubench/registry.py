@@ -112,10 +112,6 @@ class Registry(Generic[E]):
         self._entries[entry.name] = entry
         return entry
 
-    def remove(self, name: str) -> None:
-        """Forget `name` (for tests that register a throw-away entry)."""
-        self._entries.pop(name, None)
-
     def _load(self) -> None:
         if self._loaded or self._loading:
             return

@@ -54,11 +54,12 @@ def check_requires(task: TaskEntry) -> None:
 
 def import_package(task: str, module: str) -> ModuleType:
     """Import `module` for `task`, or raise ConfigError naming the extra to install."""
-    check_requires(TASKS.get(task))
+    entry = TASKS.get(task)
+    check_requires(entry)
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(missing_message(TASKS.get(task))) from None
+        raise ConfigError(missing_message(entry)) from None
 
 
 def cache_dir() -> Path:
@@ -70,7 +71,6 @@ def cache_dir() -> Path:
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write an .npz so that readers see the old file or the whole new one, never a part:
     a temporary file in the same directory, then os.replace."""
-
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(f: IO) -> None:
