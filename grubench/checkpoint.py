@@ -14,14 +14,11 @@ from typing import Any
 
 import jax
 
-from grubench.config import FREE_KEYS, LEGACY_KEYS, SAME_MATH_KEYS, is_free_key
+from grubench.config import ADDED_KEYS, FREE_KEYS, LEGACY_KEYS, SAME_MATH_KEYS, is_free_key
 from grubench.errors import CheckpointError
 from grubench.results import jsonable
 
 __all__ = ["CheckpointError", "Checkpoints", "config_difference"]
-
-# Keys added after checkpoints were first written: a checkpoint without one had this value.
-_ADDED_KEYS = {("model", "matmul_dtype"): "float32"}
 
 
 def _to_leaves(state: Any) -> list[Any]:
@@ -50,7 +47,8 @@ def config_difference(a: dict, b: dict, prefix: tuple = ()) -> str | None:
             ".".join(path) in LEGACY_KEYS and k not in a
         ):
             continue
-        va, vb = a.get(k, _ADDED_KEYS.get(path)), b.get(k, _ADDED_KEYS.get(path))
+        added = ADDED_KEYS.get(".".join(path))
+        va, vb = a.get(k, added), b.get(k, added)
         if isinstance(va, dict) and isinstance(vb, dict):
             diff = config_difference(va, vb, path)
             if diff:
@@ -119,7 +117,8 @@ class Checkpoints:
         if diff:
             raise CheckpointError(f"checkpoint {where} belongs to another configuration: {diff}")
         tmpl = _to_leaves(template)
-        abstract = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in tmpl]
+        # Restored where the template lives (e.g. replicated over every device).
+        abstract = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding) for x in tmpl]
         try:
             leaves = self.manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))

@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from grubench import population
 from grubench.config import ConfigError, store, validate
 from grubench.registry import CELLS, TASKS
 
@@ -164,6 +165,9 @@ def _missing_option(e, overrides: list[str]) -> str:
 
 
 def _unknown_key(full_key: str, overrides: list[str]) -> str:
+    if full_key.startswith("trainer.grid."):  # e.g. trainer.grid.hidden: a shape, not a value
+        given = [k for o in overrides if (k := o.lstrip("+~").split("=")[0]).startswith(full_key)]
+        return population.not_a_grid_key((given or [full_key])[0].removeprefix("trainer.grid."))
     parent, _, _ = full_key.rpartition(".")
     allowed = ""
     try:  # list the keys that do exist under the parent, from the config without overrides

@@ -14,10 +14,12 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from grubench import population
 from grubench.errors import ConfigError
 from grubench.registry import CELLS, TASKS
 
 OPTIMIZERS = ("adamw", "rmsprop")
+SHARDS = ("members", "batch")
 LOGGERS = ("none", "wandb")
 
 # Config keys that change nothing a run computes or measures: process and bookkeeping settings.
@@ -34,7 +36,11 @@ FREE_KEYS = (
 # Keys that change how the same gradients are computed, not what they are (backward pass, scan
 # unroll, the scan of a cell linear in h): a checkpoint resumes under other values of these;
 # the report keeps them apart, since they change the speed.
-SAME_MATH_KEYS = ("model.backward", "model.unroll", "model.scan")
+SAME_MATH_KEYS = ("model.backward", "model.unroll", "model.scan", "trainer.shard")
+# Keys added after results and checkpoints were first written, with the value a config without
+# them had: a checkpoint without one resumes under that value, and the report leaves such a key
+# out of a run's description at that value.
+ADDED_KEYS: dict[str, Any] = {"model.matmul_dtype": "float32", "trainer.shard": "members"}
 
 
 # Keys that configs written before the cell registry held and configs no longer hold (the cell
@@ -55,11 +61,13 @@ def is_free_key(key: str, keys: tuple[str, ...] = FREE_KEYS) -> bool:
 
 
 __all__ = [
+    "ADDED_KEYS",
     "FREE_KEYS",
     "LEGACY_KEYS",
     "SAME_MATH_KEYS",
     "Config",
     "ConfigError",
+    "GridConfig",
     "LoggerConfig",
     "ModelConfig",
     "TaskConfig",
@@ -119,10 +127,26 @@ class TaskConfig:
 
 
 @dataclass
+class GridConfig:
+    """A population's grid (`grubench.population`): each key given a list trains every value,
+    times `trainer.seeds` seeds, as one program; None leaves the key at its config value."""
+
+    lr: list[Any] | None = None  # trainer.lr
+    weight_decay: list[Any] | None = None  # trainer.weight_decay
+    clip_norm: list[Any] | None = None  # trainer.clip_norm
+    dropout: list[Any] | None = None  # model.dropout
+
+
+@dataclass
 class TrainerConfig:
     steps: int = 2000
     batch_size: int = 32
     seeds: int = 1  # seeds trained together under jax.vmap: seed, seed+1, ...
+    # Population members: trainer.seeds seeds x every combination of these values.
+    grid: GridConfig = field(default_factory=GridConfig)
+    # members: the population's members spread over every device (jax.sharding); batch: each
+    # member's batch split over the devices (data parallel, for one large member).
+    shard: str = "members"
     optimizer: str = "adamw"  # adamw | rmsprop (decay rho, as Chung et al. 2014 used)
     rho: float = 0.9  # rmsprop's decay of the squared-gradient average
     lr: float = 1e-2
@@ -272,6 +296,8 @@ def validate(cfg: DictConfig | Config) -> None:
         f"an integer in [0, {2**31 - tr.seeds}] (seeds seed .. seed + trainer.seeds - 1 "
         "must fit in int32)",
     )
+    population.grid(c)  # ConfigError on an empty, non-numeric or out-of-range grid
+    require(tr.shard in SHARDS, "trainer.shard", tr.shard, f"one of {', '.join(SHARDS)}")
     require(
         tr.optimizer in OPTIMIZERS,
         "trainer.optimizer",

@@ -192,7 +192,8 @@ class RecurrentStack(nnx.Module):
     """`depth` Recurrent layers in sequence, with optional dropout on each layer's output.
 
     ys, carries = stack(xs, carries, dropout_key=key); carries is one carry per layer.
-    Dropout (inverted, rate `dropout`) applies only when a key is given.
+    Dropout (inverted, rate `dropout`, or `dropout_rate` where given: a traced per-member rate)
+    applies only when a key is given.
     """
 
     def __init__(self, layers: list[Recurrent], *, dropout: float = 0.0):
@@ -205,6 +206,7 @@ class RecurrentStack(nnx.Module):
         carries: list[Carry] | None = None,
         *,
         dropout_key: jax.Array | None = None,
+        dropout_rate: jax.Array | None = None,
         probe: jax.Array | None = None,
     ) -> tuple[jax.Array, list[Carry]]:
         """`probe` goes to the first layer (see Recurrent): the gradient that reaches the bottom
@@ -213,15 +215,19 @@ class RecurrentStack(nnx.Module):
         for i, layer in enumerate(self.layers):
             xs, c = layer(xs, None if carries is None else carries[i], probe if i == 0 else None)
             out_carries.append(c)
-            xs = self.apply_dropout(xs, i, dropout_key)
+            xs = self.apply_dropout(xs, i, dropout_key, dropout_rate)
         return xs, out_carries
 
-    def apply_dropout(self, xs: jax.Array, layer: int, key: jax.Array | None) -> jax.Array:
-        """Inverted dropout on layer `layer`'s output; the identity without a key."""
-        if key is None or self.dropout == 0:
+    def apply_dropout(
+        self, xs: jax.Array, layer: int, key: jax.Array | None, rate: jax.Array | None = None
+    ) -> jax.Array:
+        """Inverted dropout on layer `layer`'s output at `rate` (default `self.dropout`); the
+        identity without a key. A traced rate of 0 keeps every unit and changes nothing."""
+        if key is None or (rate is None and self.dropout == 0):
             return xs
-        keep = jax.random.bernoulli(jax.random.fold_in(key, layer), 1.0 - self.dropout, xs.shape)
-        return jnp.where(keep, xs / (1.0 - self.dropout), 0.0)
+        p = self.dropout if rate is None else rate
+        keep = jax.random.bernoulli(jax.random.fold_in(key, layer), 1.0 - p, xs.shape)
+        return jnp.where(keep, xs / (1.0 - p), 0.0)
 
 
 def stack(

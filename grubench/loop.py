@@ -22,13 +22,15 @@ import numpy as np
 from flax import nnx
 from omegaconf import DictConfig, OmegaConf
 
-from grubench import measure, tasks
+from grubench import measure, population, sharding, tasks
 from grubench.checkpoint import CheckpointError, Checkpoints
 from grubench.config import validate
-from grubench.model import param_count, with_budget
+from grubench.model import count_params, with_budget
 from grubench.process import Preempted, StopSignals, Watchdog, exit_or_restart
-from grubench.program import DataOrder, Evaluator, build
-from grubench.results import Results, new_record, read, write_json
+from grubench.program import Evaluator, Placed
+from grubench.registry import CELLS
+from grubench.results import Results, member_key, member_record, new_record, read, write_json
+from grubench.sharding import primary
 from grubench.tracking import Tracker
 
 # Called with the step just finished ("1", "2", ...) after its checkpoint, and with "end" after
@@ -91,12 +93,14 @@ def train(
     previous = completed(out_dir)
     if previous is not None:
         return previous
+    pop = population.members(cfg)
+    check_fits(cfg, len(pop))
+    sharding.check(cfg.trainer.shard, cfg.trainer.batch_size)
     out_dir.mkdir(parents=True, exist_ok=True)
     config_dict = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
-    tr = cfg.trainer
-    seeds = [cfg.seed + i for i in range(tr.seeds)]
-    results = new_record(cfg, config_dict, seeds, tasks.baseline(cfg.task))
-    tracker = Tracker(out_dir, cfg, config_dict, group=group, seeds=seeds)
+    results = new_record(cfg, config_dict, pop, tasks.baseline(cfg.task))
+    labels = [f"member{i}" if m.values else f"seed{m.seed}" for i, m in enumerate(pop)]
+    tracker = Tracker(out_dir, cfg, config_dict, group=group, labels=labels)
     dog = Watchdog(
         cfg.trainer.hang_timeout_s,
         lambda stalled: exit_or_restart(
@@ -109,7 +113,7 @@ def train(
     try:
         # The run yields what it has measured so far (set-up, then the whole run): a run that
         # fails part-way still records its parameter count, data size and memory.
-        for fields in _run(cfg, seeds, tracker, out_dir, config_dict, dog):
+        for fields in _run(cfg, pop, tracker, out_dir, config_dict, dog):
             results.update(fields)
     except BaseException as e:
         results["status"] = "failed"
@@ -120,12 +124,20 @@ def train(
         results["wall_s"] = time.perf_counter() - t_start
         tracker.summary(results)
         tracker.close()
-        write_json(out_dir / "results.json", results)
+        if primary():
+            write_json(out_dir / "results.json", results)
     return results
 
 
-def _where_seed(mask: np.ndarray, new, old):
-    """Per seed (leading axis), `new` where mask else `old`."""
+def check_fits(cfg: DictConfig, n_members: int) -> None:
+    """ConfigError (one line) before any compilation when the population would not fit in
+    memory (`grubench.population.check_fits`)."""
+    hidden_states = (CELLS.get(cfg.model.name).gates + 2) * cfg.model.hidden
+    population.check_fits(cfg, n_members, count_params(cfg), hidden_states)
+
+
+def _where_member(mask: np.ndarray, new, old):
+    """Per member (leading axis), `new` where mask else `old`."""
     m = jnp.asarray(mask)
     return jax.tree.map(lambda a, b: jnp.where(m.reshape(-1, *[1] * (a.ndim - 1)), a, b), new, old)
 
@@ -153,35 +165,40 @@ def _resume_source(cfg: DictConfig, own: Checkpoints) -> Checkpoints:
 
 def _run(
     cfg: DictConfig,
-    seeds: list[int],
+    pop: list[population.Member],
     tracker: Tracker,
     out_dir: Path,
     config_dict: dict,
     dog: Watchdog,
 ) -> Iterator[Results]:
-    """Train every seed, yielding the fields of the results record the run has measured: once
-    after the set-up (parameters, data size, memory, resume step), once at the end (all)."""
+    """Train every member of the population `pop`, yielding the fields of the results record
+    the run has measured: once after the set-up (parameters, data size, memory, resume step),
+    once at the end (all). Host-side arrays (best validation loss, ...) have one entry per
+    member; the device state has `layout.padded` (`grubench.sharding`)."""
     tr = cfg.trainer
+    n = len(pop)
     results: Results = {}
     dog.start()  # from here on, so a wedged initialisation is caught too
     splits = tasks.make_splits(cfg.task)
-    program = build(cfg)
+    placed = Placed(cfg, pop, splits.train)
+    program, layout, data = placed.program, placed.layout, placed.data
     with dog.paused():  # compiling is slow but cannot wedge; running it can
         init = jax.jit(program.init).lower(jnp.int32(0)).compile()
-    state = program.init_seeds(seeds, init)
-    results["params"] = param_count(jax.tree.map(lambda a: a[0], state["params"]))
+    state = placed.init(init)
+    results["params"] = int(sum(np.prod(a.shape[1:]) for a in jax.tree.leaves(state["params"])))
     results["train_size"] = len(splits.train)  # what the task had, not just what was asked
-    data = jax.device_put(splits.train.arrays())
 
     ckpts = Checkpoints(out_dir / "checkpoints", tr.keep_checkpoints)
     start = 0
-    best_val = np.full(len(seeds), np.inf)
-    best_step = np.zeros(len(seeds), np.int64)
-    since_best = np.zeros(len(seeds), np.int64)  # evaluations without a better val loss
+    best_val = np.full(n, np.inf)
+    best_step = np.zeros(n, np.int64)
+    since_best = np.zeros(n, np.int64)  # evaluations without a better val loss
     step_times: list[float] = []
-    restored = _resume_source(cfg, ckpts).restore(state, config_dict)
+    # Checkpoints hold the n members, not the padding: they resume on any number of devices.
+    restored = _resume_source(cfg, ckpts).restore(layout.trim(state), config_dict)
     if restored is not None:
-        state, meta = restored
+        saved, meta = restored
+        state = layout.untrim(saved)
         start = int(meta["step"])
         best_val = np.array([np.inf if v is None else v for v in meta["best_val"]])
         best_step = np.array(meta["best_step"], np.int64)
@@ -193,7 +210,7 @@ def _run(
     def checkpoint(done: int) -> None:
         ckpts.save(
             done,
-            state,
+            layout.trim(state),
             {
                 "step": done,
                 "best_val": best_val,
@@ -205,31 +222,36 @@ def _run(
             },
         )
 
-    order = DataOrder(seeds, len(splits.train), tr.batch_size)
-    step_fn = jax.jit(jax.vmap(program.train_step, in_axes=(0, None, 0, None)), donate_argnums=0)
     t0 = time.perf_counter()
     with dog.paused():
-        compiled = step_fn.lower(state, jnp.int32(0), order.indices(0), data).compile()
+        compiled = placed.step_fn.lower(state, *placed.inputs(0), data).compile()
     compile_s = time.perf_counter() - t0
     # The training set is an argument of the step but the same for every model: left out.
+    step_bytes = measure.compiled_bytes(compiled, exclude_bytes=placed.data_bytes())
     results["memory"] = {
-        "train_step_bytes": measure.compiled_bytes(
-            compiled, exclude_bytes=sum(a.nbytes for a in jax.tree.leaves(data))
-        ),
+        "train_step_bytes": step_bytes,
+        "train_step_bytes_per_member": layout.per_member(step_bytes),
         "peak_bytes": measure.device_peak_bytes(),
     }
 
-    evaluate = Evaluator(program, min(tr.eval_batch_size, len(splits.val), len(splits.test)))
+    evaluate = Evaluator(
+        program, min(tr.eval_batch_size, len(splits.val), len(splits.test)), layout
+    )
     probe = None
     if tr.grad_probe:
-        probe_batch = splits.val.take(evaluate.batch_size).arrays()
+        probe_batch = jax.device_put(
+            splits.val.take(evaluate.batch_size).arrays(), layout.replicated
+        )
         with dog.paused():
             probe_fn = (
-                jax.jit(jax.vmap(program.grad_profile, in_axes=(0, None)))
+                jax.jit(
+                    jax.vmap(program.grad_profile, in_axes=(0, None)),
+                    out_shardings=layout.members,
+                )
                 .lower(state["params"], probe_batch)
                 .compile()
             )
-        probe = lambda params: np.asarray(probe_fn(params, probe_batch))
+        probe = lambda params: layout.gather(probe_fn(params, probe_batch))
         if start == 0:
             results["grad_norms_init"] = {
                 "t": list(range(int(splits.val.x.shape[1]))),
@@ -239,7 +261,7 @@ def _run(
     # train_loss is measured like val_loss, on the whole training set up to 5 000 examples
     # (at least as many as validation has), so the gap compares like with like.
     train_eval = splits.train.take(max(len(splits.val), min(len(splits.train), 5000)))
-    bar = _progress(tr.steps, tr.progress)
+    bar = _progress(tr.steps, tr.progress and primary())
     bar.update(start)
     end = tr.steps
     if tr.patience and np.all(since_best >= tr.patience):  # resumed after stopping early
@@ -249,22 +271,22 @@ def _run(
     yield results.copy()
     with StopSignals() as stop_signal:
         for step in range(start, end):
-            idx = order.indices(step)
+            args = placed.inputs(step)
             t = time.perf_counter()
-            state, out = compiled(state, jnp.int32(step), idx, data)
+            state, out = compiled(state, *args, data)
             jax.block_until_ready(state)
             dog.tick()
             step_times.append(time.perf_counter() - t)
             done = step + 1
             if done % tr.log_every == 0 or done == tr.steps:
-                loss = np.asarray(out["loss"])
+                loss = layout.gather(out["loss"])
                 recent = step_times[-tr.log_every :]
                 rate = len(recent) / sum(recent)
                 tracker.log(
                     done,
                     {
                         "train/loss": loss,
-                        "train/grad_norm": np.asarray(out["grad_norm"]),
+                        "train/grad_norm": layout.gather(out["grad_norm"]),
                         "steps_per_s": rate,
                     },
                 )
@@ -281,8 +303,10 @@ def _run(
                 best_step = np.where(better, done, best_step)
                 since_best = np.where(better, 0, since_best + 1)
                 if tr.patience:
-                    state["best_params"] = _where_seed(
-                        better, state["params"], state["best_params"]
+                    state["best_params"] = _where_member(
+                        np.asarray(layout.pad(list(better))),
+                        state["params"],
+                        state["best_params"],
                     )
             bar.update(1)
             stop = bool(tr.patience) and bool(np.all(since_best >= tr.patience))
@@ -315,7 +339,7 @@ def _run(
     for name, split in (("train", train_eval), ("val", splits.val), ("test", splits.test)):
         final[name] = evaluate(params, split)
         dog.tick()
-    diverged = np.asarray(state["diverged"])
+    diverged = layout.gather(state["diverged"])
     mask = lambda v: np.where(diverged, np.nan, v)
     metrics = {}
     for name, m in final.items():
@@ -329,7 +353,7 @@ def _run(
             )
     metrics["best_val_loss"] = mask(best_val)
     metrics["best_step"] = best_step.astype(float)
-    metrics["diverged"] = diverged.astype(float)  # its mean over seeds: the divergence rate
+    metrics["diverged"] = diverged.astype(float)  # its mean over members: the divergence rate
     if "lag_accuracy" in final["test"]:
         lag_acc = np.where(diverged[:, None], np.nan, final["test"]["lag_accuracy"])
         results["recall"] = {
@@ -340,22 +364,24 @@ def _run(
         }
         metrics["solved_lag"] = mask(solved_lag(program.spec.lags, lag_acc))
     results["metrics"] = {k: [float(x) for x in np.asarray(v)] for k, v in metrics.items()}
+    results["members"] = [
+        member_record(m, "diverged" if diverged[i] else "completed", results["metrics"], i)
+        for i, m in enumerate(pop)
+    ]
 
-    # Streaming inference (a real-time speech or chat server): one step at batch 1, seed 0.
+    # Streaming inference (a real-time speech or chat server): one step at batch 1, member 0.
     one = jax.tree.map(lambda a: a[0], params)
-    carries = nnx.merge(program.graphdef, one).initial_carries(1)
-    stream_s = (
-        measure.stream_step_time(
+    stream_s = None
+    if tr.stream_repeats and jax.process_count() == 1:
+        carries = nnx.merge(program.graphdef, one).initial_carries(1)
+        stream_s = measure.stream_step_time(
             program.stream_step, one, splits.test.x[:1, 0], carries, repeats=tr.stream_repeats
         )
-        if tr.stream_repeats
-        else None
-    )
     results["memory"]["param_bytes"] = measure.param_bytes(one)
     results["memory"]["peak_bytes"] = measure.device_peak_bytes()
 
     timed = step_times[tr.timing_warmup :] or step_times
-    tokens = len(seeds) * tr.batch_size * int(splits.train.x.shape[1])
+    tokens = n * tr.batch_size * int(splits.train.x.shape[1])
     step_s = statistics.median(timed) if timed else math.nan
     results["speed"] = {
         "step_time_ms": 1e3 * step_s,
@@ -364,13 +390,16 @@ def _run(
         "timed_steps": len(timed),
         "stream_step_ms": None if stream_s is None else 1e3 * stream_s,
         "device": str(jax.devices()[0].device_kind),
+        "devices": layout.devices,
     }
     if diverged.any():
-        steps = np.asarray(state["diverged_step"])
-        results["diverged"] = {str(s): int(steps[i]) for i, s in enumerate(seeds) if diverged[i]}
+        steps = layout.gather(state["diverged_step"])
+        results["diverged"] = {
+            member_key(m): int(steps[i]) for i, m in enumerate(pop) if diverged[i]
+        }
         results["status"] = "diverged"
         results["error"] = "non-finite loss: " + ", ".join(
-            f"seed {s} at step {st}" for s, st in results["diverged"].items()
+            f"{m.label()} at step {int(steps[i])}" for i, m in enumerate(pop) if diverged[i]
         )
     else:
         results["status"] = "completed"

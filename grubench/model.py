@@ -75,13 +75,24 @@ class SequenceModel(nnx.Module):
         return x.astype(jnp.float32)
 
     def __call__(
-        self, x: jax.Array, *, dropout_key: jax.Array | None = None, probe: jax.Array | None = None
+        self,
+        x: jax.Array,
+        *,
+        dropout_key: jax.Array | None = None,
+        dropout_rate: jax.Array | None = None,
+        probe: jax.Array | None = None,
     ) -> jax.Array:
-        ys, _ = self.rnn(self.encode(x), dropout_key=dropout_key, probe=probe)
+        ys, _ = self.rnn(
+            self.encode(x), dropout_key=dropout_key, dropout_rate=dropout_rate, probe=probe
+        )
         return self.head(ys)
 
     def remat_loss(
-        self, batch: dict[str, jax.Array], *, dropout_key: jax.Array | None = None
+        self,
+        batch: dict[str, jax.Array],
+        *,
+        dropout_key: jax.Array | None = None,
+        dropout_rate: jax.Array | None = None,
     ) -> jax.Array:
         """The training loss `tasks.mean_loss(self(x), batch)` in checkpointed time chunks of
         `model.remat_chunk` steps (0: about sqrt(T)): each chunk runs encoder, every layer,
@@ -107,7 +118,7 @@ class SequenceModel(nnx.Module):
             for j, (layer, cj) in enumerate(zip(self.rnn.layers, carries, strict=True)):
                 h, cj = layer(h, cj, remat=False)
                 out.append(cj)
-                h = self.rnn.apply_dropout(h, j, key)
+                h = self.rnn.apply_dropout(h, j, key, dropout_rate)
             sums = tasks.batch_sums(self.head(h), part, self.spec)
             return (out, total + sums["loss_sum"], weight + sums["loss_weight"]), None
 

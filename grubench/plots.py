@@ -39,7 +39,7 @@ from matplotlib.ticker import MaxNLocator
 
 from grubench.errors import ReportError
 from grubench.registry import TASKS
-from grubench.runs import key_value, show, varying_keys
+from grubench.runs import key_value, own_values, show, varying_keys
 
 _BAND = "line: mean, band: min–max"  # the legend's title
 
@@ -253,6 +253,7 @@ def _learning_curves(runs: list[dict[str, Any]]) -> list[tuple[str, Figure]] | s
             vals = row.get("val/loss")
             if not isinstance(vals, list):
                 continue
+            vals = own_values(run, vals)
             for s, v in zip(seeds, vals, strict=False):
                 if str(s) not in stop or row["step"] < stop[str(s)]:
                     _add(series, row["step"], v)

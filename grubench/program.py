@@ -2,10 +2,12 @@
 
 State is a pytree: the model is split once (`nnx.split`) and rebuilt with `nnx.merge` inside
 the pure functions, which `jax.jit` and `jax.vmap` then transform. One jitted train step is
-vmapped over `trainer.seeds` seeds, so a single compiled program trains them all. Each seed
-has its own initialisation and dropout keys, drawn from `jax.random.key(seed)` alone, and its
-own data order (`DataOrder`), so a seed trained with others gives the numbers it gives trained
-by itself, and step s of a resumed run is step s of an uninterrupted one.
+vmapped over the members of a population (`grubench.population`: seeds x grid values), so a
+single compiled program trains them all. Each member has its own initialisation and dropout
+keys, drawn from `jax.random.key(seed)` alone, its own data order (`DataOrder`), and its own
+hyperparameters, held in its state as arrays (`state["hp"]`) that the program reads, so a
+member trained with others gives the numbers it gives trained by itself, and step s of a
+resumed run is step s of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import optax
 from flax import nnx
 from omegaconf import DictConfig
 
-from grubench import optim, tasks
+from grubench import optim, population, tasks
 from grubench.model import SequenceModel
+from grubench.sharding import Layout
 
 
 def seed_keys(seed: jax.Array | int) -> tuple[jax.Array, jax.Array]:
@@ -37,11 +40,13 @@ class DataOrder:
     Each epoch is a permutation of 0..n-1 from `np.random.default_rng([seed, epoch])`, read in
     order `batch` rows a step (a batch may span an epoch boundary), so the rows of step s depend
     only on (seed, s): a seed sees the same data alone or beside others, and a resumed run can
-    pick up at any step.
+    pick up at any step. `seeds` may repeat (members of a population that share a seed).
     """
 
     def __init__(self, seeds: list[int], n: int, batch: int):
         self.seeds, self.n, self.batch = seeds, n, batch
+        self._unique = sorted(set(seeds))
+        self._row = np.array([self._unique.index(s) for s in seeds])
         self._perms: dict[tuple[int, int], np.ndarray] = {}
 
     def _perm(self, seed: int, epoch: int) -> np.ndarray:
@@ -56,68 +61,95 @@ class DataOrder:
         """int32 [len(seeds), batch]: the rows of `step` for every seed."""
         pos = step * self.batch + np.arange(self.batch)
         epoch, offset = pos // self.n, pos % self.n
-        out = np.empty((len(self.seeds), self.batch), np.int32)
-        for i, seed in enumerate(self.seeds):
+        out = np.empty((len(self._unique), self.batch), np.int32)
+        for i, seed in enumerate(self._unique):
             for e in np.unique(epoch):
                 sel = epoch == e
                 out[i, sel] = self._perm(seed, int(e))[offset[sel]]
-        return out
+        return out[self._row]
 
 
 @dataclass
 class Program:
-    """The pure pieces of one configuration: init, train step and eval, not yet jitted."""
+    """The pure pieces of one configuration: init, train step and eval, not yet jitted.
+
+    `dropout` says whether any member trains with dropout (a member with rate 0 beside one
+    with rate 0.1 draws masks that keep everything: the same numbers as no dropout)."""
 
     graphdef: Any
     spec: tasks.TaskSpec
-    tx: Any
     cfg: DictConfig
+    dropout: bool
 
     def init(self, seed: jax.Array) -> dict[str, Any]:
+        """The state of one member with `seed` and the config's hyperparameters; a member of a
+        population gets its own `hp` from `init_members`."""
         k_init, k_drop = seed_keys(seed)
         model = SequenceModel(self.cfg, rngs=nnx.Rngs(params=k_init))
         _, params = nnx.split(model)
         early = {"best_params": params} if self.cfg.trainer.patience else {}
+        tr, m = self.cfg.trainer, self.cfg.model
+        hp = {"lr": tr.lr, "weight_decay": tr.weight_decay, "clip_norm": tr.clip_norm}
         return {
             **early,
             "params": params,
-            "opt": self.tx.init(params),
+            "opt": optim.optimizer(tr).init(params),
+            "hp": {k: jnp.float32(v) for k, v in (hp | {"dropout": m.dropout}).items()},
             "dropout_key": k_drop,
             "diverged": jnp.array(False),
             "diverged_step": jnp.array(-1, jnp.int32),
         }
 
-    def init_seeds(self, seeds: list[int], init: Callable | None = None) -> dict[str, Any]:
-        """The states of `seeds`, stacked on a leading seed axis, as `vmap(init)` would give.
+    def init_members(
+        self,
+        seeds: list[int],
+        hp: dict[str, np.ndarray] | None = None,
+        init: Callable | None = None,
+    ) -> dict[str, Any]:
+        """The states of a population's members (their `seeds`, and `hp`, float32 [members]
+        each; default the config's values), stacked on a leading member axis, as `vmap(init)`
+        would give.
 
-        Each seed is initialised on its own and then stacked, not under `vmap`: XLA's CPU
+        Each seed is initialised once on its own and then stacked, not under `vmap`: XLA's CPU
         backend deadlocks running many batched QR decompositions (the orthogonal initialiser)
         in one program — `jax.jit(jax.vmap(f))` of twelve 64 x 64 `jnp.linalg.qr` hangs in
         `block_until_ready` with the CPU idle (jax 0.10.2; the reproducer is in
         docs/performance.md).
         The states are bit-identical to vmap's."""
         init = init or jax.jit(self.init)
-        states = [init(jnp.asarray(s, jnp.int32)) for s in seeds]
-        return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+        unique = {s: init(jnp.asarray(s, jnp.int32)) for s in dict.fromkeys(seeds)}
+        state = jax.tree.map(lambda *xs: jnp.stack(xs), *(unique[s] for s in seeds))
+        if hp is not None:
+            state["hp"] = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
+        return state
 
-    def loss(self, params, batch: dict[str, jax.Array], dropout_key: jax.Array | None):
+    def loss(
+        self,
+        params,
+        batch: dict[str, jax.Array],
+        dropout_key: jax.Array | None,
+        dropout_rate: jax.Array | None = None,
+    ):
         model = nnx.merge(self.graphdef, params)
+        drop = {"dropout_key": dropout_key, "dropout_rate": dropout_rate}
         if self.cfg.model.remat:  # the whole model in checkpointed chunks: O(sqrt(T)) memory
-            return model.remat_loss(batch, dropout_key=dropout_key)
-        return tasks.mean_loss(model(batch["x"], dropout_key=dropout_key), batch, self.spec)
+            return model.remat_loss(batch, **drop)
+        return tasks.mean_loss(model(batch["x"], **drop), batch, self.spec)
 
     def train_step(
         self, state: dict[str, Any], step: jax.Array, idx: jax.Array, data: dict[str, jax.Array]
     ):
-        """One AdamW step on one seed, on the training rows `idx`. A non-finite loss or
-        gradient marks the seed diverged at `step` and freezes it; other seeds under vmap go
-        on unaffected."""
+        """One optimiser step on one member, on the training rows `idx`, with the member's
+        hyperparameters `state["hp"]`. A non-finite loss or gradient marks the member diverged
+        at `step` and freezes it; other members under vmap go on unaffected."""
         batch = jax.tree.map(lambda a: a[idx], data)
-        use_dropout = self.cfg.model.dropout > 0
-        dkey = jax.random.fold_in(state["dropout_key"], step) if use_dropout else None
-        loss, grads = jax.value_and_grad(self.loss)(state["params"], batch, dkey)
+        hp = state["hp"]
+        dkey = jax.random.fold_in(state["dropout_key"], step) if self.dropout else None
+        rate = hp["dropout"] if self.dropout else None
+        loss, grads = jax.value_and_grad(self.loss)(state["params"], batch, dkey, rate)
         gnorm = optax.tree.norm(grads)
-        updates, opt = self.tx.update(grads, state["opt"], state["params"])
+        tx = optim.optimizer(self.cfg.trainer, hp)
+        updates, opt = tx.update(grads, state["opt"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
         ok = finite & ~state["diverged"]
@@ -154,16 +186,63 @@ class Program:
 def build(cfg: DictConfig) -> Program:
     abstract = nnx.eval_shape(lambda: SequenceModel(cfg, rngs=nnx.Rngs(0)))
     graphdef, _ = nnx.split(abstract)
-    return Program(graphdef, tasks.spec(cfg.task), optim.optimizer(cfg.trainer), cfg)
+    rates = population.grid(cfg).get("model.dropout", [cfg.model.dropout])
+    return Program(graphdef, tasks.spec(cfg.task), cfg, dropout=max(rates) > 0)
+
+
+class Placed:
+    """A population (`grubench.population`) set up to train on the devices: its program, its
+    layout (`grubench.sharding`: members padded and sharded), the training set, every member's
+    data order, and the train step, jitted with the layout's shardings (not yet compiled).
+
+    `init()` is the first state of every padded member; `inputs(step)` the step's arguments
+    after the state: `step_fn(state, *inputs(step), data) -> (state, {loss, grad_norm})`."""
+
+    def __init__(self, cfg: DictConfig, members: list[population.Member], train: tasks.Split):
+        tr = cfg.trainer
+        self.program = build(cfg)
+        self.layout = layout = Layout(len(members), tr.shard, tr.batch_size)
+        self.padded = layout.pad(members)
+        self.hp = population.hyperparams(cfg, self.padded)
+        self.data = jax.device_put(train.arrays(), layout.replicated)
+        self.order = DataOrder([m.seed for m in self.padded], len(train), tr.batch_size)
+        self.step_fn = jax.jit(
+            jax.vmap(self.program.train_step, in_axes=(0, None, 0, None)),
+            in_shardings=(layout.members, layout.replicated, layout.rows, layout.replicated),
+            out_shardings=(layout.members, layout.members),
+            donate_argnums=0,
+        )
+
+    def init(self, init: Callable | None = None) -> dict[str, Any]:
+        seeds = [m.seed for m in self.padded]
+        return self.layout.put(self.program.init_members(seeds, self.hp, init))
+
+    def inputs(self, step: int) -> tuple[jax.Array, jax.Array]:
+        """(step, the rows of every member at `step`), placed as the step function takes them."""
+        return (
+            jax.device_put(jnp.int32(step), self.layout.replicated),
+            jax.device_put(self.order.indices(step), self.layout.rows),
+        )
+
+    def data_bytes(self) -> int:
+        """The training set's bytes: an argument of the step, the same for every member."""
+        return sum(a.nbytes for a in jax.tree.leaves(self.data))
 
 
 class Evaluator:
-    """Exact loss and accuracy of every seed on a whole split, in fixed-size padded batches
-    (one compiled shape for all splits)."""
+    """Exact loss and accuracy of every member on a whole split, in fixed-size padded batches
+    (one compiled shape for all splits). With a `layout` (`grubench.sharding`), the members
+    stay where the layout puts them and the results drop its padding members."""
 
-    def __init__(self, program: Program, batch_size: int):
-        self.batch_size = batch_size
-        self.fn = jax.jit(jax.vmap(program.eval_sums, in_axes=(0, None)))
+    def __init__(self, program: Program, batch_size: int, layout: Layout | None = None):
+        self.batch_size, self.layout = batch_size, layout
+        shardings: dict[str, Any] = {}
+        if layout is not None:
+            shardings = {
+                "in_shardings": (layout.members, layout.replicated),
+                "out_shardings": layout.members,
+            }
+        self.fn = jax.jit(jax.vmap(program.eval_sums, in_axes=(0, None)), **shardings)
 
     def __call__(self, params, split: tasks.Split) -> dict[str, np.ndarray]:
         arrays = split.arrays()
@@ -177,14 +256,17 @@ class Evaluator:
                     k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)])
                     for k, v in chunk.items()
                 }
+            if self.layout is not None:
+                chunk = jax.device_put(chunk, self.layout.replicated)
             sums = self.fn(params, chunk)
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-        t = jax.device_get(totals)
+        gather = self.layout.gather if self.layout is not None else np.asarray
+        t = jax.tree.map(gather, totals)
         out = {
             "loss": t["loss_sum"] / np.maximum(t["loss_weight"], 1.0),
             "accuracy": t["correct"] / np.maximum(t["count"], 1.0),
         }
-        if "lag_correct" in t:  # [seeds, lags]; NaN where the split has no example at a lag
+        if "lag_correct" in t:  # [members, lags]; NaN where the split has no example at a lag
             with np.errstate(invalid="ignore", divide="ignore"):
                 out["lag_accuracy"] = t["lag_correct"] / t["lag_count"]
         return out

@@ -10,7 +10,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
-from grubench.runs import show
+from grubench.runs import grid_points, show
 from grubench.stats import Cell, Table
 
 
@@ -225,22 +225,27 @@ def summary_table(runs: list[dict[str, Any]]) -> str:
 
 
 def format_summary(results: Mapping[str, Any]) -> str:
-    """A few lines a person reads at the end of a run."""
-    m = results["metrics"]
-
-    def ms(k: str) -> str:
-        return mean_std_of(m.get(k, []))
-
+    """A few lines a person reads at the end of a run: with a grid, one per grid point."""
     base = results["baselines"]["loss"]
     base_text = "n/a" if base is None else format_mean_std(base, math.nan)
     sp = results["speed"]
+    points = grid_points(dict(results))
+    seeds = list(dict.fromkeys(results["seeds"]))
+    size = f", {len(results['seeds'])} members" if len(points) > 1 else ""
     lines = [
         f"{results['model']} on {results['task']} (seq_len={results['seq_len']}, "
         f"hidden={results['hidden']}, depth={results['depth']}, params={results['params']}, "
-        f"seeds={results['seeds']}): {results['status']}",
-        f"  test_loss {ms('test_loss')}  (baseline {base_text})  test_accuracy "
-        f"{ms('test_accuracy')}  gap {ms('gap')}",
+        f"seeds={seeds}{size}): {results['status']}",
     ]
+    for point in points:
+        m = point["metrics"]
+        ms = lambda k, m=m: mean_std_of(m.get(k, []))
+        values = (point.get("members") or [{}])[0].get("values") or {}
+        where = "  ".join(f"{k}={v:g}" for k, v in values.items())
+        lines.append(
+            f"  {where + ': ' if where else ''}test_loss {ms('test_loss')}  (baseline "
+            f"{base_text})  test_accuracy {ms('test_accuracy')}  gap {ms('gap')}"
+        )
     if sp:
         lines.append(
             f"  step {sp['step_time_ms']:.2f} ms  compile {sp['compile_s']:.1f} s  "

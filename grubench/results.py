@@ -15,13 +15,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Literal, TypedDict
 
-SCHEMA = 1
+from grubench.population import Member
+
+SCHEMA = 2  # 2: populations (`members`); readers accept READABLE
+READABLE = (1, 2)  # schema 1 is a population of seeds alone, without `members`
 
 Status = Literal["completed", "diverged", "failed"]
 
 
+class MemberRecord(TypedDict):
+    """One member of a population: its seed, grid values (dotted config keys), status and
+    final metrics."""
+
+    seed: int
+    values: dict[str, float]
+    status: Status
+    metrics: dict[str, float | None]
+
+
 class Results(TypedDict, total=False):
-    """One run's record. Per-seed values are lists in the order of `seeds`."""
+    """One run's record. Per-member values are lists in the order of `members` (and `seeds`,
+    each member's seed): one per seed when the population has no grid."""
 
     schema: int
     status: Status
@@ -34,22 +48,40 @@ class Results(TypedDict, total=False):
     seq_len: int
     train_size: int  # what the task had, not just what was asked
     params: int | None
-    seeds: list[int]
-    metrics: dict[str, list[float]]  # name -> one value per seed
+    seeds: list[int]  # each member's seed
+    members: list[MemberRecord]
+    metrics: dict[str, list[float]]  # name -> one value per member
     baselines: dict[str, float | None]
     speed: dict[str, Any]  # step_time_ms, compile_s, tokens_per_s, timed_steps, ..., device
     memory: dict[str, Any]  # train_step_bytes, peak_bytes (None where unknown), param_bytes
-    recall: dict[str, Any]  # tasks with lags: lags, split, accuracy [seed][lag], solved_at
+    recall: dict[str, Any]  # tasks with lags: lags, split, accuracy [member][lag], solved_at
     grad_norms_init: dict[str, Any]  # trainer.grad_probe: |dL/dh_t| at step 0 and at the end
     grad_norms: dict[str, Any]
-    diverged: dict[str, int]  # seed -> the step its loss went non-finite
+    diverged: dict[str, int]  # member_key -> the step its loss went non-finite
     resumed_from_step: int
     stopped_early_at: int
     wall_s: float
 
 
+def member_key(member: Member) -> str:
+    """How `diverged` names a member: its seed, with its grid values when it has any."""
+    return member.label().removeprefix("seed ") if member.values else str(member.seed)
+
+
+def member_record(
+    member: Member, status: Status, metrics: dict[str, list[float]], i: int
+) -> MemberRecord:
+    """Member `i`'s entry of `members`, its metrics taken from the per-member lists."""
+    return {
+        "seed": member.seed,
+        "values": dict(member.values),
+        "status": status,
+        "metrics": {k: v[i] for k, v in metrics.items()},
+    }
+
+
 def new_record(
-    cfg: Any, config: dict[str, Any], seeds: list[int], baseline: float | None
+    cfg: Any, config: dict[str, Any], members: list[Member], baseline: float | None
 ) -> Results:
     """The header of a run's record: a failed run with nothing measured yet."""
     return {
@@ -64,7 +96,8 @@ def new_record(
         "seq_len": cfg.task.seq_len,
         "train_size": cfg.task.train_size,
         "params": None,
-        "seeds": seeds,
+        "seeds": [m.seed for m in members],
+        "members": [member_record(m, "failed", {}, i) for i, m in enumerate(members)],
         "metrics": {},
         "baselines": {"loss": baseline},
         "speed": {},

@@ -8,6 +8,7 @@ numbers of `--paper` (grubench/papers.json) are read here too.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import math
@@ -17,9 +18,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from grubench.config import LEGACY_KEYS, is_free_key
+from grubench.config import ADDED_KEYS, LEGACY_KEYS, is_free_key
 from grubench.errors import ReportError
-from grubench.results import SCHEMA, read
+from grubench.population import Member
+from grubench.results import READABLE, member_key, read
 
 __all__ = ["ReportError"]  # re-exported: the error every reader of runs raises
 
@@ -70,13 +72,69 @@ def read_runs(dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
             res = read(path)
         except (OSError, ValueError) as e:
             raise ReportError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None
-        if not isinstance(res, dict) or res.get("schema") != SCHEMA:
+        if not isinstance(res, dict) or res.get("schema") not in READABLE:
             got = res.get("schema") if isinstance(res, dict) else type(res).__name__
             raise ReportError(
-                f"{path}: not a grubench results file of schema {SCHEMA} (schema {got})"
+                f"{path}: not a grubench results file of schema "
+                f"{' or '.join(map(str, READABLE))} (schema {got})"
             )
-        runs.append(res | {"path": str(path.parent)})
+        runs += grid_points(res | {"path": str(path.parent)})
     return runs
+
+
+# Parts of results.json holding a list with one entry per member, under a key.
+_PER_MEMBER_PARTS = (("recall", "accuracy"), ("grad_norms_init", "norm"), ("grad_norms", "norm"))
+
+
+def grid_points(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run of a population with a grid as one run per grid point, as if each point had been
+    trained alone: its config holds the point's values (and no grid), and its seeds, metrics,
+    divergences and recall are the point's members'; "members_index" lists their positions in
+    the run's per-member lists (metrics.jsonl: `own_values`). A run without a grid is returned
+    as it is."""
+    members = run.get("members") or []
+    if not any(m.get("values") for m in members):
+        return [run]
+    points: dict[tuple, list[int]] = {}
+    for i, m in enumerate(members):
+        points.setdefault(tuple(sorted(m["values"].items())), []).append(i)
+    out = []
+    for values, index in points.items():
+        config = copy.deepcopy(run.get("config") or {})
+        config.get("trainer", {}).pop("grid", None)
+        for key, v in values:
+            group, name = key.split(".")
+            config.setdefault(group, {})[name] = v
+        point = {**run, "config": config, "members_index": index}
+        point["members"] = [members[i] for i in index]
+        point["seeds"] = [members[i]["seed"] for i in index]
+        point["metrics"] = {
+            k: [v[i] for i in index if i < len(v)] for k, v in (run.get("metrics") or {}).items()
+        }
+        failed = run.get("status") == "failed"
+        diverged = [members[i] for i in index if members[i].get("status") == "diverged"]
+        steps = run.get("diverged") or {}
+        point["diverged"] = {
+            str(m["seed"]): steps.get(_member_key(m)) for m in diverged if _member_key(m) in steps
+        }
+        point["status"] = "failed" if failed else "diverged" if diverged else "completed"
+        for part, key in _PER_MEMBER_PARTS:
+            if run.get(part):
+                per = run[part].get(key) or []
+                point[part] = {**run[part], key: [per[i] for i in index if i < len(per)]}
+        out.append(point)
+    return out
+
+
+def own_values(run: dict[str, Any], values: list) -> list:
+    """The entries of a per-member list (a metrics.jsonl row's) that belong to `run`, a grid
+    point of `grid_points` or a whole run."""
+    index = run.get("members_index")
+    return values if index is None else [values[i] for i in index if i < len(values)]
+
+
+def _member_key(member: dict[str, Any]) -> str:
+    return member_key(Member(member["seed"], member["values"]))
 
 
 def canonical_key(key: str) -> str:
@@ -123,15 +181,20 @@ def run_description(run: dict[str, Any]) -> dict[str, Any]:
     config key that changes a measurement; seeds, logging and checkpointing left out."""
     desc = {k: key_value(run, k) for k in FLAT_KEYS if k != "params"}
     for k, v in flat_config(run.get("config") or {}).items():
-        if k in CONFIG_TO_FLAT or k in _SEED_KEYS or is_free_key(k) or _legacy_default(k, v):
+        if k in CONFIG_TO_FLAT or k in _SEED_KEYS or is_free_key(k) or _implied(k, v):
             continue
         desc[k] = v
     return desc
 
 
-def _legacy_default(key: str, value: Any) -> bool:
-    """A key older results hold that today's would not (config.LEGACY_KEYS), at its implied
-    value: it describes nothing a run of today's config would not."""
+def _implied(key: str, value: Any) -> bool:
+    """A key at the value a run without it implies: one older results hold that today's would
+    not (config.LEGACY_KEYS), one added since (config.ADDED_KEYS), or the grid of a run with
+    none (`grid_points` writes a grid's values into the keys it varies)."""
+    if key.startswith("trainer.grid."):
+        return True
+    if key in ADDED_KEYS and ADDED_KEYS[key] == value:
+        return True
     return key in LEGACY_KEYS and LEGACY_KEYS[key] in (None, value)
 
 

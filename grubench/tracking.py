@@ -41,9 +41,10 @@ def wandb_mode(requested: str) -> str:
 class Tracker:
     """One interface over the sinks: log(step, row), summary(results), close().
 
-    Rows hold per-seed lists (or arrays). metrics.jsonl keeps them as they are; W&B gets, for
-    each, the mean over finite seeds under the key itself and one series per seed under
-    `KEY_seedN`, since W&B charts plot scalars. `group` (the sweep) groups runs on W&B.
+    Rows hold per-member lists (or arrays). metrics.jsonl keeps them as they are; W&B gets, for
+    each, the mean over finite members under the key itself and one series per member under
+    `KEY_LABEL` (`labels`: seedN, or memberI in a population with a grid), since W&B charts
+    plot scalars. `group` (the sweep) groups runs on W&B.
     """
 
     def __init__(
@@ -53,10 +54,10 @@ class Tracker:
         config_dict: dict[str, Any],
         *,
         group: str | None = None,
-        seeds: list[int] | None = None,
+        labels: list[str] | None = None,
     ):
         self.jsonl = JsonlSink(out_dir / "metrics.jsonl")
-        self.seeds = seeds or [cfg.seed]
+        self.labels = labels or [f"seed{cfg.seed}"]
         self.run = None
         if cfg.logger.name == "wandb":
             self.run = _start_wandb(out_dir, cfg, config_dict, group or cfg.logger.group)
@@ -66,7 +67,7 @@ class Tracker:
         for k, v in jsonable(row).items():
             if isinstance(v, list):
                 flat[k] = _mean(v)
-                flat.update({f"{k}_seed{s}": x for s, x in zip(self.seeds, v, strict=False)})
+                flat.update({f"{k}_{s}": x for s, x in zip(self.labels, v, strict=False)})
             else:
                 flat[k] = v
         return flat

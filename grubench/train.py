@@ -19,6 +19,7 @@ from grubench.errors import CheckpointError, ConfigError, GrubenchError, Trackin
 from grubench.loop import completed, train
 from grubench.process import Preempted, restart_command
 from grubench.render import format_summary
+from grubench.sharding import initialize_distributed
 
 
 def _hydra_app(cfg: DictConfig) -> None:
@@ -28,6 +29,7 @@ def _hydra_app(cfg: DictConfig) -> None:
     from hydra.types import RunMode
 
     runtime.configure()
+    initialize_distributed()  # several SLURM tasks: one JAX program over all their devices
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     out_dir = Path(hc.runtime.output_dir)
@@ -56,7 +58,8 @@ def _hydra_app(cfg: DictConfig) -> None:
         _fail(str(e), 143)  # a pre-empted sweep stops too: its launcher requeues it
     except KeyboardInterrupt:
         _fail("interrupted; results.json records the run as failed", 130)
-    except (CheckpointError, TrackingError) as e:
+    except (CheckpointError, TrackingError, ConfigError) as e:
+        # ConfigError here: a population too large for memory, found before any compilation.
         _fail_job(str(e), 2, multirun)
         return
     except Exception as e:  # noqa: BLE001 - one line; results.json already says failed

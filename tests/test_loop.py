@@ -131,7 +131,7 @@ def test_batches_visit_every_example_once_per_epoch(batch, n):
 def test_seeds_initialised_one_by_one_equal_vmapped_init():
     """init_seeds sidesteps an XLA CPU deadlock in batched QR; it must change nothing."""
     prog = build(tiny_cfg("model.depth=2"))
-    got = prog.init_seeds([3, 7])
+    got = prog.init_members([3, 7])
     want = jax.vmap(prog.init)(jnp.asarray([3, 7], jnp.int32))
 
     def data(a):
@@ -144,7 +144,7 @@ def test_seeds_initialised_one_by_one_equal_vmapped_init():
 def test_non_finite_loss_marks_only_that_seed_diverged():
     cfg = tiny_cfg("trainer.seeds=2")
     prog = build(cfg)
-    state = prog.init_seeds([0, 1])
+    state = prog.init_members([0, 1])
     # Poison seed 1's head so its loss is NaN; seed 0 must train on untouched.
     state["params"]["head"]["kernel"][...] = (
         state["params"]["head"]["kernel"][...].at[1].set(jnp.nan)

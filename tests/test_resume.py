@@ -1,6 +1,6 @@
 """Runs that survive: a real training process killed (SIGKILL) or pre-empted (SIGTERM) at
 several points, started again with the same command, ends with the metrics of a run that was
-never interrupted."""
+never interrupted, member by member (the run is a population: two seeds x a grid)."""
 
 import json
 import subprocess
@@ -10,7 +10,8 @@ import pytest
 
 from helpers import TINY, fault_env
 
-# 12 steps, checkpoints at 5 and 10 (and 12), dropout and two seeds so every key matters.
+# 12 steps, checkpoints at 5 and 10 (and 12), dropout and a population of two seeds x two
+# learning rates x two dropout rates (8 members) so every key matters.
 ARGS = [
     *TINY,
     "trainer.steps=12",
@@ -18,7 +19,8 @@ ARGS = [
     "trainer.eval_every=4",
     "trainer.log_every=2",
     "trainer.seeds=2",
-    "model.dropout=0.1",
+    "trainer.grid.lr=[0.01,0.003]",
+    "trainer.grid.dropout=[0.0,0.1]",
 ]
 
 
@@ -62,6 +64,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(point, reference, tmp_path):
     assert res.get("resumed_from_step") == want
     assert res["status"] == "completed"
     assert res["metrics"] == reference[0]["metrics"]
+    assert res["members"] == reference[0]["members"] and len(res["members"]) == 8
     assert curves(tmp_path) == reference[1]
 
 

@@ -1,0 +1,117 @@
+"""Where a population lives: its member axis sharded over every device, on one host or many.
+
+A 1-D `jax.sharding.Mesh` over all devices (`jax.devices()`: every host's, after
+`initialize_distributed`) with axis "d". With `trainer.shard=members` the leading member axis
+of the train state is split over "d" (`NamedSharding(mesh, P("d"))`), the members padded to a
+multiple of the device count by repeating the last one (padding is computed and never
+reported); each device trains its own members and no step communicates. With
+`trainer.shard=batch` every device holds every member and the batch axis is split over "d"
+(data parallel: XLA all-reduces the gradients), for a member too large to train on one device
+in reasonable time. Evaluation batches are replicated in both modes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from grubench.errors import ConfigError
+
+AXIS = "d"
+
+
+def initialize_distributed() -> bool:
+    """Start JAX's multi-process runtime when SLURM runs this job as several tasks (submitit's
+    `tasks_per_node` or `nodes` > 1): `jax.distributed.initialize()` reads the coordinator,
+    process count and index from SLURM's environment. True when it did."""
+    if int(os.environ.get("SLURM_NTASKS", "1") or 1) <= 1:
+        return False
+    if not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+    return True
+
+
+def primary() -> bool:
+    """Whether this process writes the run's files (process 0 of a multi-process job)."""
+    return jax.process_index() == 0
+
+
+def check(shard: str, batch_size: int) -> None:
+    """ConfigError (one line) where the devices cannot take the layout: a batch split over
+    them must divide evenly."""
+    devices = jax.device_count()
+    if shard == "batch" and batch_size % devices:
+        raise ConfigError(
+            f"trainer.batch_size={batch_size} is not allowed with trainer.shard=batch: a "
+            f"multiple of the {devices} devices"
+        )
+
+
+class Layout:
+    """The placement of `n` members: `padded` of them (a multiple of the device count when the
+    members are sharded), on a mesh over every device.
+
+    state sharding: `members` (P("d") or replicated); training rows `rows` (P("d", None) or
+    P(None, "d")); `replicated` for the data and evaluation batches."""
+
+    def __init__(self, n: int, shard: str = "members", batch_size: int = 1):
+        check(shard, batch_size)
+        devices = jax.devices()
+        self.n, self.shard, self.devices = n, shard, len(devices)
+        self.mesh = Mesh(np.array(devices), (AXIS,))
+        self.replicated = NamedSharding(self.mesh, P())
+        if shard == "batch":
+            self.padded = n
+            self.members = self.replicated
+            self.rows = NamedSharding(self.mesh, P(None, AXIS))
+        else:
+            self.padded = -(-n // self.devices) * self.devices
+            self.members = NamedSharding(self.mesh, P(AXIS))
+            self.rows = NamedSharding(self.mesh, P(AXIS, None))
+
+    def pad(self, items: list) -> list:
+        """`items` (one per member) with the last repeated up to `padded`."""
+        return items + [items[-1]] * (self.padded - len(items))
+
+    def put(self, state: Any) -> Any:
+        """A state of `padded` members placed with the member sharding."""
+        return jax.device_put(state, self.members)
+
+    @functools.cached_property
+    def trim(self) -> Callable[[Any], Any]:
+        """state -> its first `n` members, replicated (for a checkpoint that resumes on any
+        number of devices)."""
+        n = self.n
+        return jax.jit(lambda s: jax.tree.map(lambda a: a[:n], s), out_shardings=self.replicated)
+
+    @functools.cached_property
+    def untrim(self) -> Callable[[Any], Any]:
+        """`trim`'s inverse: `n` members padded again and placed with the member sharding."""
+        extra = self.padded - self.n
+
+        def pad(a: jax.Array) -> jax.Array:
+            return jnp.concatenate([a, *[a[-1:]] * extra]) if extra else a
+
+        return jax.jit(lambda s: jax.tree.map(pad, s), out_shardings=self.members)
+
+    def per_member(self, nbytes: int | None) -> float | None:
+        """One member's share of XLA's per-device accounting of a step's memory: the members
+        on one device share it (all of them, when the batch is sharded)."""
+        on_one = self.padded // self.devices if self.shard == "members" else self.n
+        return None if nbytes is None else nbytes / on_one
+
+    def gather(self, x: Any) -> np.ndarray:
+        """A per-member array as numpy on this host, padding dropped."""
+        if jax.process_count() > 1 and not getattr(x, "is_fully_addressable", True):
+            from jax.experimental import multihost_utils
+
+            x = multihost_utils.process_allgather(x, tiled=True)
+        return np.asarray(x)[: self.n]
