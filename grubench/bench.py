@@ -10,7 +10,8 @@ Each is timed as the median of `--iters` steps after `--warmup`, every step ende
 forward 2·B·T·G·H·(D + H), backward twice that. The machine's matmul peak is measured in the
 same run (float32 GEMM), so ratios are against peers measured under the same conditions.
 `--forward` times the forward pass alone instead (evaluation, inference; torch under
-`no_grad`), one third of those FLOPs.
+`no_grad`), one third of those FLOPs. `--population` times K members of a population in one
+program against one member (grubench/bench_population.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from grubench.bench_population import MEMBERS, format_population, run_population
 from grubench.measure import median_time
 from grubench.registry import CELLS
 
@@ -418,6 +420,20 @@ def main(argv: list[str] | None = None) -> int:
         help="time the forward pass alone (evaluation, inference), not a train step",
     )
     p.add_argument(
+        "--population",
+        action="store_true",
+        help="instead: K members in one program against one member (grubench-train's step "
+        "on the copy task; see grubench/bench_population.py)",
+    )
+    p.add_argument(
+        "--members",
+        default=",".join(map(str, MEMBERS)),
+        help="with --population: the population sizes K (default 1,4,16,64)",
+    )
+    p.add_argument("--hidden", type=int, default=64, help="with --population (default 64)")
+    p.add_argument("--seq-len", type=int, default=20, help="with --population (default 20)")
+    p.add_argument("--batch", type=int, default=32, help="with --population (default 32)")
+    p.add_argument(
         "--scan",
         choices=("auto", "parallel", "sequential"),
         default="auto",
@@ -430,8 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     runtime.configure()
     try:
         cells = a.cells.split(",")
-        # --scaling times any registered cell; the peers exist for the GRU and the LSTM only.
-        allowed = CELLS.names() if a.scaling else ["gru", "lstm"]
+        # --scaling and --population time any registered cell; the peers exist for the GRU and
+        # the LSTM only.
+        allowed = CELLS.names() if a.scaling or a.population else ["gru", "lstm"]
         bad = [c for c in cells if c not in allowed]
         if bad:
             raise ValueError(f"--cells: {bad[0]!r} is not one of {', '.join(allowed)}")
@@ -458,9 +475,23 @@ def main(argv: list[str] | None = None) -> int:
             )
         if a.scan != "auto" and not a.scaling:
             raise ValueError("--scan applies to --scaling, where minGRU / minLSTM run")
+        if a.population and (a.scaling or a.variants or a.forward or a.shapes):
+            raise ValueError(
+                "--population times grubench-train's step: it does not combine with "
+                "--scaling, --variants, --forward or --shapes"
+            )
+        try:
+            ks = [int(k) for k in a.members.split(",")]
+        except ValueError:
+            raise ValueError(f"--members {a.members}: comma-separated integers") from None
+        if min(ks) < 1 or min(a.hidden, a.seq_len, a.batch) < 1:
+            raise ValueError("--members, --hidden, --seq-len and --batch must be integers >= 1")
     except ValueError as e:
         print(f"grubench-bench: error: {e}", file=sys.stderr)
         return 2
+    if a.population:
+        result = run_population(cells, ks, a.hidden, a.seq_len, a.batch, a.warmup, a.iters)
+        return _emit(result, format_population(result), a.json)
     if a.scaling:
         shape = shapes[0] if a.shapes else (16, 0, 64, 128)
         lengths = [s[1] for s in shapes] if a.shapes else SCALING_T

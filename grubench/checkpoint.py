@@ -113,12 +113,18 @@ class Checkpoints:
             raise CheckpointError(f"checkpoint {where} is unreadable ({_line(e)})") from None
         if not isinstance(meta, dict) or "config" not in meta or "step" not in meta:
             raise CheckpointError(f"checkpoint {where} was not written by grubench-train")
+        if "grid" in (config.get("trainer") or {}) and "grid" not in (
+            meta["config"].get("trainer") or {}
+        ):
+            raise CheckpointError(
+                f"checkpoint {where} was written by a grubench without populations, whose "
+                "train state differs: start the run in a new directory"
+            )
         diff = config_difference(config, meta["config"])
         if diff:
             raise CheckpointError(f"checkpoint {where} belongs to another configuration: {diff}")
         tmpl = _to_leaves(template)
-        # Restored where the template lives (e.g. replicated over every device).
-        abstract = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding) for x in tmpl]
+        abstract = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in tmpl]
         try:
             leaves = self.manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))

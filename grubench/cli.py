@@ -67,6 +67,7 @@ def check_overrides(argv: list[str]) -> list[str]:
     for job in _jobs(overrides, multirun):
         cfg = _compose(job)
         validate(cfg)
+        population.check_not_shadowed(cfg, job)
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         check_writable(key, OmegaConf.select(cfg, key))
         if not multirun and OmegaConf.select(cfg, "hydra.sweeper.params"):

@@ -1,6 +1,7 @@
 """The training loop of one run: checkpoints, evaluation, divergence, the results record.
 
-`train(cfg, out_dir)` trains every seed of `cfg` with the program of `grubench.program`,
+`train(cfg, out_dir)` trains every member of `cfg`'s population (`grubench.population`: its
+seeds x grid values) with the program of `grubench.program`,
 evaluates, checkpoints and resumes, and writes results.json (`grubench.results`) and
 metrics.jsonl whatever the ending. Process concerns (signals, the hang watchdog) come from
 `grubench.process`. `AFTER_STEP` holds callbacks run at the end of every step (and at "end",
@@ -25,10 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 from grubench import measure, population, sharding, tasks
 from grubench.checkpoint import CheckpointError, Checkpoints
 from grubench.config import validate
-from grubench.model import count_params, with_budget
+from grubench.model import count_params, param_count, with_budget
 from grubench.process import Preempted, StopSignals, Watchdog, exit_or_restart
 from grubench.program import Evaluator, Placed
 from grubench.registry import CELLS
+from grubench.remat import chunk_length
 from grubench.results import Results, member_key, member_record, new_record, read, write_json
 from grubench.sharding import primary
 from grubench.tracking import Tracker
@@ -77,9 +79,9 @@ def train(
     group: str | None = None,
     restart_argv: list[str] | None = None,
 ) -> Results:
-    """Train `cfg` for every seed, write results.json and metrics.jsonl into `out_dir`, and
+    """Train every member of `cfg`, write results.json and metrics.jsonl into `out_dir`, and
     return the results. The results record is written whatever the ending: completed,
-    diverged (some seed's loss went non-finite), or failed (an exception, re-raised).
+    diverged (some member's loss went non-finite), or failed (an exception, re-raised).
 
     A run resumes from the newest checkpoint in `out_dir/checkpoints` (or
     `trainer.resume`); a directory whose results.json says completed is returned untouched.
@@ -99,8 +101,8 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     config_dict = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     results = new_record(cfg, config_dict, pop, tasks.baseline(cfg.task))
-    labels = [f"member{i}" if m.values else f"seed{m.seed}" for i, m in enumerate(pop)]
-    tracker = Tracker(out_dir, cfg, config_dict, group=group, labels=labels)
+    labels = [m.series() for m in pop]
+    tracker = Tracker(out_dir, cfg, config_dict, group=group, labels=labels, primary=primary())
     dog = Watchdog(
         cfg.trainer.hang_timeout_s,
         lambda stalled: exit_or_restart(
@@ -131,14 +133,18 @@ def train(
 
 def check_fits(cfg: DictConfig, n_members: int) -> None:
     """ConfigError (one line) before any compilation when the population would not fit in
-    memory (`grubench.population.check_fits`)."""
-    hidden_states = (CELLS.get(cfg.model.name).gates + 2) * cfg.model.hidden
-    population.check_fits(cfg, n_members, count_params(cfg), hidden_states)
+    memory (`grubench.population.check_fits`): the backward pass keeps about (gates + 2)
+    hidden vectors per layer and time step, for every step or, with model.remat, a chunk."""
+    m, t = cfg.model, cfg.task.seq_len
+    hidden_states = (CELLS.get(m.name).gates + 2) * m.hidden
+    steps_kept = chunk_length(t, m.remat_chunk) if m.remat else t
+    per_member = population.estimated_bytes(count_params(cfg), cfg, hidden_states, steps_kept)
+    on_one = sharding.members_per_device(n_members, cfg.trainer.shard)
+    population.check_fits(n_members, per_member, on_one)
 
 
-def _where_member(mask: np.ndarray, new, old):
-    """Per member (leading axis), `new` where mask else `old`."""
-    m = jnp.asarray(mask)
+def _where_member(m: jax.Array, new, old):
+    """Per member (leading axis), `new` where the bool [members] `m` else `old`."""
     return jax.tree.map(lambda a, b: jnp.where(m.reshape(-1, *[1] * (a.ndim - 1)), a, b), new, old)
 
 
@@ -185,7 +191,9 @@ def _run(
     with dog.paused():  # compiling is slow but cannot wedge; running it can
         init = jax.jit(program.init).lower(jnp.int32(0)).compile()
     state = placed.init(init)
-    results["params"] = int(sum(np.prod(a.shape[1:]) for a in jax.tree.leaves(state["params"])))
+    results["params"] = param_count(  # from shapes: no device op
+        jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), state["params"])
+    )
     results["train_size"] = len(splits.train)  # what the task had, not just what was asked
 
     ckpts = Checkpoints(out_dir / "checkpoints", tr.keep_checkpoints)
@@ -193,16 +201,20 @@ def _run(
     best_val = np.full(n, np.inf)
     best_step = np.zeros(n, np.int64)
     since_best = np.zeros(n, np.int64)  # evaluations without a better val loss
+    stopped_at = np.zeros(n, np.int64)  # the step each member stopped early at; 0: training
     step_times: list[float] = []
     # Checkpoints hold the n members, not the padding: they resume on any number of devices.
-    restored = _resume_source(cfg, ckpts).restore(layout.trim(state), config_dict)
+    with dog.paused():  # reading and placing a checkpoint compiles its padding step
+        restored = _resume_source(cfg, ckpts).restore(layout.trim(state), config_dict)
+        if restored is not None:
+            state = layout.untrim(restored[0])
     if restored is not None:
-        saved, meta = restored
-        state = layout.untrim(saved)
+        meta = restored[1]
         start = int(meta["step"])
         best_val = np.array([np.inf if v is None else v for v in meta["best_val"]])
         best_step = np.array(meta["best_step"], np.int64)
         since_best = np.array(meta["since_best"], np.int64)
+        stopped_at = np.array(meta["stopped_at"], np.int64)
         step_times = list(meta["step_times"])
         tracker.jsonl.rows = list(meta["rows"])
         results["resumed_from_step"] = start
@@ -216,6 +228,7 @@ def _run(
                 "best_val": best_val,
                 "best_step": best_step,
                 "since_best": since_best,
+                "stopped_at": stopped_at,
                 "step_times": step_times[-1000:],
                 "rows": tracker.jsonl.rows,
                 "config": config_dict,
@@ -227,7 +240,7 @@ def _run(
         compiled = placed.step_fn.lower(state, *placed.inputs(0), data).compile()
     compile_s = time.perf_counter() - t0
     # The training set is an argument of the step but the same for every model: left out.
-    step_bytes = measure.compiled_bytes(compiled, exclude_bytes=placed.data_bytes())
+    step_bytes = measure.compiled_bytes(compiled, (state, placed.inputs(0)))
     results["memory"] = {
         "train_step_bytes": step_bytes,
         "train_step_bytes_per_member": layout.per_member(step_bytes),
@@ -299,15 +312,18 @@ def _run(
                 tracker.log(done, {"val/loss": val["loss"], "val/accuracy": val["accuracy"]})
                 tracker.flush()
                 better = val["loss"] < best_val
+                if tr.patience:  # a member that has stopped early keeps what it had alone
+                    better &= since_best < tr.patience
                 best_val = np.where(better, val["loss"], best_val)
                 best_step = np.where(better, done, best_step)
                 since_best = np.where(better, 0, since_best + 1)
                 if tr.patience:
                     state["best_params"] = _where_member(
-                        np.asarray(layout.pad(list(better))),
-                        state["params"],
-                        state["best_params"],
+                        layout.put_mask(better), state["params"], state["best_params"]
                     )
+                    stopping = (since_best >= tr.patience) & (stopped_at == 0)
+                    stopped_at = np.where(stopping, done, stopped_at)
+                    state["stopped"] = layout.put_mask(stopped_at > 0)
             bar.update(1)
             stop = bool(tr.patience) and bool(np.all(since_best >= tr.patience))
             if (
@@ -368,6 +384,9 @@ def _run(
         member_record(m, "diverged" if diverged[i] else "completed", results["metrics"], i)
         for i, m in enumerate(pop)
     ]
+    if tr.patience:
+        for i, record in enumerate(results["members"]):
+            record["stopped_at"] = int(stopped_at[i]) or None
 
     # Streaming inference (a real-time speech or chat server): one step at batch 1, member 0.
     one = jax.tree.map(lambda a: a[0], params)

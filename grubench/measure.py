@@ -34,21 +34,32 @@ def median_time(
     return statistics.median(times)
 
 
-def compiled_bytes(compiled, exclude_bytes: int = 0) -> int | None:
-    """Arguments + outputs + temporaries of a compiled program, less what outputs alias (donated
-    buffers) and less `exclude_bytes` of arguments that are not the model's (e.g. the training
-    set); None where the backend has no memory analysis."""
+def compiled_bytes(compiled, arguments: Any) -> int | None:
+    """One device's memory for a compiled program: the bytes of `arguments` (the pytree of the
+    arguments that are the model's, e.g. the train state and the batch rows, not the training
+    set) on one device, plus XLA's outputs and temporaries, less what outputs alias (donated
+    buffers); None where the backend has no memory analysis.
+
+    The arguments are counted here rather than taken from XLA's argument size less the
+    arguments left out, because XLA drops the arguments a program does not read (a mask the
+    step never uses): subtracting their bytes could make the figure negative."""
     try:
         m = compiled.memory_analysis()
-        return int(
-            m.argument_size_in_bytes
-            + m.output_size_in_bytes
-            + m.temp_size_in_bytes
-            - m.alias_size_in_bytes
-            - exclude_bytes
-        )
+        own = sum(_one_device_bytes(x) for x in jax.tree.leaves(arguments))
+        return int(own + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
     except Exception:  # noqa: BLE001 - backends without memory analysis leave it unknown
         return None
+
+
+def _one_device_bytes(x: Any) -> int:
+    """The bytes of array `x` held by one device (its first shard; all of it when unsharded)."""
+    shards = getattr(x, "addressable_shards", None)
+    if shards:
+        data = shards[0].data
+        if jax.dtypes.issubdtype(data.dtype, jax.dtypes.prng_key):
+            data = jax.random.key_data(data)
+        return int(data.nbytes)
+    return int(np.asarray(x).nbytes)
 
 
 def device_peak_bytes() -> int | None:

@@ -144,7 +144,7 @@ class SequenceModel(nnx.Module):
 
 
 def param_count(state) -> int:
-    """Number of scalars in a parameter pytree (of one seed)."""
+    """Number of scalars in a parameter pytree (of one member)."""
     return int(sum(x.size for x in jax.tree.leaves(state)))
 
 

@@ -2,10 +2,12 @@
 
 `trainer.grid.lr=[1e-3,3e-3] trainer.seeds=3` makes six members. Every member is a (seed,
 values) pair; its values are per-member arrays in the train state, traced by the one compiled
-program rather than baked into it, so a member trains exactly as the same (seed, values) run
-alone would (`grubench.program`). Only keys that change neither shapes nor the program can
-vary inside a population: `GRID_KEYS`. The members are ordered grid point by grid point (the
-grid's keys in `GRID_KEYS` order, the last varying fastest), seeds innermost.
+program rather than baked into it, so a member trains as the same (seed, values) run alone
+would, to float32 rounding (`grubench.program`). Only keys that change neither shapes nor the
+program can vary inside a population: `GRID_KEYS`. The members are ordered grid point by grid
+point (the grid's keys in `GRID_KEYS` order, the last varying fastest), seeds innermost.
+Members that share a seed share their initialisation, data order and dropout masks: the grid
+points are compared on the same draws (a paired design).
 """
 
 from __future__ import annotations
@@ -46,7 +48,12 @@ class Member:
 
     def label(self) -> str:
         """'seed 3' or 'seed 3, trainer.lr=0.001': how messages name the member."""
-        return ", ".join([f"seed {self.seed}", *(f"{k}={v:g}" for k, v in self.values.items())])
+        return ", ".join([f"seed {self.seed}", *(f"{k}={v!r}" for k, v in self.values.items())])
+
+    def series(self) -> str:
+        """A short name for the member's own series (W&B): seed3, or seed3_lr0.001_dropout0.3."""
+        short = {key: name for name, (key, _) in GRID_KEYS.items()}
+        return "_".join([f"seed{self.seed}", *(f"{short[k]}{v!r}" for k, v in self.values.items())])
 
 
 def not_a_grid_key(name: str) -> str:
@@ -61,18 +68,14 @@ def not_a_grid_key(name: str) -> str:
 def grid(cfg: Any) -> dict[str, list[float]]:
     """{config key: values} of `cfg.trainer.grid`, keys in `GRID_KEYS` order; ConfigError (one
     line) for an empty grid, a value that is not a number, or one out of the key's range."""
+    # The schema (config.GridConfig) has made every value None or a list, of these keys only.
     node = cfg.trainer.get("grid") or {}
     out: dict[str, list[float]] = {}
-    for name in node:
-        if name not in GRID_KEYS:
-            raise ConfigError(not_a_grid_key(str(name)))
     for name, (key, allowed) in GRID_KEYS.items():
         values = node.get(name)
         if values is None:
             continue
         shown = f"trainer.grid.{name}"
-        if isinstance(values, str) or not hasattr(values, "__len__"):
-            raise ConfigError(f"{shown}={values} is not allowed: a list such as [0.001,0.003]")
         if len(values) == 0:
             raise ConfigError(f"{shown}=[] is not allowed: an empty grid trains nothing")
         got = []
@@ -91,6 +94,20 @@ def grid(cfg: Any) -> dict[str, list[float]]:
     return out
 
 
+def check_not_shadowed(cfg: Any, overrides: list[str]) -> None:
+    """ConfigError (one line) for an override of a key the grid varies (`trainer.lr=1e-3`
+    beside a preset's `trainer.grid.lr`): the grid's values would be trained instead."""
+    g = grid(cfg)
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        name = next((n for n, (k, _) in GRID_KEYS.items() if k == key), None)
+        if name is not None and key in g:
+            raise ConfigError(
+                f"{key}={value} is not allowed: trainer.grid.{name}={g[key]} sets {key} for every "
+                f"member; give trainer.grid.{name}=[{value}] instead"
+            )
+
+
 def members(cfg: Any) -> list[Member]:
     """Every member of the population of `cfg`: grid points in order, seeds innermost."""
     g = grid(cfg)
@@ -99,19 +116,21 @@ def members(cfg: Any) -> list[Member]:
     return [Member(s, point) for point in points for s in seeds]
 
 
-def value(cfg: Any, member: Member, key: str) -> float:
-    """The member's value of the dotted config `key`: its grid value, else the config's."""
-    if key in member.values:
-        return member.values[key]
-    group, name = key.split(".")
-    return float(cfg[group][name])
+def config_values(cfg: Any) -> dict[str, float]:
+    """{name: value} of the `GRID_KEYS` in `cfg` itself: a member's values off the grid."""
+    out = {}
+    for name, (key, _) in GRID_KEYS.items():
+        group, field = key.split(".")
+        out[name] = float(cfg[group][field])
+    return out
 
 
 def hyperparams(cfg: Any, population: list[Member]) -> dict[str, np.ndarray]:
-    """{name: float32 [members]}: each member's lr, weight_decay, clip_norm and dropout, the
-    values the program reads from the train state."""
+    """{name: float32 [members]}: each member's lr, weight_decay, clip_norm and dropout (its
+    grid values, else the config's), the values the program reads from the train state."""
+    base = config_values(cfg)
     return {
-        name: np.array([value(cfg, m, key) for m in population], np.float32)
+        name: np.array([m.values.get(key, base[name]) for m in population], np.float32)
         for name, (key, _) in GRID_KEYS.items()
     }
 
@@ -121,39 +140,41 @@ def hyperparams(cfg: Any, population: list[Member]) -> dict[str, np.ndarray]:
 _STATE_COPIES = 6
 
 
-def estimated_bytes(params: int, cfg: Any, hidden_states: int) -> int:
+def estimated_bytes(params: int, cfg: Any, hidden_states: int, steps_kept: int) -> int:
     """A rough upper estimate of one member's training memory: its state (`_STATE_COPIES`
     float32 copies of the parameters) and the activations of a step, `hidden_states` floats
-    per example and time step, kept for the backward pass."""
-    tr, t = cfg.trainer, cfg.task.seq_len
-    activations = 4 * tr.batch_size * t * hidden_states * cfg.model.depth
+    per example, layer and time step for the `steps_kept` time steps the backward pass keeps."""
+    activations = 4 * cfg.trainer.batch_size * steps_kept * hidden_states * cfg.model.depth
     return 4 * _STATE_COPIES * params + activations
 
 
-def available_bytes() -> int | None:
-    """The memory of the first device: its allocator's limit on an accelerator, the host's
-    physical memory on CPU; None where neither is known."""
+def device_bytes() -> tuple[int | None, bool]:
+    """(the memory of one device, whether the devices share it): an accelerator's allocator
+    limit, each its own; on CPU the host's physical memory, shared by every CPU device."""
     import jax
 
     dev = jax.devices()[0]
     stats = dev.memory_stats() if dev.platform != "cpu" else None
     if stats and stats.get("bytes_limit"):
-        return int(stats["bytes_limit"]) * jax.local_device_count()
+        return int(stats["bytes_limit"]), False
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), True
     except (ValueError, OSError, AttributeError):
-        return None
+        return None, True
 
 
-def check_fits(cfg: Any, n_members: int, params: int, hidden_states: int) -> None:
-    """ConfigError (one line) when the population's estimated memory exceeds the devices'."""
+def check_fits(n_members: int, per_member: int, on_one_device: int) -> None:
+    """ConfigError (one line) when a device would need more memory than it has: the members
+    it holds (`on_one_device` of the `n_members`) at `per_member` bytes each, or all of them
+    where the devices share the memory (CPU)."""
     if n_members <= 1:
         return
-    need = n_members * estimated_bytes(params, cfg, hidden_states)
-    have = available_bytes()
+    have, shared = device_bytes()
+    need = per_member * (n_members if shared else on_one_device)
     if have is not None and need > have:
+        where = "the memory here" if shared else "one device's memory"
         raise ConfigError(
             f"trainer.grid x trainer.seeds = {n_members} members is too large: about "
             f"{need / 2**30:.1f} GiB estimated, more than the {have / 2**30:.1f} GiB of "
-            "memory here; use fewer members, or split the grid over a Hydra sweep (-m)"
+            f"{where}; use fewer members, or split the grid over a Hydra sweep (-m)"
         )

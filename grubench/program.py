@@ -88,16 +88,17 @@ class Program:
         model = SequenceModel(self.cfg, rngs=nnx.Rngs(params=k_init))
         _, params = nnx.split(model)
         early = {"best_params": params} if self.cfg.trainer.patience else {}
-        tr, m = self.cfg.trainer, self.cfg.model
-        hp = {"lr": tr.lr, "weight_decay": tr.weight_decay, "clip_norm": tr.clip_norm}
+        hp = population.config_values(self.cfg)
         return {
             **early,
             "params": params,
-            "opt": optim.optimizer(tr).init(params),
-            "hp": {k: jnp.float32(v) for k, v in (hp | {"dropout": m.dropout}).items()},
+            "opt": optim.optimizer(self.cfg.trainer).init(params),
+            "hp": {k: jnp.float32(v) for k, v in hp.items()},
             "dropout_key": k_drop,
             "diverged": jnp.array(False),
             "diverged_step": jnp.array(-1, jnp.int32),
+            # Set by the loop once the member has stopped early (trainer.patience): frozen.
+            "stopped": jnp.array(False),
         }
 
     def init_members(
@@ -118,7 +119,7 @@ class Program:
         The states are bit-identical to vmap's."""
         init = init or jax.jit(self.init)
         unique = {s: init(jnp.asarray(s, jnp.int32)) for s in dict.fromkeys(seeds)}
-        state = jax.tree.map(lambda *xs: jnp.stack(xs), *(unique[s] for s in seeds))
+        state = _stack([unique[s] for s in seeds])
         if hp is not None:
             state["hp"] = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
         return state
@@ -141,7 +142,8 @@ class Program:
     ):
         """One optimiser step on one member, on the training rows `idx`, with the member's
         hyperparameters `state["hp"]`. A non-finite loss or gradient marks the member diverged
-        at `step` and freezes it; other members under vmap go on unaffected."""
+        at `step` and freezes it; other members under vmap go on unaffected. A member that has
+        stopped early (`state["stopped"]`) is frozen too, as it would be had it run alone."""
         batch = jax.tree.map(lambda a: a[idx], data)
         hp = state["hp"]
         dkey = jax.random.fold_in(state["dropout_key"], step) if self.dropout else None
@@ -152,16 +154,17 @@ class Program:
         updates, opt = tx.update(grads, state["opt"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
-        ok = finite & ~state["diverged"]
+        frozen = state["diverged"] | state["stopped"]
+        ok = finite & ~frozen
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
         new = {
             **state,
             "params": keep(params, state["params"]),
             "opt": keep(opt, state["opt"]),
-            "diverged": state["diverged"] | ~finite,
-            "diverged_step": jnp.where(
-                ~state["diverged"] & ~finite, step, state["diverged_step"]
-            ).astype(jnp.int32),
+            "diverged": state["diverged"] | (~finite & ~frozen),
+            "diverged_step": jnp.where(~frozen & ~finite, step, state["diverged_step"]).astype(
+                jnp.int32
+            ),
         }
         return new, {"loss": loss, "grad_norm": gnorm}
 
@@ -190,6 +193,19 @@ def build(cfg: DictConfig) -> Program:
     return Program(graphdef, tasks.spec(cfg.task), cfg, dropout=max(rates) > 0)
 
 
+def _stack(states: list[Any]) -> Any:
+    """States stacked on a new leading axis, on the host (PRNG keys through their key data),
+    then put on the default device: no eager device op to compile per leaf."""
+
+    def one(*xs: Any) -> Any:
+        if jax.dtypes.issubdtype(xs[0].dtype, jax.dtypes.prng_key):
+            data = np.stack([np.asarray(jax.random.key_data(x)) for x in xs])
+            return jax.random.wrap_key_data(jnp.asarray(data))
+        return jnp.asarray(np.stack([np.asarray(x) for x in xs]))
+
+    return jax.tree.map(one, *states)
+
+
 class Placed:
     """A population (`grubench.population`) set up to train on the devices: its program, its
     layout (`grubench.sharding`: members padded and sharded), the training set, every member's
@@ -201,7 +217,7 @@ class Placed:
     def __init__(self, cfg: DictConfig, members: list[population.Member], train: tasks.Split):
         tr = cfg.trainer
         self.program = build(cfg)
-        self.layout = layout = Layout(len(members), tr.shard, tr.batch_size)
+        self.layout = layout = Layout(len(members), tr.shard)
         self.padded = layout.pad(members)
         self.hp = population.hyperparams(cfg, self.padded)
         self.data = jax.device_put(train.arrays(), layout.replicated)
@@ -223,10 +239,6 @@ class Placed:
             jax.device_put(jnp.int32(step), self.layout.replicated),
             jax.device_put(self.order.indices(step), self.layout.rows),
         )
-
-    def data_bytes(self) -> int:
-        """The training set's bytes: an argument of the step, the same for every member."""
-        return sum(a.nbytes for a in jax.tree.leaves(self.data))
 
 
 class Evaluator:

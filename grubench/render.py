@@ -186,8 +186,11 @@ def _markdown_grid(cells: list[list[str]]) -> str:
 
 
 def summary_table(runs: list[dict[str, Any]]) -> str:
-    """One Markdown row per run: what it was, its test numbers (mean ± std over seeds), speed."""
+    """One Markdown row per run (per grid point of a population, with its values): what it
+    was, its test numbers (mean ± std over seeds), speed."""
+    grid = any((r.get("members") or [{}])[0].get("values") for r in runs)
     head = [
+        *(["grid"] if grid else []),
         "model",
         "task",
         "seq_len",
@@ -205,8 +208,10 @@ def summary_table(runs: list[dict[str, Any]]) -> str:
     for r in runs:
         m, sp = r.get("metrics", {}), r.get("speed", {})
         base = r.get("baselines", {}).get("loss")
+        values = (r.get("members") or [{}])[0].get("values") or {}
         rows.append(
             [
+                *([" ".join(f"{k}={v:g}" for k, v in values.items())] if grid else []),
                 r.get("model"),
                 r.get("task"),
                 r.get("seq_len"),

@@ -34,6 +34,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from grubench.errors import GrubenchError, ReportError
 from grubench.render import RENDERERS, render_markdown, summary_table
@@ -46,7 +47,7 @@ from grubench.runs import (
     load_papers,
     read_runs,
 )
-from grubench.stats import build_table, select_best
+from grubench.stats import Table, build_table, select_best
 
 try:
     from hydra.experimental.callback import Callback
@@ -70,8 +71,7 @@ class SweepSummary(Callback):
         atomic_write_text(sweep_dir / "summary.md", table + "\n")
         print(f"\n{table}\n(written to {sweep_dir / 'summary.md'})", flush=True)
         if "test_loss" in available_metrics(runs):
-            pivot = build_table(runs, ["task", "seq_len"], ["model"], "test_loss", None)
-            atomic_write_text(sweep_dir / "report.md", render_markdown(pivot) + "\n")
+            atomic_write_text(sweep_dir / "report.md", render_markdown(default_table(runs)) + "\n")
         logger = getattr(config, "logger", None)
         if logger is not None and logger.name == "wandb":
             from grubench.plots import write_plots
@@ -79,6 +79,21 @@ class SweepSummary(Callback):
 
             plots = write_plots(runs, sweep_dir / "plots")
             log_sweep(logger, logger.group or sweep_dir.name, sweep_dir, runs, plots.files)
+
+
+def default_table(runs: list[dict[str, Any]]) -> Table:
+    """A sweep's report.md: test_loss by task, seq_len (and any grid key but the learning
+    rate) x model; where the runs are populations over learning rates, each cell's rate is
+    chosen on validation (best_val_loss) and scored on test, never averaged over rates."""
+    grid = list(dict.fromkeys(k for r in runs for m in r.get("members") or [] for k in m["values"]))
+    rows = ["task", "seq_len", *(k for k in grid if k != "trainer.lr")]
+    note = None
+    if "trainer.lr" in grid:
+        runs, note = select_best(runs, [*rows, "model"], "trainer.lr", "best_val_loss")
+    table = build_table(runs, rows, ["model"], "test_loss", None)
+    if note:
+        table.notes.append(note)
+    return table
 
 
 class _Parser(argparse.ArgumentParser):

@@ -23,14 +23,15 @@ READABLE = (1, 2)  # schema 1 is a population of seeds alone, without `members`
 Status = Literal["completed", "diverged", "failed"]
 
 
-class MemberRecord(TypedDict):
+class MemberRecord(TypedDict, total=False):
     """One member of a population: its seed, grid values (dotted config keys), status and
-    final metrics."""
+    final metrics; with trainer.patience, the step it stopped early at (None: it did not)."""
 
     seed: int
     values: dict[str, float]
     status: Status
     metrics: dict[str, float | None]
+    stopped_at: int | None
 
 
 class Results(TypedDict, total=False):

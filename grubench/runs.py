@@ -120,7 +120,8 @@ def grid_points(run: dict[str, Any]) -> list[dict[str, Any]]:
         point["status"] = "failed" if failed else "diverged" if diverged else "completed"
         for part, key in _PER_MEMBER_PARTS:
             if run.get(part):
-                per = run[part].get(key) or []
+                per = run[part].get(key)
+                per = [] if per is None else list(per)  # numpy in a record not yet written
                 point[part] = {**run[part], key: [per[i] for i in index if i < len(per)]}
         out.append(point)
     return out

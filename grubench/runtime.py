@@ -4,7 +4,8 @@ Importing grubench changes nothing in the host process. The entry points (`grube
 `grubench-bench`) call `configure()` before JAX starts; a Python program that trains with
 grubench may call it too, before it imports JAX:
 
-  XLA flags: single-threaded Eigen on the CPU (see `configure_xla`).
+  XLA flags: single-threaded Eigen on the CPU, and one CPU device per core, so that the members
+    of a population run on every core (see `configure_xla`; GRUBENCH_CPU_DEVICES).
   glibc malloc: keep freed memory for reuse (see `configure_malloc`; GRUBENCH_MALLOC).
 
 Why and what each changed, measured, is in docs/performance.md.
@@ -31,10 +32,37 @@ def configure_xla() -> None:
     """XLA's CPU backend can deadlock in its multi-threaded Eigen pool while materialising the
     result of a vmapped program (a hang in block_until_ready with the CPU idle; seen here on a
     2-core machine, and reported upstream with this flag as the fix). Single-threaded Eigen
-    avoids it; XLA_FLAGS=--xla_cpu_multi_thread_eigen=true opts back in."""
+    avoids it; XLA_FLAGS=--xla_cpu_multi_thread_eigen=true opts back in.
+
+    With one thread per program, a population would use one core: the host platform gets one
+    device per core (`cpu_devices`), and the population's members are sharded over them
+    (grubench/sharding.py), each device running its share on its own core. An explicit
+    --xla_force_host_platform_device_count in XLA_FLAGS wins."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_multi_thread_eigen" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+        flags = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    if "xla_force_host_platform_device_count" not in flags and (n := cpu_devices()) > 1:
+        flags = f"{flags} --xla_force_host_platform_device_count={n}"
+    os.environ["XLA_FLAGS"] = flags
+
+
+def cpu_devices() -> int:
+    """CPU devices to create: GRUBENCH_CPU_DEVICES if set (1: one device, as JAX's default),
+    else the cores this process may run on."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    given = os.environ.get("GRUBENCH_CPU_DEVICES", "").strip()
+    if not given:
+        return cores
+    if given.isdigit() and int(given) >= 1:
+        return int(given)
+    warnings.warn(
+        f"GRUBENCH_CPU_DEVICES={given} is not an integer >= 1: using {cores} (the cores)",
+        stacklevel=2,
+    )
+    return cores
 
 
 def configure_malloc() -> bool:

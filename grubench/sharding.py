@@ -1,13 +1,15 @@
-"""Where a population lives: its member axis sharded over every device, on one host or many.
+"""Where a population lives: its member axis sharded over the devices, on one host or many.
 
-A 1-D `jax.sharding.Mesh` over all devices (`jax.devices()`: every host's, after
-`initialize_distributed`) with axis "d". With `trainer.shard=members` the leading member axis
-of the train state is split over "d" (`NamedSharding(mesh, P("d"))`), the members padded to a
-multiple of the device count by repeating the last one (padding is computed and never
-reported); each device trains its own members and no step communicates. With
-`trainer.shard=batch` every device holds every member and the batch axis is split over "d"
-(data parallel: XLA all-reduces the gradients), for a member too large to train on one device
-in reasonable time. Evaluation batches are replicated in both modes.
+A 1-D `jax.sharding.Mesh` over the devices (`jax.devices()`: every host's, after
+`initialize_distributed`; on one host, no more devices than members) with axis "d". With
+`trainer.shard=members` the leading member axis of the train state is split over "d"
+(`NamedSharding(mesh, P("d"))`), the members padded to a multiple of the device count by
+repeating the last one (padding is computed and never reported); each device trains its own
+members and no step communicates. With `trainer.shard=batch` every device holds every member
+and the batch axis is split over "d" (data parallel: XLA all-reduces the gradients), for a
+member too large to train on one device in reasonable time. Evaluation batches are replicated
+in both modes. On a CPU, `grubench.runtime` makes one device per core, so a population uses
+every core.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ AXIS = "d"
 
 
 def initialize_distributed() -> bool:
-    """Start JAX's multi-process runtime when SLURM runs this job as several tasks (submitit's
+    """Start JAX's multi-process runtime when srun runs this job as several tasks (submitit's
     `tasks_per_node` or `nodes` > 1): `jax.distributed.initialize()` reads the coordinator,
     process count and index from SLURM's environment. True when it did."""
-    if int(os.environ.get("SLURM_NTASKS", "1") or 1) <= 1:
+    # SLURM_STEP_NUM_TASKS: the tasks srun started for this step (submitit runs each job under
+    # srun); SLURM_NTASKS alone is also set in a batch script or salloc shell of one process.
+    if int(os.environ.get("SLURM_STEP_NUM_TASKS", "1") or 1) <= 1:
         return False
     if not jax.distributed.is_initialized():
         jax.distributed.initialize()
@@ -55,16 +59,24 @@ def check(shard: str, batch_size: int) -> None:
         )
 
 
+def members_per_device(n: int, shard: str) -> int:
+    """How many of `n` members one device holds: every one with the batch sharded, else as
+    few as take them all in one round over the devices (6 members on 4 devices: 2 each, on
+    3 of them, with no padding; 17 on 16: 2 each on 9)."""
+    return n if shard == "batch" else -(-n // jax.device_count())
+
+
 class Layout:
     """The placement of `n` members: `padded` of them (a multiple of the device count when the
-    members are sharded), on a mesh over every device.
+    members are sharded), on a mesh over the devices (`check` first: the batch must split).
 
     state sharding: `members` (P("d") or replicated); training rows `rows` (P("d", None) or
     P(None, "d")); `replicated` for the data and evaluation batches."""
 
-    def __init__(self, n: int, shard: str = "members", batch_size: int = 1):
-        check(shard, batch_size)
+    def __init__(self, n: int, shard: str = "members"):
         devices = jax.devices()
+        if shard == "members" and jax.process_count() == 1:
+            devices = devices[: -(-n // members_per_device(n, shard))]
         self.n, self.shard, self.devices = n, shard, len(devices)
         self.mesh = Mesh(np.array(devices), (AXIS,))
         self.replicated = NamedSharding(self.mesh, P())
@@ -81,20 +93,33 @@ class Layout:
         """`items` (one per member) with the last repeated up to `padded`."""
         return items + [items[-1]] * (self.padded - len(items))
 
+    def put_mask(self, mask: np.ndarray) -> jax.Array:
+        """A host bool [n] (one per member) padded and placed like the members' state."""
+        return jax.device_put(np.asarray(self.pad(list(mask)), bool), self.members)
+
     def put(self, state: Any) -> Any:
         """A state of `padded` members placed with the member sharding."""
         return jax.device_put(state, self.members)
 
-    @functools.cached_property
-    def trim(self) -> Callable[[Any], Any]:
-        """state -> its first `n` members, replicated (for a checkpoint that resumes on any
-        number of devices)."""
-        n = self.n
-        return jax.jit(lambda s: jax.tree.map(lambda a: a[:n], s), out_shardings=self.replicated)
+    def trim(self, state: Any) -> Any:
+        """The first `n` members of a padded state, on the host: numpy arrays (PRNG keys as
+        key arrays on the default device), for a checkpoint that resumes on any number of
+        devices without gathering every member onto each device."""
+
+        def one(a: jax.Array) -> Any:
+            if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+                return jax.random.wrap_key_data(jnp.asarray(self.gather(jax.random.key_data(a))))
+            return self.gather(a)
+
+        return jax.tree.map(one, state)
+
+    def untrim(self, state: Any) -> Any:
+        """`trim`'s inverse: `n` members (on the host or one device) padded again and placed
+        with the member sharding."""
+        return self._pad(jax.device_put(state, self.replicated))
 
     @functools.cached_property
-    def untrim(self) -> Callable[[Any], Any]:
-        """`trim`'s inverse: `n` members padded again and placed with the member sharding."""
+    def _pad(self) -> Callable[[Any], Any]:
         extra = self.padded - self.n
 
         def pad(a: jax.Array) -> jax.Array:

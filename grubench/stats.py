@@ -93,11 +93,18 @@ def build_table(
     run_cell: list[tuple[tuple, tuple]] = []
     row_id: dict[tuple, int] = {}
     col_id: dict[tuple, int] = {}
+    counted: set[tuple] = set()
     for i, run in enumerate(runs):
         row = tuple(key_value(run, k) for k in rows)
         col = tuple(key_value(run, k) for k in cols)
         run_cell.append((row, col))
         r, c = row_id.setdefault(row, len(row_id)), col_id.setdefault(col, len(col_id))
+        if is_run_level(metric) and run.get("members_index") is not None:
+            # The grid points of one population share its run-level figures: count them once.
+            shared = (run.get("path"), r, c)
+            if shared in counted:
+                continue
+            counted.add(shared)
         for _, value, state in samples(run, metric):
             records.append(
                 {

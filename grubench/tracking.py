@@ -43,8 +43,10 @@ class Tracker:
 
     Rows hold per-member lists (or arrays). metrics.jsonl keeps them as they are; W&B gets, for
     each, the mean over finite members under the key itself and one series per member under
-    `KEY_LABEL` (`labels`: seedN, or memberI in a population with a grid), since W&B charts
-    plot scalars. `group` (the sweep) groups runs on W&B.
+    `KEY_LABEL` (`labels`: seedN, or seedN_lrV... for a member of a grid), since W&B charts
+    plot scalars. `group` (the sweep) groups runs on W&B. With `primary=False` (a process other
+    than the first of a multi-process run) rows are kept in memory, for checkpoints, and
+    nothing is written or logged.
     """
 
     def __init__(
@@ -55,11 +57,13 @@ class Tracker:
         *,
         group: str | None = None,
         labels: list[str] | None = None,
+        primary: bool = True,
     ):
         self.jsonl = JsonlSink(out_dir / "metrics.jsonl")
         self.labels = labels or [f"seed{cfg.seed}"]
+        self.primary = primary  # of several processes, only the first writes or logs
         self.run = None
-        if cfg.logger.name == "wandb":
+        if cfg.logger.name == "wandb" and primary:
             self.run = _start_wandb(out_dir, cfg, config_dict, group or cfg.logger.group)
 
     def _scalars(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +82,8 @@ class Tracker:
             self.run.log(self._scalars(row), step=step)
 
     def flush(self) -> None:
-        self.jsonl.flush()
+        if self.primary:
+            self.jsonl.flush()
 
     def summary(self, results: Mapping[str, Any]) -> None:
         if self.run is None:

@@ -78,6 +78,10 @@ def test_flop_count():
         ["--variants", "--unroll", "2"],
         ["--forward", "--scaling"],
         ["--forward", "--backward", "autodiff"],
+        ["--population", "--members", "1,x"],
+        ["--population", "--members", "0,4"],
+        ["--population", "--scaling"],
+        ["--population", "--hidden", "0"],
     ],
 )
 def test_bad_arguments_are_one_line(args, capsys):
@@ -142,3 +146,18 @@ def test_variants_mode_times_each_option_against_the_default(tmp_path, capsys):
     )
     autodiff = row.split("|")[3 + list(bench.VARIANTS).index("autodiff")].strip()
     assert autodiff.endswith(f"({got['autodiff'] / got['default']:.2f})")
+
+
+def test_population_mode_times_k_members_against_one(tmp_path, capsys):
+    out = tmp_path / "pop.json"
+    args = "--population --members 3 --cells gru --hidden 4 --seq-len 2 --batch 4 --iters 2"
+    assert bench.main([*args.split(), "--warmup", "1", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["mode"] == "population"
+    one, three = res["rows"]  # K = 1 is always timed: the ratios are against it
+    assert (one["members"], three["members"]) == (1, 3)
+    for r in res["rows"]:
+        assert r["members_per_s"] == pytest.approx(r["members"] / (r["step_ms"] * 1e-3))
+        assert r["throughput_ratio"] == pytest.approx(r["members_per_s"] / one["members_per_s"])
+        assert r["bytes_per_member"] > 0
+    assert "| gru | 3 |" in capsys.readouterr().out

@@ -140,3 +140,10 @@ def test_checkpoints_from_before_the_registries_still_resume():
 def test_a_gru_checkpoint_from_before_the_registries_still_resumes():
     old = {"model": {"name": "gru", "cell": "gru", "reset_after": True, "forget_bias": 1.0}}
     assert config_difference({"model": {"name": "gru"}}, old) is None
+
+
+def test_a_checkpoint_from_before_populations_is_refused_in_one_line(tmp_path):
+    Checkpoints(tmp_path).save(5, state(1.0), {"step": 5, "config": CONFIG})
+    now = {**CONFIG, "trainer": {**CONFIG["trainer"], "grid": {"lr": None}}}
+    with pytest.raises(CheckpointError, match="written by a grubench without populations"):
+        Checkpoints(tmp_path).restore(state(0.0), now)

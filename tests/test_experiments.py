@@ -73,9 +73,18 @@ def test_copy(tmp_path):
     assert [r["model"] for r in runs] == ["gru", "lstm"]  # the preset's sweep
     for r in runs:
         assert r["task"] == "copy" and r["seq_len"] == 3 and r["status"] == "completed"
-        assert r["config"]["model"]["embed_dim"] == 0 and r["config"]["trainer"]["lr"] == 3e-3
+        assert r["config"]["model"]["embed_dim"] == 0
+        # every cell tuned over the same learning rates, as one population
+        assert r["config"]["trainer"]["grid"]["lr"] == [3e-4, 1e-3, 3e-3, 1e-2]
+        assert [m["values"]["trainer.lr"] for m in r["members"]] == [3e-4, 1e-3, 3e-3, 1e-2]
         # the memoryless baseline the losses are read against: K ln S / (T + 2K)
         assert r["baselines"]["loss"] == pytest.approx(2 * math.log(8) / (3 + 2 * 2))
+    # The sweep's report.md scores each cell's rate chosen on validation, never a mean over
+    # the rates; summary.md has a row per grid point, naming it.
+    report = (tmp_path / "copy" / "report.md").read_text()
+    assert "selected: in each cell the trainer.lr with the lower mean best_val_loss" in report
+    assert "(n=1)" in report  # one seed of the chosen rate, not four rates pooled
+    assert "trainer.lr=0.0003" in (tmp_path / "copy" / "summary.md").read_text()
 
 
 def test_chung2014():
@@ -87,6 +96,7 @@ def test_chung2014():
         assert cfg.task.name == "chorales"
         tr = cfg.trainer
         assert (tr.optimizer, tr.clip_norm, tr.seeds, tr.patience) == ("rmsprop", 1.0, 3, 5)
+        assert list(tr.grid.lr) == [3e-4, 1e-3, 3e-3]  # chosen on validation per cell
         params[model] = count_params(cfg)
     # equal sizes within the few units' granularity of each cell (~20k; the RNN's head is
     # wider with 100 units)
@@ -205,11 +215,12 @@ def test_lr_sensitivity(tmp_path, capsys):
         *SYNTHETIC,
         "model=gru",
         "task.seq_len=6",
-        "trainer.lr=1e30,1e-3",
+        "trainer.grid.lr=[1e30,1e-3]",
         "trainer.seeds=2",
     )
-    assert [r["metrics"]["diverged"] for r in runs] == [[1.0, 1.0], [0.0, 0.0]]
-    assert runs[0]["status"] == "diverged" and runs[0]["config"]["trainer"]["clip_norm"] == 0
+    (run,) = runs  # the rates and seeds of a cell are one population
+    assert run["metrics"]["diverged"] == [1.0, 1.0, 0.0, 0.0]
+    assert run["status"] == "diverged" and run["config"]["trainer"]["clip_norm"] == 0
     # The report's mean of `diverged` is the divergence rate; diverged seeds count in it.
     code = report_main(
         [
@@ -235,8 +246,11 @@ def test_lr_sensitivity(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.skipif(not available("digits"), reason="needs the data extra (scikit-learn)")
 def test_dropout(tmp_path):
-    runs = sweep("dropout", tmp_path, "model=gru", "model.dropout=0.0,0.5")
-    assert [r["config"]["model"]["dropout"] for r in runs] == [0.0, 0.5]
-    assert all(r["train_size"] == 200 for r in runs)
-    # Dropout changes training, not evaluation: the runs differ.
-    assert runs[0]["metrics"]["train_loss"] != runs[1]["metrics"]["train_loss"]
+    (r,) = sweep("dropout", tmp_path, "model=gru", "trainer.grid.dropout=[0.0,0.5]")
+    assert r["train_size"] == 200
+    by_point = {}
+    for m in r["members"]:
+        by_point.setdefault(m["values"]["model.dropout"], []).append(m["metrics"]["train_loss"])
+    assert list(by_point) == [0.0, 0.5] and all(len(v) == 4 * 3 for v in by_point.values())
+    # Dropout changes training, not evaluation: the members differ.
+    assert by_point[0.0] != by_point[0.5]

@@ -129,7 +129,7 @@ def test_batches_visit_every_example_once_per_epoch(batch, n):
 
 
 def test_seeds_initialised_one_by_one_equal_vmapped_init():
-    """init_seeds sidesteps an XLA CPU deadlock in batched QR; it must change nothing."""
+    """init_members sidesteps an XLA CPU deadlock in batched QR; it must change nothing."""
     prog = build(tiny_cfg("model.depth=2"))
     got = prog.init_members([3, 7])
     want = jax.vmap(prog.init)(jnp.asarray([3, 7], jnp.int32))
@@ -244,3 +244,14 @@ def test_recall_accuracy_is_recorded_per_lag(tmp_path):
     )
     overall = np.asarray(rec["accuracy"]) @ counts / counts.sum()
     np.testing.assert_allclose(overall, res["metrics"]["test_accuracy"], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_train_step_memory_is_positive_with_remat_at_a_long_length(tmp_path):
+    """XLA drops arguments a program does not read: the step's memory is counted from the
+    state and rows it holds, never by subtracting the training set (which went negative)."""
+    cfg = tiny_cfg(
+        "task=copy", "task.seq_len=2048", "model.remat=true", "trainer.steps=2", "trainer.seeds=1"
+    )
+    res = loop.train(cfg, tmp_path)
+    assert res["memory"]["train_step_bytes"] > res["memory"]["param_bytes"] > 0

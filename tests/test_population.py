@@ -63,6 +63,18 @@ def test_a_member_equals_its_seed_and_values_trained_alone(pop, i, tmp_path):
         np.testing.assert_allclose(mine["val/loss"][i], theirs["val/loss"][0], rtol=2e-5)
 
 
+def test_early_stopping_a_member_keeps_what_it_would_alone(tmp_path):
+    """With patience, a member that has stopped keeps its best parameters while the others
+    train on, so its final metrics are those of the same (seed, lr) stopped alone."""
+    early = ["trainer.patience=2", "trainer.eval_every=1", "trainer.steps=12"]
+    together = train(tiny_cfg(*early, "trainer.grid.lr=[0.3,0.001]"), tmp_path / "pop")
+    for m in together["members"]:
+        lr = m["values"]["trainer.lr"]
+        alone = train(tiny_cfg(*early, f"trainer.lr={lr}"), tmp_path / str(lr))
+        for k, v in alone["metrics"].items():
+            np.testing.assert_allclose(m["metrics"][k], v[0], rtol=2e-5, atol=1e-5, err_msg=k)
+
+
 def test_report_reads_each_grid_point_as_a_run(pop):
     out, res = pop
     runs = read_runs([out])
@@ -154,18 +166,24 @@ def test_a_population_too_large_for_memory_is_refused_before_compiling(tmp_path)
     assert not (tmp_path / "results.json").exists()
 
 
-def four_devices(fault=None):
+def devices(n, fault=None):
+    """The environment of a child process with `n` CPU devices (this process's flags name its
+    own count, which a child would inherit)."""
     env = fault_env(fault)
-    flags = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    return env | {"XLA_FLAGS": flags.strip()}
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    return env | {"XLA_FLAGS": " ".join([*flags, f"--xla_force_host_platform_device_count={n}"])}
 
 
-SHARDED = [*TINY, "trainer.grid.lr=[0.01,0.003]", "trainer.seeds=3", "seed=5"]
+# Five members: on four devices, two to a device on three of them, the sixth slot padding.
+SHARDED = [*TINY, "trainer.grid.lr=[0.01,0.003,0.001,0.3,0.03]", "seed=5"]
 
 
 @pytest.fixture(scope="module")
 def one_device(tmp_path_factory):
-    return train(tiny_cfg(*SHARDED[len(TINY) :]), tmp_path_factory.mktemp("one"))
+    out = tmp_path_factory.mktemp("one")
+    p = train_cli(*SHARDED, f"hydra.run.dir={out}", env=devices(1))
+    assert p.returncode == 0, p.stderr[-2000:]
+    return json.loads((out / "results.json").read_text())
 
 
 def assert_same_members(a, b):
@@ -177,24 +195,24 @@ def assert_same_members(a, b):
 
 
 def test_members_sharded_over_four_devices_equal_one_device(one_device, tmp_path):
-    """Six members (seeds 5..7 x two rates) pad to eight on four CPU devices: the same numbers
-    as on one device, and no padding in the results."""
-    p = train_cli(*SHARDED, f"hydra.run.dir={tmp_path}", env=four_devices())
+    """Five members on four CPU devices, two to a device on three of them (one padding
+    member, never reported): the same numbers as on one device."""
+    p = train_cli(*SHARDED, f"hydra.run.dir={tmp_path}", env=devices(4))
     assert p.returncode == 0, p.stderr[-2000:]
     four = json.loads((tmp_path / "results.json").read_text())
-    assert four["speed"]["devices"] == 4 and one_device["speed"]["devices"] == 1
-    assert len(four["metrics"]["test_loss"]) == 6
+    assert four["speed"]["devices"] == 3 and one_device["speed"]["devices"] == 1
+    assert len(four["metrics"]["test_loss"]) == len(four["members"]) == 5
     assert_same_members(one_device, four)
 
 
 @pytest.mark.slow
 def test_a_sharded_run_killed_resumes_on_one_device(one_device, tmp_path):
-    """The checkpoint holds the six members, not the padding: a run killed on four devices
-    resumes on one and ends where a one-device run does."""
+    """The checkpoint holds the members alone: a run killed on several devices resumes on one
+    and ends where a one-device run does."""
     args = [*SHARDED, "trainer.checkpoint_every=3", f"hydra.run.dir={tmp_path}"]
-    p = train_cli(*args, env=four_devices("kill@4"))
+    p = train_cli(*args, env=devices(4, "kill@4"))
     assert p.returncode == -9, p.stderr[-2000:]
-    p = train_cli(*args)
+    p = train_cli(*args, env=devices(1))
     assert p.returncode == 0, p.stderr[-2000:]
     resumed = json.loads((tmp_path / "results.json").read_text())
     assert resumed["resumed_from_step"] == 3 and resumed["speed"]["devices"] == 1
@@ -206,17 +224,18 @@ def test_data_parallel_batch_over_four_devices_equals_one_device(tmp_path):
     """trainer.shard=batch: one member, its batch of 8 split over four devices; the gradient
     is summed across them, so the numbers are one device's up to summation order."""
     args = [*TINY, "trainer.shard=batch", "seed=3"]
-    one = train(tiny_cfg(*args[len(TINY) :]), tmp_path / "one")
-    p = train_cli(*args, f"hydra.run.dir={tmp_path / 'four'}", env=four_devices())
-    assert p.returncode == 0, p.stderr[-2000:]
-    four = json.loads((tmp_path / "four" / "results.json").read_text())
-    assert four["speed"]["devices"] == 4
-    assert_same_members(one, four)
+    got = {}
+    for n in (1, 4):
+        p = train_cli(*args, f"hydra.run.dir={tmp_path / str(n)}", env=devices(n))
+        assert p.returncode == 0, p.stderr[-2000:]
+        got[n] = json.loads((tmp_path / str(n) / "results.json").read_text())
+        assert got[n]["speed"]["devices"] == n
+    assert_same_members(got[1], got[4])
 
 
 def test_shard_batch_needs_a_batch_divisible_by_the_devices(tmp_path):
     args = [*TINY, "trainer.shard=batch", "trainer.batch_size=6", f"hydra.run.dir={tmp_path}"]
-    p = train_cli(*args, env=four_devices())
+    p = train_cli(*args, env=devices(4))
     assert p.returncode == 2, p.stderr[-2000:]
     (line,) = p.stderr.strip().splitlines()
     assert "trainer.batch_size=6 is not allowed with trainer.shard=batch" in line

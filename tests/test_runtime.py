@@ -12,6 +12,7 @@ from grubench import runtime
 
 
 def test_xla_flag_added_once_and_user_choice_kept(monkeypatch):
+    monkeypatch.setenv("GRUBENCH_CPU_DEVICES", "1")  # JAX's own default: no device flag
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/nowhere")
     runtime.configure_xla()
     runtime.configure_xla()
@@ -69,7 +70,30 @@ def test_malloc_tuned_on_glibc(monkeypatch, mode):
     assert ((runtime._M_ARENA_MAX, 1) in settings) == (mode != "keep")
 
 
+def test_one_cpu_device_per_core_unless_told(monkeypatch):
+    monkeypatch.delenv("GRUBENCH_CPU_DEVICES", raising=False)
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda _: {0, 1, 2}, raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    runtime.configure_xla()
+    runtime.configure_xla()
+    assert runtime.os.environ["XLA_FLAGS"].split() == [
+        "--xla_cpu_multi_thread_eigen=false",
+        "--xla_force_host_platform_device_count=3",
+    ]
+    monkeypatch.setenv("GRUBENCH_CPU_DEVICES", "5")
+    monkeypatch.setenv("XLA_FLAGS", "")
+    runtime.configure_xla()
+    assert "--xla_force_host_platform_device_count=5" in runtime.os.environ["XLA_FLAGS"]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")  # the user's
+    runtime.configure_xla()
+    assert runtime.os.environ["XLA_FLAGS"].count("device_count") == 1
+    monkeypatch.setenv("GRUBENCH_CPU_DEVICES", "two")
+    with pytest.warns(UserWarning, match="GRUBENCH_CPU_DEVICES=two is not an integer >= 1"):
+        assert runtime.cpu_devices() == 3
+
+
 def test_configure_applies_the_xla_flag_and_the_malloc_settings(monkeypatch):
+    monkeypatch.setenv("GRUBENCH_CPU_DEVICES", "1")
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     calls = []
     monkeypatch.setattr(runtime, "configure_malloc", lambda: calls.append("malloc") or True)
