@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from grubench.bench_population import MEMBERS, format_population, run_population
+from grubench.errors import GrubenchError
 from grubench.measure import median_time
 from grubench.registry import CELLS
 
@@ -428,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--members",
         default=",".join(map(str, MEMBERS)),
-        help="with --population: the population sizes K (default 1,4,16,64)",
+        help="with --population: the population sizes K (default 1,4,16,64); K = 1, the "
+        "baseline of the ratios, is always timed",
     )
     p.add_argument("--hidden", type=int, default=64, help="with --population (default 64)")
     p.add_argument("--seq-len", type=int, default=20, help="with --population (default 20)")
@@ -484,13 +486,19 @@ def main(argv: list[str] | None = None) -> int:
             ks = [int(k) for k in a.members.split(",")]
         except ValueError:
             raise ValueError(f"--members {a.members}: comma-separated integers") from None
+        if max(ks) > 4096:
+            raise ValueError(f"--members {a.members}: at most 4096 members per population")
         if min(ks) < 1 or min(a.hidden, a.seq_len, a.batch) < 1:
             raise ValueError("--members, --hidden, --seq-len and --batch must be integers >= 1")
     except ValueError as e:
         print(f"grubench-bench: error: {e}", file=sys.stderr)
         return 2
     if a.population:
-        result = run_population(cells, ks, a.hidden, a.seq_len, a.batch, a.warmup, a.iters)
+        try:
+            result = run_population(cells, ks, a.hidden, a.seq_len, a.batch, a.warmup, a.iters)
+        except GrubenchError as e:  # e.g. a population too large for memory
+            print(f"grubench-bench: error: {e}", file=sys.stderr)
+            return 2
         return _emit(result, format_population(result), a.json)
     if a.scaling:
         shape = shapes[0] if a.shapes else (16, 0, 64, 128)

@@ -21,7 +21,7 @@ import numpy as np
 from grubench import measure, population, tasks
 from grubench.cli import compose
 from grubench.measure import median_time
-from grubench.program import Placed
+from grubench.program import Placed, check_fits
 
 MEMBERS = (1, 4, 16, 64)
 
@@ -41,8 +41,10 @@ def population_config(cell: str, k: int, hidden: int, seq_len: int, batch: int) 
 
 def time_population(cfg: Any, warmup: int, iters: int) -> dict[str, Any]:
     """One population's step: its median time and XLA's memory per member."""
+    train = tasks.make_splits(cfg.task).train
+    check_fits(cfg, population.size(cfg), int(train.x.shape[1]))
     members = population.members(cfg)
-    placed = Placed(cfg, members, tasks.make_splits(cfg.task).train)
+    placed = Placed(cfg, members, train)
     state = placed.init()
     compiled = placed.step_fn.lower(state, *placed.inputs(0), placed.data).compile()
     nbytes = measure.compiled_bytes(compiled, (state, placed.inputs(0)))

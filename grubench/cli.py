@@ -145,6 +145,8 @@ def _compose(overrides: list[str]) -> DictConfig:
         if isinstance(cause, OmegaConfBaseException) and full_key:
             value = _value_of(full_key, overrides)
             msg = _first_line(getattr(cause, "msg", None) or str(cause))
+            if full_key.startswith("trainer.grid."):
+                msg = f"a list in brackets, e.g. '{full_key}=[1e-3,1e-2]' (quoted in the shell)"
             raise ConfigError(f"{full_key}={value} is not allowed: {msg}") from None
         if isinstance(e, HydraException | OmegaConfBaseException):
             raise ConfigError(_first_line(str(e))) from None

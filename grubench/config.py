@@ -161,9 +161,9 @@ class TrainerConfig:
     eval_batch_size: int = 500
     timing_warmup: int = 5  # steps excluded from the step-time median
     stream_repeats: int = 200  # streaming-inference steps timed at batch 1 (0: not measured)
-    # Early stopping: > 0 keeps each seed's best-validation parameters for the final
-    # evaluation and ends the run once every seed has gone `patience` evaluations without a
-    # better validation loss.
+    # Early stopping: > 0 keeps each member's best-validation parameters for the final
+    # evaluation, freezes a member once it has gone `patience` evaluations without a better
+    # validation loss, and ends the run once every member has.
     patience: int = 0
     # Record |dL/dh_t| against t at the first layer, at step 0 and at the end
     # (results.json: grad_norms_init, grad_norms).

@@ -26,11 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from grubench import measure, population, sharding, tasks
 from grubench.checkpoint import CheckpointError, Checkpoints
 from grubench.config import validate
-from grubench.model import count_params, param_count, with_budget
+from grubench.model import param_count, with_budget
 from grubench.process import Preempted, StopSignals, Watchdog, exit_or_restart
-from grubench.program import Evaluator, Placed
-from grubench.registry import CELLS
-from grubench.remat import chunk_length
+from grubench.program import Evaluator, Placed, check_fits
 from grubench.results import Results, member_key, member_record, new_record, read, write_json
 from grubench.sharding import primary
 from grubench.tracking import Tracker
@@ -95,9 +93,12 @@ def train(
     previous = completed(out_dir)
     if previous is not None:
         return previous
-    pop = population.members(cfg)
-    check_fits(cfg, len(pop))
+    # The data first (its sequence length sizes the memory check), then the checks, before any
+    # compilation and before the members are made (a population may be refused for its size).
+    splits = tasks.make_splits(cfg.task)
+    check_fits(cfg, population.size(cfg), int(splits.train.x.shape[1]))
     sharding.check(cfg.trainer.shard, cfg.trainer.batch_size)
+    pop = population.members(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     config_dict = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     results = new_record(cfg, config_dict, pop, tasks.baseline(cfg.task))
@@ -115,7 +116,7 @@ def train(
     try:
         # The run yields what it has measured so far (set-up, then the whole run): a run that
         # fails part-way still records its parameter count, data size and memory.
-        for fields in _run(cfg, pop, tracker, out_dir, config_dict, dog):
+        for fields in _run(cfg, pop, splits, tracker, out_dir, config_dict, dog):
             results.update(fields)
     except BaseException as e:
         results["status"] = "failed"
@@ -129,18 +130,6 @@ def train(
         if primary():
             write_json(out_dir / "results.json", results)
     return results
-
-
-def check_fits(cfg: DictConfig, n_members: int) -> None:
-    """ConfigError (one line) before any compilation when the population would not fit in
-    memory (`grubench.population.check_fits`): the backward pass keeps about (gates + 2)
-    hidden vectors per layer and time step, for every step or, with model.remat, a chunk."""
-    m, t = cfg.model, cfg.task.seq_len
-    hidden_states = (CELLS.get(m.name).gates + 2) * m.hidden
-    steps_kept = chunk_length(t, m.remat_chunk) if m.remat else t
-    per_member = population.estimated_bytes(count_params(cfg), cfg, hidden_states, steps_kept)
-    on_one = sharding.members_per_device(n_members, cfg.trainer.shard)
-    population.check_fits(n_members, per_member, on_one)
 
 
 def _where_member(m: jax.Array, new, old):
@@ -172,6 +161,7 @@ def _resume_source(cfg: DictConfig, own: Checkpoints) -> Checkpoints:
 def _run(
     cfg: DictConfig,
     pop: list[population.Member],
+    splits: tasks.Splits,
     tracker: Tracker,
     out_dir: Path,
     config_dict: dict,
@@ -185,7 +175,6 @@ def _run(
     n = len(pop)
     results: Results = {}
     dog.start()  # from here on, so a wedged initialisation is caught too
-    splits = tasks.make_splits(cfg.task)
     placed = Placed(cfg, pop, splits.train)
     program, layout, data = placed.program, placed.layout, placed.data
     with dog.paused():  # compiling is slow but cannot wedge; running it can

@@ -24,8 +24,10 @@ from flax import nnx
 from omegaconf import DictConfig
 
 from grubench import optim, population, tasks
-from grubench.model import SequenceModel
-from grubench.sharding import Layout
+from grubench.model import SequenceModel, count_params
+from grubench.registry import CELLS
+from grubench.remat import chunk_length
+from grubench.sharding import Layout, members_per_device
 
 
 def seed_keys(seed: jax.Array | int) -> tuple[jax.Array, jax.Array]:
@@ -204,6 +206,26 @@ def _stack(states: list[Any]) -> Any:
         return jnp.asarray(np.stack([np.asarray(x) for x in xs]))
 
     return jax.tree.map(one, *states)
+
+
+def check_fits(cfg: DictConfig, n_members: int, length: int) -> None:
+    """ConfigError (one line), before any compilation, when a population of `n_members` on
+    sequences of `length` steps would not fit in memory (`grubench.population.check_fits`).
+    Per example and time step the backward pass keeps, per layer, the projected input, the
+    gate activations and their gradients (3 x gates x hidden) and two hidden vectors, plus the
+    input and the output, its softmax and gradient: for every step or, with model.remat, a
+    chunk."""
+    on_one = members_per_device(n_members, cfg.trainer.shard)
+    population.check_fits(n_members, member_bytes(cfg, length), on_one)
+
+
+def member_bytes(cfg: DictConfig, length: int) -> int:
+    """`check_fits`' estimate of one member's training memory, in bytes."""
+    m, spec = cfg.model, tasks.spec(cfg.task)
+    per_step = m.depth * (3 * CELLS.get(m.name).gates + 2) * m.hidden
+    per_step += spec.input_size + 3 * spec.output_size
+    kept = chunk_length(length, m.remat_chunk) if m.remat else length
+    return population.estimated_bytes(count_params(cfg), cfg.trainer.batch_size, kept, per_step)
 
 
 class Placed:

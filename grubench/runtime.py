@@ -58,9 +58,10 @@ def cpu_devices() -> int:
         return cores
     if given.isdigit() and int(given) >= 1:
         return int(given)
-    warnings.warn(
-        f"GRUBENCH_CPU_DEVICES={given} is not an integer >= 1: using {cores} (the cores)",
-        stacklevel=2,
+    print(
+        f"grubench: warning: GRUBENCH_CPU_DEVICES={given} is not an integer >= 1: using {cores}"
+        " (the cores)",
+        file=sys.stderr,
     )
     return cores
 

@@ -115,7 +115,10 @@ class Layout:
 
     def untrim(self, state: Any) -> Any:
         """`trim`'s inverse: `n` members (on the host or one device) padded again and placed
-        with the member sharding."""
+        with the member sharding (through a copy on every device only where there is padding
+        to add, once, when a checkpoint is restored)."""
+        if self.padded == self.n:
+            return jax.device_put(state, self.members)
         return self._pad(jax.device_put(state, self.replicated))
 
     @functools.cached_property

@@ -218,11 +218,13 @@ def _pooling_notes(
         differ = tuple(k for k in varying_keys(runs[i] for i in idx) if k not in shown)
         if differ:
             mixed.setdefault(differ, []).append(where)
-        seen: dict[Any, int] = {}
+        # A seed in two runs of a cell; the grid points of one population (one path) share
+        # their seeds by design and are not reruns.
+        seen: dict[Any, set] = {}
         for i in idx:
             for s in runs[i].get("seeds") or []:
-                seen[s] = seen.get(s, 0) + 1
-        dup = sorted(s for s, k in seen.items() if k > 1)
+                seen.setdefault(s, set()).add(runs[i].get("path", i))
+        dup = sorted(s for s, paths in seen.items() if len(paths) > 1)
         if dup:
             reran.append(f"{where}: seed {', '.join(map(str, dup))}")
     notes = [

@@ -6,7 +6,8 @@ The inputs tried (the BAD table below, then the tests after it):
  5 seeds 0                6 negative length        7 non-integer hidden     8 forget_bias on a GRU
  9 removed keys (model.cell, model.reset_after)   10 sweep without -m  11 output dir under a file
 12 output dir unwritable 13 unknown logger        14 dropout out of range
-15 a grid over a shape   16 an empty grid         17 a grid value not a number
+15 a grid over a shape (also with +)  16 an empty grid  17 a grid value not a number, or
+   not a list
 18 corrupted checkpoint  19 checkpoint of another config  20 resume from nowhere
 21 W&B online with no API key                     22 wandb not installed   23 torch not installed
 24 rerun of a completed run (nothing overwritten) 25 corrupted checkpoint beside a finished run
@@ -58,6 +59,8 @@ BAD = [
     ("trainer.grid.hidden=[8,16]", "trainer.grid.hidden is not allowed: a population varies"),
     ("trainer.grid.lr=[]", "trainer.grid.lr=[] is not allowed: an empty grid trains nothing"),
     ("trainer.grid.lr=[0.1,fast]", "every value must be a number ('fast' is not)"),
+    ("trainer.grid.lr=0.1", "trainer.grid.lr=0.1 is not allowed: a list in brackets"),
+    ("+trainer.grid.hidden=[8,16]", "trainer.grid.hidden is not allowed: a population varies"),
 ]
 
 

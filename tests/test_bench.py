@@ -80,6 +80,7 @@ def test_flop_count():
         ["--forward", "--backward", "autodiff"],
         ["--population", "--members", "1,x"],
         ["--population", "--members", "0,4"],
+        ["--population", "--members", "1,100000000"],
         ["--population", "--scaling"],
         ["--population", "--hidden", "0"],
     ],

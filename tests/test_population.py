@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from grubench import report
+from grubench import report, tasks
 from grubench.config import validate
 from grubench.errors import ConfigError
 from grubench.loop import train
+from grubench.program import member_bytes
 from grubench.runs import grid_points, read_runs
 from helpers import TINY, fault_env, tiny_cfg, train_cli
 
@@ -151,6 +152,15 @@ def test_bad_grids_are_config_errors(override, fragment):
     assert fragment in str(e.value)
 
 
+def test_the_memory_estimate_errs_high(pop):
+    """The size check must not let through what XLA then needs more for: its estimate of a
+    member is above XLA's own accounting of the compiled step."""
+    out, res = pop
+    length = int(tasks.make_splits(tiny_cfg(*GRID).task).train.x.shape[1])
+    estimate = member_bytes(tiny_cfg(*GRID), length)
+    assert estimate > res["memory"]["train_step_bytes_per_member"] > 0
+
+
 def test_a_population_too_large_for_memory_is_refused_before_compiling(tmp_path):
     # 4096 members of a 4096-unit GRU: terabytes, on any machine that runs this suite.
     p = train_cli(
@@ -162,7 +172,10 @@ def test_a_population_too_large_for_memory_is_refused_before_compiling(tmp_path)
     assert p.returncode == 2, p.stderr[-2000:]
     assert "Traceback" not in p.stderr
     (line,) = p.stderr.strip().splitlines()
-    assert "4096 members is too large" in line and "GiB" in line
+    assert (
+        "population of 4096 members (trainer.seeds x the grid) is too large" in line
+        and "GiB" in line
+    )
     assert not (tmp_path / "results.json").exists()
 
 
