@@ -149,8 +149,8 @@ def hyperparams(cfg: Any, population: list[Member]) -> dict[str, np.ndarray]:
 _STATE_COPIES = 6
 
 
-# The estimate's margin over the arithmetic below: XLA's own accounting of a compiled step was
-# up to 1.3x the arithmetic on small GRUs (tests/test_population.py checks the margin holds).
+# The estimate's margin over the arithmetic below, which leaves out XLA's temporaries; the
+# test of the estimate (tests/test_population.py) checks it stays above XLA's own figure.
 _MARGIN = 2
 
 
