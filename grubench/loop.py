@@ -193,10 +193,13 @@ def _run(
     stopped_at = np.zeros(n, np.int64)  # the step each member stopped early at; 0: training
     step_times: list[float] = []
     # Checkpoints hold the n members, not the padding: they resume on any number of devices.
-    with dog.paused():  # reading and placing a checkpoint compiles its padding step
-        restored = _resume_source(cfg, ckpts).restore(layout.trim(state), config_dict)
-        if restored is not None:
-            state = layout.untrim(restored[0])
+    source = _resume_source(cfg, ckpts)
+    restored = None
+    if source.latest() is not None:  # the template gathers every member: only to restore
+        with dog.paused():  # reading and placing a checkpoint compiles its padding step
+            restored = source.restore(layout.trim(state), config_dict)
+            if restored is not None:
+                state = layout.untrim(restored[0])
     if restored is not None:
         meta = restored[1]
         start = int(meta["step"])
