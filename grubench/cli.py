@@ -9,16 +9,17 @@ models and tasks and the shipped presets.
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from grubench import population
-from grubench.config import ConfigError, store, validate
+from grubench import population, rundir
+from grubench.config import ConfigError, no_such_key, store, validate
+from grubench.process import srun_task
 from grubench.registry import CELLS, TASKS
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped inside the package
@@ -44,12 +45,14 @@ _PASS_THROUGH = {
 }
 
 
-def check_overrides(argv: list[str]) -> list[str]:
+def check_overrides(argv: list[str], run_dirs: list[Path | None] | None = None) -> list[str]:
     """Raise ConfigError (one line) if any job the command line asks for is misconfigured;
-    else return notes for the user (e.g. a sweep preset run without -m)."""
+    else return notes for the user (e.g. a sweep preset run without -m). `run_dirs`, if given,
+    receives each job's directory (None where only the launched job knows it)."""
     if any(a.split("=")[0] in _PASS_THROUGH for a in argv):
         return []
     multirun = any(a in ("-m", "--multirun") for a in argv)
+    prints_only = any(a.split("=")[0] in _FLAGS_WITH_VALUE for a in argv)
     overrides, value_of_flag = [], False
     for a in argv:  # overrides only: flags, and the value of --cfg / --package, left out
         if not value_of_flag and not a.startswith("-"):
@@ -57,6 +60,8 @@ def check_overrides(argv: list[str]) -> list[str]:
         value_of_flag = a in _FLAGS_WITH_VALUE
     for o in overrides:
         key, _, value = o.lstrip("+~").partition("=")
+        if o.startswith("~") and key in ("model", "task", "seed"):
+            raise ConfigError(f"{o} is not allowed: every run needs its {key}")
         if key in ("model.name", "task.name"):
             group = key.split(".")[0]
             raise ConfigError(
@@ -64,12 +69,36 @@ def check_overrides(argv: list[str]) -> list[str]:
                 f"{group}=NAME ({key} is the name of the {group} chosen)"
             )
     notes = []
-    for job in _jobs(overrides, multirun):
+    for num, job in enumerate(_jobs(overrides, multirun)):
+        _check_groups(job)
         cfg = _compose(job)
-        validate(cfg)
+        if multirun:  # the job's number, as Hydra's basic sweeper gives it
+            with open_dict(cfg):
+                cfg.hydra.job.num = num
+        request = _resolved(cfg, job)
+        _validate(cfg, job)
         population.check_not_shadowed(cfg, job)
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-        check_writable(key, OmegaConf.select(cfg, key))
+        check_writable(key, _select(cfg, key, job))
+        resume = cfg.trainer.resume
+        if resume and rundir.checkpoints_in(resume) is None:
+            raise ConfigError(f"trainer.resume={resume} is not allowed: no checkpoint found there")
+        if prints_only:  # --cfg / --package print the config: no directory is touched
+            continue
+        out_dir: Path | None = Path(_select(cfg, key, job))
+        if multirun:  # the job's directory
+            try:
+                out_dir = Path(_select(cfg, key, job)) / _select(cfg, "hydra.sweep.subdir", job)
+            except ConfigError as e:  # named after what only the launched job knows (its id)
+                if "hydra.job." not in str(e):
+                    raise
+                out_dir = None  # the job checks its directory itself when it starts
+        # Before Hydra writes the job's .hydra/: a directory of another run stays as it was.
+        if out_dir is not None:
+            check_names("hydra.sweep.subdir" if multirun else key, out_dir)
+            rundir.check(out_dir, request, lock=srun_task()[0] == 0)
+        if run_dirs is not None:
+            run_dirs.append(out_dir)
         if not multirun and OmegaConf.select(cfg, "hydra.sweeper.params"):
             notes.append(
                 "this preset is a sweep: without -m it runs one job, with its first "
@@ -78,29 +107,125 @@ def check_overrides(argv: list[str]) -> list[str]:
     return notes
 
 
+def _validate(cfg: DictConfig, overrides: list[str]) -> None:
+    """`validate`, with what OmegaConf raises for a node the overrides removed or emptied
+    turned into one line naming the key."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        validate(cfg)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        msg = _first_line(getattr(e, "msg", None) or str(e))
+        raise ConfigError(f"{key}={_value_of(key, overrides)} is not allowed: {msg}") from None
+
+
+def _check_groups(overrides: list[str]) -> None:
+    """ConfigError naming the options for `GROUP=VALUE` where GROUP is a config group and VALUE
+    cannot name one of its configs (`model=-1`, `logger=null`, `task=${x}`), which Hydra
+    reports without naming either. Models and tasks are the registered ones; other groups
+    (`+experiment=`) may also come from the user's search path, so there only a value that
+    Hydra does not read as a name (a number, null, a boolean) is refused."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        group = key.lstrip("+~")
+        if not sep or not group or "." in group or "/" in group:
+            continue
+        registered = {"model": CELLS.names(), "task": TASKS.names()}.get(group)
+        shipped = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        if registered is not None and value not in registered:
+            raise ConfigError(f"{key}={value} is not allowed: one of {', '.join(registered)}")
+        try:
+            parsed = parser.parse_override(o).value()
+        except OverrideParseException:
+            continue  # Hydra says what is wrong with it
+        if shipped and not isinstance(parsed, str):
+            raise ConfigError(
+                f"{key}={value} is not allowed: the name of one of its configs "
+                f"({', '.join(shipped)} ship with grubench)"
+            )
+
+
+def _resolved(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
+    """The job's config without Hydra's node, every interpolation resolved (what the job gets);
+    ConfigError (one line) naming the key whose interpolation fails."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf.errors import OmegaConfBaseException
+
+    job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg.keys() if k != "hydra"])
+    try:
+        HydraConfig.instance().set_config(cfg)  # for ${hydra:...} interpolations
+        return cast(dict[str, Any], OmegaConf.to_container(job, resolve=True))
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        msg = _first_line(getattr(e, "msg", None) or str(e))
+        raise ConfigError(f"{key}={_value_of(key, overrides)} is not allowed: {msg}") from None
+
+
+def _select(cfg: DictConfig, key: str, overrides: list[str]) -> str:
+    """The resolved string value of `key` (a Hydra directory); ConfigError where it does not
+    resolve (`hydra.run.dir=${oops}`)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return str(OmegaConf.select(cfg, key, throw_on_missing=True))
+    except OmegaConfBaseException as e:
+        msg = _first_line(getattr(e, "msg", None) or str(e))
+        raise ConfigError(f"{key}={_value_of(key, overrides)} is not allowed: {msg}") from None
+
+
 def check_writable(key: str, directory: str) -> None:
     """Raise ConfigError unless `directory` exists as a writable directory or can be made.
 
     Only the nearest existing ancestor is probed (with a scratch directory removed at once):
     the run directory itself is Hydra's to create."""
+    if not str(directory).strip():
+        raise ConfigError(f"{key}={directory} is not allowed: a directory for the run's files")
     path = Path(directory).absolute()
     probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    try:
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+    except OSError as e:  # e.g. a name longer than the file system allows
+        raise ConfigError(f"{key}={directory} cannot be created: {e.strerror}") from None
     if not probe.is_dir():
         raise ConfigError(f"{key}={directory} cannot be created: {probe} is not a directory")
+    check_names(key, path)
     try:
         Path(tempfile.mkdtemp(prefix=".grubench-probe-", dir=probe)).rmdir()
     except OSError as e:
         raise ConfigError(f"{key}={directory} cannot be written: {e.strerror} ({probe})") from None
 
 
+def check_names(key: str, directory: str | Path) -> None:
+    """ConfigError where a name in `directory` is longer than its file system allows (stat()
+    of a path below a missing directory stops at the first missing name, so each is checked)."""
+    path = Path(directory).absolute()
+    probe = path
+    while not os.path.isdir(probe) and probe != probe.parent:
+        probe = probe.parent
+    try:
+        longest = os.pathconf(probe, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    if any(len(part.encode()) > longest for part in path.parts):
+        raise ConfigError(f"{key}={directory} cannot be created: File name too long")
+
+
 def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The overrides of each job the command runs, in the order Hydra numbers them: with -m,
+    the preset's `hydra.sweeper.params` first, then the command line's, as Hydra's basic
+    sweeper combines them."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
+    parser = OverridesParser.create()
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = parser.parse_overrides(overrides)
     except OverrideParseException as e:
         raise ConfigError(f"cannot parse override: {_first_line(str(e))}") from None
     sweeps = [o for o in parsed if o.is_sweep_override() and not o.is_hydra_override()]
@@ -112,6 +237,17 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
         return [overrides]
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
+    fixed = [str(o.input_line) for o in parsed if not o.is_sweep_override()]
+    _check_groups(fixed)
+    base = _compose(fixed)
+    if "BasicSweeper" not in str(OmegaConf.select(base, "hydra.sweeper._target_")):
+        return [fixed]  # another sweeper (Optuna, ...) draws its own jobs: check the fixed part
+    params = OmegaConf.select(base, "hydra.sweeper.params") or {}
+    preset = [f"{k}={v}" for k, v in params.items()]
+    try:
+        parsed = parser.parse_overrides([*preset, *overrides])
+    except OverrideParseException as e:
+        raise ConfigError(f"cannot parse the preset's sweep: {_first_line(str(e))}") from None
     batches = BasicSweeper.split_arguments(parsed, None)
     return [job for batch in batches for job in batch]
 
@@ -172,24 +308,21 @@ def _unknown_key(full_key: str, overrides: list[str]) -> str:
         given = [k for o in overrides if (k := o.lstrip("+~").split("=")[0]).startswith(full_key)]
         return population.not_a_grid_key((given or [full_key])[0].removeprefix("trainer.grid."))
     parent, _, _ = full_key.rpartition(".")
-    allowed = ""
+    keys: list[str] = []
     try:  # list the keys that do exist under the parent, from the config without overrides
         base = _compose([o for o in overrides if not o.lstrip("+~").startswith(full_key)])
         node = OmegaConf.select(base, parent) if parent else base
         if node is not None and OmegaConf.is_dict(node):
-            allowed = f": keys of {parent or 'the config'} are {', '.join(map(str, node.keys()))}"
+            keys = [str(k) for k in node.keys() if k != "hydra"]
     except ConfigError:
         pass
-    group, _, name = full_key.partition(".")
-    entries: list[Any] = list(CELLS) if group == "model" else list(TASKS) if group == "task" else []
-    owners = [e.name for e in entries if name in {f.name for f in fields(e.config)}]
-    if owners:  # a key of another cell or task: say whose
-        allowed += f" (a key of {group}={', '.join(owners)})"
-    return f"{full_key}={_value_of(full_key, overrides)} is not allowed: no such key{allowed}"
+    return no_such_key(full_key, _value_of(full_key, overrides), keys)
 
 
 def _value_of(key: str, overrides: list[str]) -> str:
-    for o in overrides:
+    """The value the command line gives `key` (its last override: that is the one Hydra
+    applies), or "?" where no override sets it."""
+    for o in reversed(overrides):
         k, sep, v = o.lstrip("+~").partition("=")
         if sep and k == key:
             return v

@@ -9,6 +9,8 @@ and raises `ConfigError` with one line naming the key, the value and what is all
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -60,6 +62,31 @@ def is_free_key(key: str, keys: tuple[str, ...] = FREE_KEYS) -> bool:
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in keys)
 
 
+def config_difference(
+    a: dict,
+    b: dict,
+    free: tuple[str, ...] = FREE_KEYS + SAME_MATH_KEYS,
+    there: str = "in the checkpoint",
+    prefix: tuple = (),
+) -> str | None:
+    """The first key where two resolved configs differ, as 'key=A here, B THERE'; the keys
+    `free` (default: those that may differ on resume, FREE_KEYS and SAME_MATH_KEYS) are
+    skipped, and a key in ADDED_KEYS missing from one side takes its implied value."""
+    for k in sorted(set(a) | set(b), key=lambda k: (k != "name", k)):  # a name says most
+        path = (*prefix, k)
+        if is_free_key(".".join(path), free) or (".".join(path) in LEGACY_KEYS and k not in a):
+            continue
+        added = ADDED_KEYS.get(".".join(path))
+        va, vb = a.get(k, added), b.get(k, added)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            diff = config_difference(va, vb, free, there, path)
+            if diff:
+                return diff
+        elif va != vb:
+            return f"{'.'.join(path)}={va!r} here, {vb!r} {there}"
+    return None
+
+
 __all__ = [
     "ADDED_KEYS",
     "FREE_KEYS",
@@ -72,7 +99,9 @@ __all__ = [
     "ModelConfig",
     "TaskConfig",
     "TrainerConfig",
+    "config_difference",
     "is_free_key",
+    "no_such_key",
     "require",
     "store",
     "validate",
@@ -221,7 +250,16 @@ def validate(cfg: DictConfig | Config) -> None:
     c = OmegaConf.structured(cfg) if not isinstance(cfg, DictConfig) else cfg
     m, t, tr, lg = c.model, c.task, c.trainer, c.logger
     cell = _entry(CELLS, "model", m.name)
+    task = _entry(TASKS, "task", t.name)
     _same_entry(m, cell.config, "model")
+    _same_entry(t, task.config, "task")
+    for node, schema, where in (
+        (c, Config, ""),
+        (tr, TrainerConfig, "trainer."),
+        (lg, LoggerConfig, "logger."),
+    ):  # trainer.grid: population.grid says what a grid may vary
+        _known_keys(node, schema, where)
+    _finite(c)
     require(m.hidden >= 1, "model.hidden", m.hidden, "an integer >= 1")
     require(m.depth >= 1, "model.depth", m.depth, "an integer >= 1")
     require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "a float in [0, 1)")
@@ -278,15 +316,20 @@ def validate(cfg: DictConfig | Config) -> None:
         m.recurrent_init,
         "orthogonal or lecun_normal",
     )
-    task = _entry(TASKS, "task", t.name)
-    _same_entry(t, task.config, "task")
     require(t.seq_len >= 1, "task.seq_len", t.seq_len, "an integer >= 1")
     for k in ("train_size", "val_size", "test_size"):
         require(t[k] >= 1, f"task.{k}", t[k], "an integer >= 1")
+    require(0 <= t.data_seed < 2**32, "task.data_seed", t.data_seed, "an integer in [0, 2**32)")
     if task.validate is not None:
         task.validate(t)
     require(tr.steps >= 1, "trainer.steps", tr.steps, "an integer >= 1")
     require(tr.batch_size >= 1, "trainer.batch_size", tr.batch_size, "an integer >= 1")
+    require(
+        tr.batch_size <= t.train_size,
+        "trainer.batch_size",
+        tr.batch_size,
+        f"at most task.train_size={t.train_size}, the sequences a batch is drawn from",
+    )
     require(tr.seeds >= 1, "trainer.seeds", tr.seeds, "an integer >= 1")
     # Seeds seed .. seed + seeds - 1 become int32 PRNG seeds and numpy generator seeds.
     require(
@@ -356,10 +399,55 @@ def validate(cfg: DictConfig | Config) -> None:
         check_requires(task)
 
 
+def no_such_key(key: str, value: object, keys: Any) -> str:
+    """The message for a config key that does not exist: the keys there are beside it (`keys`),
+    and, for a key of another registered model or task, whose key it is."""
+    parent, _, name = key.rpartition(".")
+    there = f": keys of {parent or 'the config'} are {', '.join(map(str, keys))}" if keys else ""
+    registry: Any = {"model": CELLS, "task": TASKS}.get(parent, ())
+    owners = [e.name for e in registry if name in {f.name for f in fields(e.config)}]
+    whose = f" (a key of {parent}={', '.join(owners)})" if owners else ""
+    return f"{key}={value} is not allowed: no such key{there}{whose}"
+
+
+def _known_keys(node: Any, schema: type, where: str) -> None:
+    """ConfigError for a key the schema does not have: one added with `+KEY=VALUE` (Hydra adds
+    any key so given), e.g. a misspelled `+model.hiden=3`."""
+    known = [f.name for f in fields(schema)]
+    extra = [str(k) for k in node.keys() if k not in known and not (k == "hydra" and not where)]
+    if extra:
+        value = OmegaConf.select(node, extra[0], throw_on_resolution_failure=False)
+        raise ConfigError(no_such_key(f"{where}{extra[0]}", value, known))
+
+
+def _finite(c: DictConfig) -> None:
+    """ConfigError for a float value that is inf or nan (`trainer.lr=inf`): no run can mean it."""
+    for part in ("model", "task", "trainer"):
+        for key, value in _leaves(OmegaConf.to_container(c[part], resolve=True), part):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{key}={value} is not allowed: a finite number")
+
+
+def _leaves(node: Any, key: str) -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every scalar under `node`, list items numbered key[i]."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{key}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _leaves(v, f"{key}[{i}]")
+    else:
+        yield key, node
+
+
 def _same_entry(node: Any, schema: type, group: str) -> None:
     """ConfigError unless the node has exactly the keys of its entry's dataclass: a `NAME.name`
-    override that names another entry than the one `GROUP=NAME` chose."""
-    if set(node.keys()) != {f.name for f in fields(schema)}:
+    override that names another entry than the one `GROUP=NAME` chose, or a key added with `+`
+    that the entry does not have."""
+    own = {f.name for f in fields(schema)}
+    if set(node.keys()) - own:
+        _known_keys(node, schema, f"{group}.")
+    if set(node.keys()) != own:
         raise ConfigError(
             f"{group}.name={node.name} is not allowed: choose the {group} with {group}=NAME "
             f"({group}.name is the name of the {group} chosen)"

@@ -20,6 +20,10 @@ class CheckpointError(GrubenchError, RuntimeError):
     """A checkpoint that cannot be used: unreadable, or written by another configuration."""
 
 
+class RunDirError(GrubenchError, RuntimeError):
+    """A run directory that cannot take this run: another config's, or in use by a process."""
+
+
 class TrackingError(GrubenchError, RuntimeError):
     """The tracker cannot start (missing package, no API key for online mode)."""
 

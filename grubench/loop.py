@@ -4,16 +4,19 @@
 seeds x grid values) with the program of `grubench.program`,
 evaluates, checkpoints and resumes, and writes results.json (`grubench.results`) and
 metrics.jsonl whatever the ending. Process concerns (signals, the hang watchdog) come from
-`grubench.process`. `AFTER_STEP` holds callbacks run at the end of every step (and at "end",
-before the final evaluation): a hook for tests that inject faults; empty otherwise.
+`grubench.process`. `AFTER_STEP` holds callbacks run at "start" (set up, before the first
+step), at the end of every step and at "end" (before the final evaluation): a hook for tests
+that inject faults; empty otherwise.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,9 +26,9 @@ import numpy as np
 from flax import nnx
 from omegaconf import DictConfig, OmegaConf
 
-from grubench import measure, population, sharding, tasks
+from grubench import measure, population, rundir, sharding, tasks
 from grubench.checkpoint import CheckpointError, Checkpoints
-from grubench.config import validate
+from grubench.config import FREE_KEYS, config_difference, require, validate
 from grubench.model import param_count, with_budget
 from grubench.process import Preempted, StopSignals, Watchdog, exit_or_restart
 from grubench.program import Evaluator, Placed, check_fits
@@ -33,8 +36,9 @@ from grubench.results import Results, member_key, member_record, new_record, rea
 from grubench.sharding import primary
 from grubench.tracking import Tracker
 
-# Called with the step just finished ("1", "2", ...) after its checkpoint, and with "end" after
-# the last step: test code appends fault injectors here (tests/faults/sitecustomize.py).
+# Called with "start" once set up (compiled, resumed), with the step just finished ("1", "2",
+# ...) after its checkpoint, and with "end" after the last step: test code appends fault
+# injectors here (tests/faults/sitecustomize.py).
 AFTER_STEP: list[Callable[[str], None]] = []
 
 
@@ -60,13 +64,14 @@ def solved_lag(lags: tuple[int, ...], accuracy: np.ndarray) -> np.ndarray:
     return out
 
 
-def completed(out_dir: str | Path) -> Results | None:
-    """The results of `out_dir` if they record a completed run (never rerun, never overwritten)."""
+def finished(out_dir: str | Path) -> Results | None:
+    """The results of `out_dir` if they record a finished run, completed or diverged (every
+    step trained; never rerun, never overwritten)."""
     try:
         res = read(Path(out_dir) / "results.json")
     except (OSError, ValueError):
         return None
-    done = isinstance(res, dict) and res.get("status") == "completed"
+    done = isinstance(res, dict) and res.get("status") in rundir.FINISHED
     return cast(Results, res) if done else None
 
 
@@ -82,53 +87,125 @@ def train(
     diverged (some member's loss went non-finite), or failed (an exception, re-raised).
 
     A run resumes from the newest checkpoint in `out_dir/checkpoints` (or
-    `trainer.resume`); a directory whose results.json says completed is returned untouched.
+    `trainer.resume`); a directory whose results.json says completed or diverged is returned
+    untouched.
     `group` names the sweep for W&B (default `logger.group`). If no step finishes for
     `trainer.hang_timeout_s` seconds (a wedged XLA runtime), the process re-executes
     `restart_argv` (which must resume this run) or, without it, exits with status 3.
     """
     validate(cfg)
-    cfg = with_budget(cfg)  # model.param_budget > 0 sets model.hidden
     out_dir = Path(out_dir)
-    previous = completed(out_dir)
+    # The run as asked (before model.param_budget sets model.hidden): what the directory's
+    # fingerprint records, and what a relaunch into it is compared with.
+    request = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    rundir.check(out_dir, request, lock=False)
+    previous = finished(out_dir)
     if previous is not None:
         return previous
-    # The data first (its sequence length sizes the memory check), then the checks, before any
-    # compilation and before the members are made (a population may be refused for its size).
-    splits = tasks.make_splits(cfg.task)
-    check_fits(cfg, population.size(cfg), int(splits.train.x.shape[1]))
-    sharding.check(cfg.trainer.shard, cfg.trainer.batch_size)
+    # From here on a signal (SIGTERM, submitit's) is a flag, taken before the first step or at
+    # the end of one: the run ends with a record, not killed while it loads its data.
+    with StopSignals() as stop_signal:
+        cfg = with_budget(cfg)  # model.param_budget > 0 sets model.hidden
+        # The data first (its sequence length sizes the memory check), then the checks, before
+        # any compilation and before the members are made (a population may be refused for its
+        # size).
+        splits = tasks.make_splits(cfg.task)
+        require(
+            cfg.trainer.batch_size <= len(splits.train),
+            "trainer.batch_size",
+            cfg.trainer.batch_size,
+            f"at most the {len(splits.train)} training sequences of task={cfg.task.name}",
+        )
+        check_fits(cfg, population.size(cfg), int(splits.train.x.shape[1]))
+        sharding.check(cfg.trainer.shard, cfg.trainer.batch_size)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # One process per directory; of several processes of one run, the first holds the lock.
+        with rundir.locked(out_dir) if primary() else nullcontext():
+            # Under the lock: another process may have finished or started a run here meanwhile.
+            rundir.check(out_dir, request, lock=False)
+            previous = finished(out_dir)
+            if previous is not None:
+                return previous
+            fingerprint = rundir.record(out_dir, request) if primary() else None
+            return _train(cfg, out_dir, splits, fingerprint, stop_signal, group, restart_argv)
+
+
+def _train(
+    cfg: DictConfig,
+    out_dir: Path,
+    splits: tasks.Splits,
+    fingerprint: str | None,
+    stop_signal: StopSignals,
+    group: str | None,
+    restart_argv: list[str] | None,
+) -> Results:
+    """`train` once the directory is this process's: results.json is written however this
+    ends (an exception, a signal, the hang watchdog's exit, a failed write of the curves)."""
     pop = population.members(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
     config_dict = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     results = new_record(cfg, config_dict, pop, tasks.baseline(cfg.task))
+    results["fingerprint"] = fingerprint
+
+    def write_record() -> None:
+        if primary():
+            write_json(out_dir / "results.json", results)
+
+    def on_hang(stalled: float) -> None:
+        message = (
+            f"no training step finished for {stalled:.0f} s (trainer.hang_timeout_s="
+            f"{cfg.trainer.hang_timeout_s:g}): the XLA runtime is stuck"
+        )
+        # The main thread is stuck: this thread records the ending (a copy: the main thread
+        # owns `results`), waiting a bounded time in case the disk is what hangs, then exits
+        # or restarts.
+        ending = {**results, "status": "failed", "error": message}
+        if primary():
+            writer = threading.Thread(
+                target=write_json, args=(out_dir / "results.json", ending), daemon=True
+            )
+            writer.start()
+            writer.join(timeout=30)
+        exit_or_restart(message, restart_argv)
+
     labels = [m.series() for m in pop]
     tracker = Tracker(out_dir, cfg, config_dict, group=group, labels=labels, primary=primary())
-    dog = Watchdog(
-        cfg.trainer.hang_timeout_s,
-        lambda stalled: exit_or_restart(
-            f"no training step finished for {stalled:.0f} s (trainer.hang_timeout_s="
-            f"{cfg.trainer.hang_timeout_s:g}): the XLA runtime is stuck",
-            restart_argv,
-        ),
-    )
+    dog = Watchdog(cfg.trainer.hang_timeout_s, on_hang)
     t_start = time.perf_counter()
+    failing = refused = set_up = False
     try:
         # The run yields what it has measured so far (set-up, then the whole run): a run that
         # fails part-way still records its parameter count, data size and memory.
-        for fields in _run(cfg, pop, splits, tracker, out_dir, config_dict, dog):
+        for fields in _run(cfg, pop, splits, tracker, out_dir, config_dict, dog, stop_signal):
             results.update(fields)
+            set_up = True
+    except CheckpointError as e:
+        # Before the first yield: the checkpoint to resume cannot be used. A refusal, like a
+        # bad config: it leaves no record (a later one, a failed save, is the run's ending).
+        failing, refused = True, not set_up
+        if not refused:
+            results["status"] = "failed"
+            results["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+        raise
     except BaseException as e:
+        failing = True
         results["status"] = "failed"
         results["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
         raise
     finally:
         dog.stop()
         results["wall_s"] = time.perf_counter() - t_start
-        tracker.summary(results)
-        tracker.close()
-        if primary():
-            write_json(out_dir / "results.json", results)
+        try:
+            tracker.summary(results)
+            tracker.close()
+        except Exception as e:
+            if not failing:  # e.g. metrics.jsonl could not be written: the run's own error
+                results["status"] = "failed"
+                results["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+                raise
+            # Else the error in flight (a pre-emption, Ctrl-C) is the one to end with.
+        finally:
+            if not refused:
+                write_record()
     return results
 
 
@@ -152,7 +229,7 @@ def _resume_source(cfg: DictConfig, own: Checkpoints) -> Checkpoints:
     path = Path(cfg.trainer.resume)
     if (path / "checkpoints").is_dir():
         path = path / "checkpoints"
-    source = Checkpoints(path, cfg.trainer.keep_checkpoints)
+    source = Checkpoints(path, cfg.trainer.keep_checkpoints, primary=primary())
     if source.latest() is None:
         raise CheckpointError(f"trainer.resume={cfg.trainer.resume}: no checkpoint found there")
     return source
@@ -166,6 +243,7 @@ def _run(
     out_dir: Path,
     config_dict: dict,
     dog: Watchdog,
+    stop_signal: StopSignals,
 ) -> Iterator[Results]:
     """Train every member of the population `pop`, yielding the fields of the results record
     the run has measured: once after the set-up (parameters, data size, memory, resume step),
@@ -185,7 +263,7 @@ def _run(
     )
     results["train_size"] = len(splits.train)  # what the task had, not just what was asked
 
-    ckpts = Checkpoints(out_dir / "checkpoints", tr.keep_checkpoints)
+    ckpts = Checkpoints(out_dir / "checkpoints", tr.keep_checkpoints, primary=primary())
     start = 0
     best_val = np.full(n, np.inf)
     best_step = np.zeros(n, np.int64)
@@ -197,7 +275,7 @@ def _run(
     restored = None
     if source.latest() is not None:  # the template gathers every member: only to restore
         with dog.paused():  # reading and placing a checkpoint compiles its padding step
-            restored = source.restore(layout.trim(state), config_dict)
+            restored = source.restore(layout.trim(state), config_dict, quarantine=source is ckpts)
             if restored is not None:
                 state = layout.untrim(restored[0])
     if restored is not None:
@@ -207,8 +285,13 @@ def _run(
         best_step = np.array(meta["best_step"], np.int64)
         since_best = np.array(meta["since_best"], np.int64)
         stopped_at = np.array(meta["stopped_at"], np.int64)
-        step_times = list(meta["step_times"])
+        # Step times measured under other settings of the keys that change only speed
+        # (model.unroll, ...) are not this run's: its speed is what it times itself.
+        same = config_difference(config_dict, meta["config"], FREE_KEYS) is None
+        step_times = list(meta["step_times"]) if same else []
         tracker.jsonl.rows = list(meta["rows"])
+        if meta.get("grad_norms_init") is not None:
+            results["grad_norms_init"] = meta["grad_norms_init"]
         results["resumed_from_step"] = start
 
     def checkpoint(done: int) -> None:
@@ -223,6 +306,7 @@ def _run(
                 "stopped_at": stopped_at,
                 "step_times": step_times[-1000:],
                 "rows": tracker.jsonl.rows,
+                "grad_norms_init": results.get("grad_norms_init"),
                 "config": config_dict,
             },
         )
@@ -242,6 +326,8 @@ def _run(
     evaluate = Evaluator(
         program, min(tr.eval_batch_size, len(splits.val), len(splits.test)), layout
     )
+    with dog.paused():  # its first call compiles it (one batch shape for every split)
+        evaluate(state["params"], splits.val.take(evaluate.batch_size))
     probe = None
     if tr.grad_probe:
         probe_batch = jax.device_put(
@@ -274,64 +360,64 @@ def _run(
         results["stopped_early_at"] = start
     dog.tick()
     yield results.copy()
-    with StopSignals() as stop_signal:
-        for step in range(start, end):
-            args = placed.inputs(step)
-            t = time.perf_counter()
-            state, out = compiled(state, *args, data)
-            jax.block_until_ready(state)
+    _after_step("start")
+    if stop_signal.raised:  # while setting up: the checkpoints on disk are all there is
+        raise Preempted(start, stop_signal.raised, stop_signal.requeue)
+    for step in range(start, end):
+        args = placed.inputs(step)
+        t = time.perf_counter()
+        state, out = compiled(state, *args, data)
+        jax.block_until_ready(state)
+        dog.tick()
+        step_times.append(time.perf_counter() - t)
+        done = step + 1
+        if done % tr.log_every == 0 or done == tr.steps:
+            loss = layout.gather(out["loss"])
+            recent = step_times[-tr.log_every :]
+            rate = len(recent) / sum(recent)
+            tracker.log(
+                done,
+                {
+                    "train/loss": loss,
+                    "train/grad_norm": layout.gather(out["grad_norm"]),
+                    "steps_per_s": rate,
+                },
+            )
+            finite = loss[np.isfinite(loss)]
+            shown = f"{finite.mean():.4f}" if finite.size else "non-finite"
+            bar.set_postfix(loss=shown, steps_s=f"{rate:.1f}")
+        if done % tr.eval_every == 0 or done == tr.steps:
+            val = evaluate(state["params"], splits.val)
             dog.tick()
-            step_times.append(time.perf_counter() - t)
-            done = step + 1
-            if done % tr.log_every == 0 or done == tr.steps:
-                loss = layout.gather(out["loss"])
-                recent = step_times[-tr.log_every :]
-                rate = len(recent) / sum(recent)
-                tracker.log(
-                    done,
-                    {
-                        "train/loss": loss,
-                        "train/grad_norm": layout.gather(out["grad_norm"]),
-                        "steps_per_s": rate,
-                    },
+            tracker.log(done, {"val/loss": val["loss"], "val/accuracy": val["accuracy"]})
+            tracker.flush()
+            better = val["loss"] < best_val
+            if tr.patience:  # a member that has stopped early keeps what it had alone
+                better &= since_best < tr.patience
+            best_val = np.where(better, val["loss"], best_val)
+            best_step = np.where(better, done, best_step)
+            since_best = np.where(better, 0, since_best + 1)
+            if tr.patience:
+                state["best_params"] = _where_member(
+                    layout.put_mask(better), state["params"], state["best_params"]
                 )
-                finite = loss[np.isfinite(loss)]
-                shown = f"{finite.mean():.4f}" if finite.size else "non-finite"
-                bar.set_postfix(loss=shown, steps_s=f"{rate:.1f}")
-            if done % tr.eval_every == 0 or done == tr.steps:
-                val = evaluate(state["params"], splits.val)
-                dog.tick()
-                tracker.log(done, {"val/loss": val["loss"], "val/accuracy": val["accuracy"]})
-                tracker.flush()
-                better = val["loss"] < best_val
-                if tr.patience:  # a member that has stopped early keeps what it had alone
-                    better &= since_best < tr.patience
-                best_val = np.where(better, val["loss"], best_val)
-                best_step = np.where(better, done, best_step)
-                since_best = np.where(better, 0, since_best + 1)
-                if tr.patience:
-                    state["best_params"] = _where_member(
-                        layout.put_mask(better), state["params"], state["best_params"]
-                    )
-                    stopping = (since_best >= tr.patience) & (stopped_at == 0)
-                    stopped_at = np.where(stopping, done, stopped_at)
-                    state["stopped"] = layout.put_mask(stopped_at > 0)
-            bar.update(1)
-            stop = bool(tr.patience) and bool(np.all(since_best >= tr.patience))
-            if (
-                (tr.checkpoint_every and done % tr.checkpoint_every == 0)
-                or done == tr.steps
-                or stop
-            ):
-                checkpoint(done)
-            _after_step(str(done))
-            if stop_signal.raised:
-                if done % (tr.checkpoint_every or tr.steps + 1) and done != tr.steps:
-                    checkpoint(done)
-                raise Preempted(done, stop_signal.raised, stop_signal.requeue)
-            if stop:
-                results["stopped_early_at"] = done
-                break
+                stopping = (since_best >= tr.patience) & (stopped_at == 0)
+                stopped_at = np.where(stopping, done, stopped_at)
+                state["stopped"] = layout.put_mask(stopped_at > 0)
+        bar.update(1)
+        stop = bool(tr.patience) and bool(np.all(since_best >= tr.patience))
+        if (tr.checkpoint_every and done % tr.checkpoint_every == 0) or done == tr.steps or stop:
+            checkpoint(done)
+        _after_step(str(done))
+        if stop_signal.raised:
+            if done % (tr.checkpoint_every or tr.steps + 1) and done != tr.steps and not stop:
+                checkpoint(done)  # (not saved above already)
+            raise Preempted(done, stop_signal.raised, stop_signal.requeue)
+        if stop:
+            results["stopped_early_at"] = done
+            break
+    if ckpts.latest() is None:  # resumed from another directory with nothing left to train
+        checkpoint(start)
     bar.close()
     ckpts.close()
     _after_step("end")

@@ -179,13 +179,21 @@ def device_bytes() -> tuple[int | None, bool]:
 def check_fits(n_members: int, per_member: int, on_one_device: int) -> None:
     """ConfigError (one line) when a device would need more memory than it has: the members
     it holds (`on_one_device` of the `n_members`) at `per_member` bytes each, or all of them
-    where the devices share the memory (CPU)."""
-    if n_members <= 1:
-        return
+    where the devices share the memory (CPU). A single member is checked too, against its
+    estimate without the margin (which errs high by up to about 2x): a model surely too large
+    is refused at once, not left to stall or fail in XLA."""
     have, shared = device_bytes()
     need = per_member * (n_members if shared else on_one_device)
+    if n_members == 1:  # alone, refused only where even the estimate without its margin is
+        need //= _MARGIN
     if have is not None and need > have:
         where = "the memory here" if shared else "one device's memory"
+        if n_members == 1:
+            raise ConfigError(
+                f"this model is too large to train: about {need / 2**30:.1f} GiB estimated, "
+                f"more than the {have / 2**30:.1f} GiB of {where}; reduce model.hidden, "
+                "model.depth, trainer.batch_size or task.seq_len, or set model.remat=true"
+            )
         raise ConfigError(
             f"a population of {n_members} members (trainer.seeds x the grid) is too large: about "
             f"{need / 2**30:.1f} GiB estimated, more than the {have / 2**30:.1f} GiB of "

@@ -27,6 +27,15 @@ MAX_RESTARTS = 3
 HANG_EXIT = 3
 
 
+def srun_task() -> tuple[int, int]:
+    """(index, count) of this process among the tasks srun started for this job step: (0, 1)
+    outside SLURM, in a batch script or salloc shell of one process, and under one task."""
+    # SLURM_STEP_NUM_TASKS: the tasks of this step (submitit runs each job under srun);
+    # SLURM_NTASKS alone is also set in a batch script or salloc shell of one process.
+    count = int(os.environ.get("SLURM_STEP_NUM_TASKS", "1") or 1)
+    return (int(os.environ.get("SLURM_PROCID", "0") or 0), count) if count > 1 else (0, 1)
+
+
 class Watchdog:
     """`start()`, then `tick()` after each unit of work, then `stop()`. `on_hang(stalled_s)`
     runs once, on the watchdog's thread, after `timeout_s` seconds without a tick; timeout_s = 0
@@ -102,25 +111,27 @@ def exit_or_restart(message: str, argv: Sequence[str] | None) -> None:
     os._exit(HANG_EXIT)
 
 
-class Preempted(Exception):
-    """A pre-emption signal arrived; the state was checkpointed at `step`. `requeue`, when
-    set, is the job scheduler's handler (submitit's): it requeues the job and exits."""
+class Preempted(BaseException):
+    """A pre-emption signal (or Ctrl-C) arrived; the state was checkpointed at `step`.
+    `requeue`, when set, is the job scheduler's handler (submitit's): it requeues the job and
+    exits. A BaseException, like KeyboardInterrupt: a request to stop, which an `except
+    Exception` around a run must not swallow."""
 
     def __init__(self, step: int, signal_name: str = "SIGTERM", requeue: Any = None):
-        super().__init__(
-            f"preempted by {signal_name} at step {step}: run the same command to resume"
-        )
+        how = "interrupted (Ctrl-C)" if signal_name == "SIGINT" else f"preempted by {signal_name}"
+        super().__init__(f"{how} at step {step}: run the same command to resume")
         self.step = step
         self.signal_name = signal_name
         self.requeue = requeue
 
 
 class StopSignals:
-    """While active, SIGTERM (SLURM pre-emption) and, under submitit, its pre-emption signal
-    (SIGUSR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise) only raise a flag; the loop
-    checkpoints at the end of the step and stops. submitit's own handler for its signal is kept
-    as `requeue`, to be called once the checkpoint is safe: it requeues the job and exits. A
-    second signal before the step ends terminates the process as usual."""
+    """While active, SIGTERM (SLURM pre-emption), Ctrl-C (SIGINT) and, under submitit, its
+    pre-emption signal (SIGUSR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise) only raise a
+    flag; the loop checkpoints at the end of the step and stops. submitit's own handler for its
+    signal is kept as `requeue`, to be called once the checkpoint is safe: it requeues the job
+    and exits. A second signal before the step ends stops the process at once, as usual
+    (KeyboardInterrupt for a second Ctrl-C)."""
 
     def __init__(self):
         self.raised: str | None = None
@@ -129,14 +140,16 @@ class StopSignals:
     def __enter__(self):
         self.raised, self.requeue = None, None
         self._old: dict[int, Any] = {}
-        names = {"SIGTERM", "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")}
+        names = {"SIGTERM", "SIGINT", "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")}
         try:
             for name in sorted(names):
                 sig = getattr(signal, name, None)
                 if sig is None:
                     continue
                 old = signal.getsignal(sig)
-                if sig != signal.SIGTERM and not callable(old):
+                if sig == signal.SIGINT and old is signal.SIG_IGN:
+                    continue  # Ctrl-C is ignored here (a background job): leave it so
+                if sig not in (signal.SIGTERM, signal.SIGINT) and not callable(old):
                     continue  # nobody asked for this signal: leave its default alone
                 self._old[sig] = old
                 signal.signal(sig, self._handle)
@@ -145,12 +158,20 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame):
-        if self.raised:  # a second signal: the step did not end (a hang?); die at once
+        if self.raised:  # a second signal: the step did not end (a hang?) or the user insists
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
         self.raised = signal.Signals(signum).name
         old = self._old.get(signum)
-        if signum != signal.SIGTERM and callable(old):
+        if signum == signal.SIGINT:  # os.write: print() may be inside a write of its own
+            os.write(
+                2,
+                b"grubench-train: interrupted: stopping with a checkpoint once this step (or "
+                b"the compilation) ends; Ctrl-C again to stop at once\n",
+            )
+        elif signum != signal.SIGTERM and callable(old):
             self.requeue = lambda: old(signum, None)
 
     def _restore(self):

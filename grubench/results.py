@@ -42,6 +42,7 @@ class Results(TypedDict, total=False):
     status: Status
     error: str | None  # one line, when failed or diverged
     config: dict[str, Any]  # the resolved config
+    fingerprint: str | None  # of the config as asked (grubench.rundir); None: not the writer
     model: str  # flat copies of config keys, for grouping
     task: str
     hidden: int

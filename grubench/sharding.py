@@ -15,7 +15,6 @@ every core.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from grubench.errors import ConfigError
+from grubench.process import srun_task
 
 AXIS = "d"
 
@@ -34,9 +34,7 @@ def initialize_distributed() -> bool:
     """Start JAX's multi-process runtime when srun runs this job as several tasks (submitit's
     `tasks_per_node` or `nodes` > 1): `jax.distributed.initialize()` reads the coordinator,
     process count and index from SLURM's environment. True when it did."""
-    # SLURM_STEP_NUM_TASKS: the tasks srun started for this step (submitit runs each job under
-    # srun); SLURM_NTASKS alone is also set in a batch script or salloc shell of one process.
-    if int(os.environ.get("SLURM_STEP_NUM_TASKS", "1") or 1) <= 1:
+    if srun_task()[1] <= 1:
         return False
     if not jax.distributed.is_initialized():
         jax.distributed.initialize()

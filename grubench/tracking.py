@@ -16,7 +16,10 @@ __all__ = ["JsonlSink", "Tracker", "TrackingError", "log_sweep", "wandb_mode"]
 
 class JsonlSink:
     """metrics.jsonl: one JSON object per logged step. The whole file is rewritten atomically
-    on each flush, so a killed run leaves a complete file (runs log O(steps / log_every) rows)."""
+    on each flush, so a killed run leaves a complete file (runs log O(steps / log_every) rows).
+    Nothing is written while there are no rows: a run that fails or is refused before it
+    trains or resumes leaves the file of an earlier start as it was (on resume the rows come
+    back from the checkpoint)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -26,7 +29,8 @@ class JsonlSink:
         self.rows.append(json.dumps(jsonable(row), allow_nan=False))
 
     def flush(self) -> None:
-        atomic_write_text(self.path, "".join(r + "\n" for r in self.rows))
+        if self.rows:
+            atomic_write_text(self.path, "".join(r + "\n" for r in self.rows))
 
 
 def wandb_mode(requested: str) -> str:

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, cast
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from grubench import runtime
+from grubench import rundir, runtime
 from grubench.cli import CONF_DIR, check_overrides, usage
 from grubench.config import store, validate
-from grubench.errors import CheckpointError, ConfigError, GrubenchError, TrackingError
-from grubench.loop import completed, train
+from grubench.errors import (
+    CheckpointError,
+    ConfigError,
+    GrubenchError,
+    RunDirError,
+    TrackingError,
+)
+from grubench.loop import finished, train
 from grubench.process import Preempted, restart_command
 from grubench.render import format_summary
 from grubench.sharding import initialize_distributed
@@ -37,10 +44,15 @@ def _hydra_app(cfg: DictConfig) -> None:
         validate(cfg)
     except ConfigError as e:
         _fail(str(e), 2)
-    previous = completed(out_dir)
+    try:  # grubench-train checked this before Hydra ran; a launcher's worker checks it here
+        request = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+        rundir.check(out_dir, request, lock=False)
+    except RunDirError as e:
+        _fail_job(str(e), 2, multirun)
+        return
+    previous = finished(out_dir)
     if previous is not None:
-        print(f"{out_dir}: completed before; not rerun (remove its results.json to rerun)")
-        print(format_summary(previous), flush=True)
+        _print_finished(out_dir, previous)
         return
     try:
         # A sweep is one W&B group, named after its directory unless logger.group says.
@@ -55,10 +67,13 @@ def _hydra_app(cfg: DictConfig) -> None:
                 flush=True,
             )
             e.requeue()
-        _fail(str(e), 143)  # a pre-empted sweep stops too: its launcher requeues it
+        # A pre-empted sweep stops too: its launcher requeues it. Ctrl-C: the shell's status.
+        where = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        home = hc.sweep.dir if multirun else out_dir
+        _fail(f"{e} ({where}={home})", 130 if e.signal_name == "SIGINT" else 143)
     except KeyboardInterrupt:
         _fail("interrupted; results.json records the run as failed", 130)
-    except (CheckpointError, TrackingError, ConfigError) as e:
+    except (CheckpointError, TrackingError, ConfigError, RunDirError) as e:
         # ConfigError here: a population too large for memory, found before any compilation.
         _fail_job(str(e), 2, multirun)
         return
@@ -66,6 +81,11 @@ def _hydra_app(cfg: DictConfig) -> None:
         _fail_job(f"run failed ({type(e).__name__}: {e})".splitlines()[0], 1, multirun)
         return
     print(format_summary(results), flush=True)
+
+
+def _print_finished(out_dir: Path | None, previous: Any) -> None:
+    print(f"{out_dir}: {previous['status']} before; not rerun (to train it again, remove it)")
+    print(format_summary(previous), flush=True)
 
 
 def _restart_argv(hc, multirun: bool) -> list[str] | None:
@@ -103,10 +123,18 @@ def main() -> None:
         if any(a in ("-h", "--help") for a in argv):
             print(usage())
             return
-        for note in check_overrides(argv):
+        run_dirs: list[Path | None] = []
+        for note in check_overrides(argv, run_dirs):
             print(f"grubench-train: note: {note}", file=sys.stderr)
     except GrubenchError as e:
         _fail(str(e), 2)
+    # Every job finished before (under the same config: checked): say so without starting
+    # Hydra, which would rewrite each job's .hydra/ with this command's process-only keys.
+    done = [finished(d) if d is not None else None for d in run_dirs]
+    if done and all(r is not None for r in done):
+        for d, r in zip(run_dirs, done, strict=True):
+            _print_finished(d, r)
+        return
     app = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(
         _hydra_app
     )

@@ -1,7 +1,8 @@
 """Bad input, end to end: each is one line on stderr naming the problem, a non-zero exit, no
 traceback, and no finished result overwritten.
 
-The inputs tried (the BAD table below, then the tests after it):
+The inputs tried (the BAD table below through the command, CHECKED in-process, then the tests
+after them):
  1 unknown key            2 unknown model          3 hidden 0               4 depth 0
  5 seeds 0                6 negative length        7 non-integer hidden     8 forget_bias on a GRU
  9 removed keys (model.cell, model.reset_after)   10 sweep without -m  11 output dir under a file
@@ -11,6 +12,16 @@ The inputs tried (the BAD table below, then the tests after it):
 18 corrupted checkpoint  19 checkpoint of another config  20 resume from nowhere
 21 W&B online with no API key                     22 wandb not installed   23 torch not installed
 24 rerun of a completed run (nothing overwritten) 25 corrupted checkpoint beside a finished run
+26 a misspelled key added with + (model, trainer, top level)   27 an unresolvable or mistyped
+   interpolation, in a value or a directory      28 a directory name too long for the file
+   system            29 non-finite values (lr, bias_init, a grid value)   30 a batch larger
+   than the training set                         31 a group given a value that names no config
+32 null after a value (the last one named)       33 a group value that is no name (logger=null)
+34 a removed model, task or seed (~model)         35 an empty directory (hydra.run.dir=)
+36 a name too long below a missing directory      37 a negative task.data_seed
+38 trainer.resume where there is no checkpoint (refused before Hydra makes the directory)
+Elsewhere: a directory of another config or in use (tests/test_rundir.py), random override
+sets (tests/test_cli_properties.py), wrong shapes through the Python API (tests/test_layers.py).
 """
 
 import json
@@ -61,13 +72,51 @@ BAD = [
     ("trainer.grid.lr=[0.1,fast]", "every value must be a number ('fast' is not)"),
     ("trainer.grid.lr=0.1", "trainer.grid.lr=0.1 is not allowed: a list in brackets"),
     ("+trainer.grid.hidden=[8,16]", "trainer.grid.hidden is not allowed: a population varies"),
+    ("+model.hiden=3", "model.hiden=3 is not allowed: no such key: keys of model are name,"),
+    ("model.hidden=${oops}", "model.hidden=${oops} is not allowed: Interpolation key 'oops' not"),
+    (f"hydra.run.dir={'d' * 300}", "cannot be created: File name too long"),
+    ("trainer.lr=inf", "trainer.lr=inf is not allowed: a finite number"),
 ]
 
 
 @pytest.mark.parametrize("args,fragment", BAD, ids=[a for a, _ in BAD])
 def test_bad_override(args, fragment, tmp_path):
     out = tmp_path / "run"
-    assert_one_line(cli(*args.split(), f"hydra.run.dir={out}"), 2, fragment)
+    assert_one_line(cli(f"hydra.run.dir={out}", *args.split()), 2, fragment)
+    assert not out.exists()
+
+
+# The same check in-process (`grubench.cli.check_overrides`, what the command runs before
+# Hydra): the command prints its error in one line, as the cases above show.
+CHECKED = [
+    ("+trainer.foo=1", "trainer.foo=1 is not allowed: no such key: keys of trainer are steps,"),
+    ("+foo=1", "foo=1 is not allowed: no such key: keys of the config are model, task,"),
+    ("model.hidden=${task.name}", "model.hidden=${task.name} is not allowed: While dereferencing"),
+    ("hydra.run.dir=${oops}", "hydra.run.dir=${oops} is not allowed: Interpolation key 'oops'"),
+    ("model.bias_init=nan", "model.bias_init=nan is not allowed: a finite number"),
+    ("trainer.grid.lr=[0.1,inf]", "trainer.grid.lr[1]=inf is not allowed: a finite number"),
+    ("trainer.batch_size=10000000", "trainer.batch_size=10000000 is not allowed: at most task."),
+    ("model=-1", "model=-1 is not allowed: one of gru, gru_v1, lstm, mingru, minlstm, rnn"),
+    ("task=${oops}", "task=${oops} is not allowed: one of adding, chorales, copy, counting,"),
+    ("logger=null", "logger=null is not allowed: the name of one of its configs (none, wandb"),
+    ("model.hidden=16 model.hidden=null", "model.hidden=null is not allowed: field 'model.hidden'"),
+    ("~model", "~model is not allowed: every run needs its model"),
+    ("hydra.run.dir=", "hydra.run.dir= is not allowed: a directory for the run's files"),
+    (f"hydra.run.dir=missing/{'d' * 300}/run", "cannot be created: File name too long"),
+    ("task.data_seed=-1", "task.data_seed=-1 is not allowed: an integer in [0, 2**32)"),
+    ("trainer.resume=nowhere", "trainer.resume=nowhere is not allowed: no checkpoint found there"),
+]
+
+
+@pytest.mark.parametrize("args,fragment", CHECKED, ids=[a for a, _ in CHECKED])
+def test_bad_override_checked(args, fragment, tmp_path):
+    from grubench.cli import check_overrides
+    from grubench.errors import GrubenchError
+
+    out = tmp_path / "run"
+    with pytest.raises(GrubenchError) as e:
+        check_overrides([f"hydra.run.dir={out}", *args.split()])
+    assert fragment in str(e.value) and "\n" not in str(e.value)
     assert not out.exists()
 
 
@@ -109,7 +158,7 @@ def test_corrupted_checkpoint(killed, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(killed, out)
     corrupt(out / "checkpoints")
-    assert_one_line(cli(*RUN, f"hydra.run.dir={out}"), 2, "is unreadable")
+    assert_one_line(cli(*RUN, f"hydra.run.dir={out}"), 2, "no intact checkpoint in")
 
 
 @pytest.mark.slow
@@ -117,13 +166,14 @@ def test_checkpoint_of_another_config(killed, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(killed, out)
     p = cli(*RUN, "model.hidden=16", f"hydra.run.dir={out}")
-    assert_one_line(p, 2, "belongs to another configuration: model.hidden=16 here, 8 in the")
+    assert_one_line(p, 2, "holds a run of another configuration (model.hidden=16 here, 8 in")
 
 
 @pytest.mark.slow
 def test_resume_from_nowhere(tmp_path):
     p = cli(*RUN, f"trainer.resume={tmp_path / 'nothing'}", f"hydra.run.dir={tmp_path / 'r'}")
     assert_one_line(p, 2, "no checkpoint found there")
+    assert not (tmp_path / "r").exists()  # refused before Hydra makes the directory
 
 
 def test_wandb_online_without_an_api_key(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from grubench.layers import Recurrent, default_unroll, stack
+from grubench.layers import Recurrent, RecurrentStack, default_unroll, stack
 
 B, T, D, H = 2, 9, 3, 4
 
@@ -139,3 +139,183 @@ def test_unroll_zero_picks_the_backend_default():
     layer = Recurrent("gru", D, H, rngs=nnx.Rngs(0))
     assert layer.unroll == default_unroll() == (1 if jax.default_backend() == "cpu" else 8)
     assert Recurrent("gru", D, H, rngs=nnx.Rngs(0), unroll=3).unroll == 3
+
+
+GRU = f"Recurrent(gru, in_features={D}, hidden={H})"
+
+
+@pytest.fixture(scope="module")
+def gru():
+    return Recurrent("gru", D, H, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize(
+    "shape,hint",
+    [
+        ((D,), ""),  # 1-D
+        ((1, B, T, D), ""),  # 4-D
+        ((B, T, D + 1), ""),  # wrong width
+        ((B * T, D), " (one sequence needs a batch axis: xs[None])"),  # unbatched [T, D]
+        # T = D: once broadcast silently into a wrong [3, 3, 4]; now refused like any [T, D].
+        ((D, D), " (one sequence needs a batch axis: xs[None])"),
+    ],
+)
+def test_wrong_input_shape_is_one_clear_error(gru, shape, hint):
+    want = f"{GRU} expects xs of shape [batch, time, {D}]; got {shape}{hint}"
+    with pytest.raises(ValueError) as e:
+        gru(jnp.zeros(shape))
+    assert str(e.value) == want
+    # The same check, on static shapes, under jit (at trace time, before anything compiles).
+    with pytest.raises(ValueError) as e:
+        jax.jit(lambda x: gru(x)[0])(jnp.zeros(shape))
+    assert str(e.value) == want
+
+
+def test_time_major_error_names_its_layout():
+    layer = Recurrent("gru", D, H, rngs=nnx.Rngs(0), time_major=True)
+    with pytest.raises(ValueError) as e:
+        layer(jnp.zeros((T, D)))
+    assert str(e.value) == (
+        f"{GRU} expects xs of shape [time, batch, {D}]; got {(T, D)} "
+        "(one sequence needs a batch axis: xs[:, None])"
+    )
+
+
+def test_one_sequence_with_a_batch_axis_is_its_row_of_the_batch(gru, xs):
+    """The fix the error names: xs[None] of one sequence gives that sequence's batched row."""
+    np.testing.assert_allclose(gru(xs[1][None])[0][0], gru(xs)[0][1], rtol=1e-6, atol=1e-6)
+
+
+def test_vmap_over_members_sees_one_members_batch(gru, xs):
+    """Under vmap (as the population's program runs a layer) the check sees [B, T, D]."""
+    out = jax.eval_shape(jax.vmap(lambda x: gru(x)[0]), jnp.stack([xs, xs]))
+    assert out.shape == (2, B, T, H)
+    with pytest.raises(ValueError, match=r"got \(9, 3\) \(one sequence"):
+        jax.eval_shape(jax.vmap(lambda x: gru(x)[0]), xs)  # vmap over the batch: [T, D] each
+
+
+def test_wrong_carry_or_probe_shape_is_one_clear_error(gru, xs):
+    with pytest.raises(ValueError) as e:
+        gru(xs, jnp.zeros((B + 1, H)))
+    assert (
+        str(e.value) == f"{GRU} expects a carry of shape {(B, H)} for batch {B}; got {(B + 1, H)}"
+    )
+    lstm = Recurrent("lstm", D, H, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError) as e:
+        lstm(xs, jnp.zeros((B, H)))
+    assert str(e.value).endswith(
+        f"expects a carry of shape ({(B, H)}, {(B, H)}) for batch {B}; got {(B, H)}"
+    )
+    with pytest.raises(ValueError) as e:
+        gru(xs, probe=jnp.zeros((B, T, D)))
+    assert (
+        str(e.value)
+        == f"{GRU} expects probe of shape {(B, T, H)} (like its outputs); got {(B, T, D)}"
+    )
+
+
+def test_stack_checks_its_input_carries_and_layers(xs):
+    s = stack("gru", D, H, 2, rngs=nnx.Rngs(0))
+    name = f"RecurrentStack(gru, depth=2, in_features={D}, hidden={H})"
+    for shape in [(T, D), (D,), (1, B, T, D), (B, T, H)]:
+        with pytest.raises(ValueError) as e:
+            s(jnp.zeros(shape))
+        assert str(e.value).startswith(
+            f"{name} expects xs of shape [batch, time, {D}]; got {shape}"
+        )
+    with pytest.raises(ValueError) as e:
+        s(xs, [None])
+    assert str(e.value) == f"{name} takes one carry per layer (2); got 1"
+    a, b = Recurrent("gru", D, H, rngs=nnx.Rngs(0)), Recurrent("gru", D, H, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError) as e:
+        RecurrentStack([a, b])
+    assert str(e.value) == (
+        f"RecurrentStack: layer 1, {GRU}, cannot read layer 0's output of width {H}"
+    )
+    c = Recurrent("gru", H, H, rngs=nnx.Rngs(0), time_major=True)
+    with pytest.raises(ValueError, match="layer 1 has time_major=True but layer 0 has"):
+        RecurrentStack([a, c])
+
+
+INT1 = "an integer >= 1"
+
+
+@pytest.mark.parametrize(
+    "args,kw,want",
+    [
+        ((D, 0), {}, f"hidden=0 is not allowed: {INT1}"),
+        ((D, -1), {}, f"hidden=-1 is not allowed: {INT1}"),
+        ((D, 4.0), {}, f"hidden=4.0 is not allowed: {INT1}"),
+        ((D, True), {}, f"hidden=True is not allowed: {INT1}"),
+        ((0, H), {}, f"in_features=0 is not allowed: {INT1}"),
+        ((D, H), {"unroll": -1}, "unroll=-1 is not allowed: an integer >= 0 (0: 1 on a CPU, "),
+        ((D, H), {"unroll": 2.5}, "unroll=2.5 is not allowed: an integer >= 0"),
+        ((D, H), {"remat": True, "remat_chunk": -1}, "remat_chunk=-1 is not allowed: an integer "),
+        ((D, H), {"remat_chunk": "4"}, "remat_chunk='4' is not allowed: an integer >= 0"),
+        ((D, H), {"revers": True}, "revers=True is not allowed: no such keyword (the layer's are "),
+    ],
+)
+def test_bad_layer_arguments_are_one_line_naming_them(args, kw, want):
+    """Refused in the constructor, before the cell is made (once a ZeroDivisionError in an
+    initializer, a JAX shape TypeError, or an error only at the first call)."""
+    with pytest.raises(ValueError) as e:
+        Recurrent("gru", *args, rngs=nnx.Rngs(0), **kw)
+    assert str(e.value).startswith(f"Recurrent(gru): {want}")
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_or_non_string_cell_is_one_line():
+    with pytest.raises(ValueError) as e:
+        Recurrent("grux", D, H, rngs=nnx.Rngs(0))
+    assert str(e.value).startswith("unknown model 'grux': one of gru, ")
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError) as e:
+        Recurrent(None, D, H, rngs=nnx.Rngs(0))
+    assert str(e.value).startswith("Recurrent: cell=None is not allowed: a cell name, one of gru")
+
+
+def test_edge_arguments_that_are_allowed_still_are():
+    """NumPy integers, unroll=True (jax.lax.scan's full unroll), a remat chunk longer than any
+    sequence, and another cell's option (the model passes its config's to every cell)."""
+    layer = Recurrent("gru", np.int64(D), np.int64(H), rngs=nnx.Rngs(0), unroll=True)
+    assert (layer.in_features, layer.hidden, layer.unroll) == (D, H, True)
+    assert Recurrent("gru", D, H, rngs=nnx.Rngs(0), remat=True, remat_chunk=1000).remat_chunk
+    assert Recurrent("lstm", D, H, rngs=nnx.Rngs(0), reset_after=True).hidden == H
+    assert RecurrentStack([], dropout=np.float32(0.5)).dropout == 0.5
+
+
+@pytest.mark.parametrize(
+    "depth,dropout,want",
+    [
+        (0, 0.0, f"depth=0 is not allowed: {INT1}"),
+        (-1, 0.0, f"depth=-1 is not allowed: {INT1}"),
+        (2.0, 0.0, f"depth=2.0 is not allowed: {INT1}"),
+        (2, 1.5, "dropout=1.5 is not allowed: a float in [0, 1)"),
+        (2, 1.0, "dropout=1.0 is not allowed: a float in [0, 1)"),
+        (2, -0.1, "dropout=-0.1 is not allowed: a float in [0, 1)"),
+        (2, float("nan"), "dropout=nan is not allowed: a float in [0, 1)"),
+    ],
+)
+def test_bad_stack_arguments_are_one_line_naming_them(depth, dropout, want):
+    """Depth 0 once returned the input unchanged (width D, not H); dropout 1.5 zeroed it."""
+    with pytest.raises(ValueError) as e:
+        stack("gru", D, H, depth, rngs=nnx.Rngs(0), dropout=dropout)
+    assert str(e.value) == f"stack(gru): {want}"
+
+
+def test_recurrent_stack_checks_its_dropout():
+    with pytest.raises(ValueError) as e:
+        RecurrentStack([], dropout="0.5")
+    assert str(e.value) == "RecurrentStack: dropout='0.5' is not allowed: a float in [0, 1)"
+
+
+def test_nested_lists_are_converted_and_ragged_ones_refused(gru, xs):
+    np.testing.assert_array_equal(gru(xs.tolist())[0], gru(xs)[0])
+    s = stack("gru", D, H, 1, rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(s(xs.tolist())[0], s(xs)[0])
+    with pytest.raises(ValueError) as e:
+        gru([[[0.0] * D], [[0.0] * D, [1.0] * D]])
+    assert str(e.value).startswith(
+        f"{GRU} expects xs as an array (or nested lists of numbers); got a list that is not one ("
+    )
+    assert "\n" not in str(e.value)

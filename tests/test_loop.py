@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from grubench import loop
+from grubench.errors import CheckpointError, ConfigError
 from grubench.program import DataOrder, Evaluator, build
 from helpers import tiny_cfg
 
@@ -68,7 +69,7 @@ def test_param_budget_sets_hidden_in_the_results(tmp_path, monkeypatch):
         ),
         tmp_path,
     )
-    assert points == ["1", "2", "end"]
+    assert points == ["start", "1", "2", "end"]
     assert res["hidden"] == res["config"]["model"]["hidden"] != 8
     assert abs(res["params"] - 2000) < 0.05 * 2000
     assert res["speed"]["stream_step_ms"] is None
@@ -89,6 +90,104 @@ def test_a_run_that_fails_part_way_records_what_it_measured(tmp_path, monkeypatc
     assert (res["status"], res["error"]) == ("failed", "RuntimeError: injected")
     assert res["params"] > 0 and res["train_size"] == 48
     assert res["memory"]["train_step_bytes"] > 0 and res["metrics"] == {}
+
+
+def test_a_failed_write_of_the_curves_still_writes_the_record(tmp_path):
+    (tmp_path / "metrics.jsonl").mkdir()  # metrics.jsonl cannot be written
+    with pytest.raises(OSError):
+        loop.train(tiny_cfg(), tmp_path)
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["status"] == "failed" and res["error"].startswith("IsADirectoryError")
+
+
+@pytest.mark.parametrize("point", ["start", "end"])
+def test_a_signal_at_either_end_of_training_leaves_a_record(tmp_path, monkeypatch, point):
+    """SIGTERM while setting up (compiling: the handler runs once XLA returns) ends the run
+    before its first step with a record saying so; after the last step, the run finishes its
+    evaluation (seconds) and completes."""
+    import os
+    import signal
+
+    from grubench.process import Preempted
+
+    def term(at):
+        if at == point:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(loop, "AFTER_STEP", [term])
+    if point == "start":
+        with pytest.raises(Preempted):
+            loop.train(tiny_cfg(), tmp_path)
+        res = json.loads((tmp_path / "results.json").read_text())
+        assert res["status"] == "failed"
+        assert res["error"] == (
+            "Preempted: preempted by SIGTERM at step 0: run the same command to resume"
+        )
+    else:
+        assert loop.train(tiny_cfg(), tmp_path)["status"] == "completed"
+        assert json.loads((tmp_path / "results.json").read_text())["status"] == "completed"
+
+
+def test_ctrl_c_checkpoints_the_step_and_the_same_command_resumes_there(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from grubench.process import Preempted
+
+    def interrupt(point):
+        if point == "2":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(loop, "AFTER_STEP", [interrupt])
+    with pytest.raises(Preempted) as e:
+        loop.train(tiny_cfg(), tmp_path)
+    assert e.value.signal_name == "SIGINT"
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["error"] == (
+        "Preempted: interrupted (Ctrl-C) at step 2: run the same command to resume"
+    )
+    monkeypatch.setattr(loop, "AFTER_STEP", [])
+    assert loop.train(tiny_cfg(), tmp_path)["resumed_from_step"] == 2
+
+
+def test_a_model_too_large_for_memory_is_refused_before_anything_is_made(tmp_path):
+    with pytest.raises(ConfigError, match="this model is too large to train: about"):
+        loop.train(tiny_cfg("model.hidden=100000000"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_what_a_run_recorded_survives_a_resume_and_a_failed_relaunch(tmp_path, monkeypatch):
+    """The gradient profile at step 0 comes back from the checkpoint on resume; a relaunch
+    that fails before training (every checkpoint damaged) leaves metrics.jsonl and
+    results.json as they were."""
+    import shutil
+
+    args = ("trainer.grad_probe=true", "trainer.checkpoint_every=3")
+
+    def fail(point):
+        if point == "4":
+            raise RuntimeError("injected")
+
+    monkeypatch.setattr(loop, "AFTER_STEP", [fail])
+    with pytest.raises(RuntimeError):
+        loop.train(tiny_cfg(*args), tmp_path / "run")
+    monkeypatch.setattr(loop, "AFTER_STEP", [])
+    first = json.loads((tmp_path / "run/results.json").read_text())["grad_norms_init"]
+    curves = (tmp_path / "run/metrics.jsonl").read_text()
+    assert curves  # rows up to step 3 (logged every 3 steps)
+
+    damaged = shutil.copytree(tmp_path / "run", tmp_path / "damaged")
+    for f in (damaged / "checkpoints").rglob("*"):
+        if f.is_file() and f.name != "grubench.sha256":
+            f.write_bytes(b"damaged")
+    record = (damaged / "results.json").read_bytes()
+    with pytest.raises(CheckpointError, match="no intact checkpoint"):
+        loop.train(tiny_cfg(*args), damaged)
+    assert (damaged / "metrics.jsonl").read_text() == curves
+    assert (damaged / "results.json").read_bytes() == record  # a refusal: no record of its own
+
+    res = loop.train(tiny_cfg(*args), tmp_path / "run")
+    assert res["resumed_from_step"] == 3 and res["grad_norms_init"] == first
 
 
 def test_training_lowers_the_loss(tmp_path):
