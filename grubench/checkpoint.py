@@ -241,8 +241,7 @@ def _check_files(step_dir: Path) -> bool:
         raise _Corrupt(f"unreadable {FILES}: not a mapping")
     for name, want in sorted(saved.items()):  # files written later (.nfsXXXX) are not checked
         try:
-            with open(step_dir / name, "rb") as f:
-                got = hashlib.file_digest(f, "sha256").hexdigest()
+            got = _sha256(step_dir / name)
         except OSError as e:
             raise _Corrupt(f"{name}: {e.strerror}") from None
         if got != want:
@@ -255,9 +254,13 @@ def _file_hashes(step_dir: Path) -> dict[str, str]:
     out = {}
     for path in sorted(step_dir.rglob("*")):
         if path.is_file() and path.name != FILES:
-            with open(path, "rb") as f:
-                out[str(path.relative_to(step_dir))] = hashlib.file_digest(f, "sha256").hexdigest()
+            out[str(path.relative_to(step_dir))] = _sha256(path)
     return out
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class _Corrupt(Exception):

@@ -79,16 +79,17 @@ def check_overrides(argv: list[str], run_dirs: list[Path | None] | None = None) 
         _validate(cfg, job)
         population.check_not_shadowed(cfg, job)
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-        check_writable(key, _select(cfg, key, job))
+        where = _select(cfg, key, job)
+        check_writable(key, where)
         resume = cfg.trainer.resume
         if resume and rundir.checkpoints_in(resume) is None:
             raise ConfigError(f"trainer.resume={resume} is not allowed: no checkpoint found there")
         if prints_only:  # --cfg / --package print the config: no directory is touched
             continue
-        out_dir: Path | None = Path(_select(cfg, key, job))
+        out_dir: Path | None = Path(where)
         if multirun:  # the job's directory
             try:
-                out_dir = Path(_select(cfg, key, job)) / _select(cfg, "hydra.sweep.subdir", job)
+                out_dir = Path(where) / _select(cfg, "hydra.sweep.subdir", job)
             except ConfigError as e:  # named after what only the launched job knows (its id)
                 if "hydra.job." not in str(e):
                     raise
@@ -115,9 +116,7 @@ def _validate(cfg: DictConfig, overrides: list[str]) -> None:
     try:
         validate(cfg)
     except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None) or "?"
-        msg = _first_line(getattr(e, "msg", None) or str(e))
-        raise ConfigError(f"{key}={_value_of(key, overrides)} is not allowed: {msg}") from None
+        raise _not_allowed(e, overrides) from None
 
 
 def _check_groups(overrides: list[str]) -> None:
@@ -161,9 +160,7 @@ def _resolved(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
         HydraConfig.instance().set_config(cfg)  # for ${hydra:...} interpolations
         return cast(dict[str, Any], OmegaConf.to_container(job, resolve=True))
     except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None) or "?"
-        msg = _first_line(getattr(e, "msg", None) or str(e))
-        raise ConfigError(f"{key}={_value_of(key, overrides)} is not allowed: {msg}") from None
+        raise _not_allowed(e, overrides) from None
 
 
 def _select(cfg: DictConfig, key: str, overrides: list[str]) -> str:
@@ -174,8 +171,15 @@ def _select(cfg: DictConfig, key: str, overrides: list[str]) -> str:
     try:
         return str(OmegaConf.select(cfg, key, throw_on_missing=True))
     except OmegaConfBaseException as e:
-        msg = _first_line(getattr(e, "msg", None) or str(e))
-        raise ConfigError(f"{key}={_value_of(key, overrides)} is not allowed: {msg}") from None
+        raise _not_allowed(e, overrides, key) from None
+
+
+def _not_allowed(e: Exception, overrides: list[str], key: str | None = None) -> ConfigError:
+    """OmegaConf's error `e` as one line: KEY=VALUE (as the command line gave it) is not
+    allowed: its message. `key` defaults to the key the error names."""
+    key = key or getattr(e, "full_key", None) or "?"
+    msg = _first_line(getattr(e, "msg", None) or str(e))
+    return ConfigError(f"{key}={_value_of(key, overrides)} is not allowed: {msg}")
 
 
 def check_writable(key: str, directory: str) -> None:
@@ -279,11 +283,11 @@ def _compose(overrides: list[str]) -> DictConfig:
         if missing_key and full_key:
             raise ConfigError(_unknown_key(full_key, overrides)) from None
         if isinstance(cause, OmegaConfBaseException) and full_key:
-            value = _value_of(full_key, overrides)
-            msg = _first_line(getattr(cause, "msg", None) or str(cause))
             if full_key.startswith("trainer.grid."):
+                value = _value_of(full_key, overrides)
                 msg = f"a list in brackets, e.g. '{full_key}=[1e-3,1e-2]' (quoted in the shell)"
-            raise ConfigError(f"{full_key}={value} is not allowed: {msg}") from None
+                raise ConfigError(f"{full_key}={value} is not allowed: {msg}") from None
+            raise _not_allowed(cause, overrides) from None
         if isinstance(e, HydraException | OmegaConfBaseException):
             raise ConfigError(_first_line(str(e))) from None
         # Anything else, e.g. a preset's YAML that does not parse: name the type and where.
