@@ -105,16 +105,21 @@ def train(
     # From here on a signal (SIGTERM, submitit's) is a flag, taken before the first step or at
     # the end of one: the run ends with a record, not killed while it loads its data.
     with StopSignals() as stop_signal:
-        cfg = with_budget(cfg)  # model.param_budget > 0 sets model.hidden
+        # The task keys its data decides (a file's data set), then model.param_budget > 0 sets
+        # model.hidden.
+        cfg = with_budget(tasks.complete(cfg))
         # The data first (its sequence length sizes the memory check), then the checks, before
         # any compilation and before the members are made (a population may be refused for its
         # size).
         splits = tasks.make_splits(cfg.task)
+        n_train = len(splits.train)
+        source = f" ({cfg.task.path})" if cfg.task.get("path") else ""
         require(
-            cfg.trainer.batch_size <= len(splits.train),
+            cfg.trainer.batch_size <= n_train,
             "trainer.batch_size",
             cfg.trainer.batch_size,
-            f"at most the {len(splits.train)} training sequences of task={cfg.task.name}",
+            f"at most the {n_train} training sequence{'s' * (n_train != 1)} of "
+            f"task={cfg.task.name}{source}",
         )
         check_fits(cfg, population.size(cfg), int(splits.train.x.shape[1]))
         sharding.check(cfg.trainer.shard, cfg.trainer.batch_size)
@@ -445,6 +450,10 @@ def _run(
             metrics[f"{name}_loss_original_units"] = (
                 metrics[f"{name}_loss"] * program.spec.loss_scale
             )
+    for unit in program.spec.also:  # bits per character, perplexity
+        for name in final:
+            loss = metrics[f"{name}_loss"]
+            metrics[f"{name}_{unit}"] = loss / math.log(2) if unit == "bpc" else np.exp(loss)
     metrics["best_val_loss"] = mask(best_val)
     metrics["best_step"] = best_step.astype(float)
     metrics["diverged"] = diverged.astype(float)  # its mean over members: the divergence rate

@@ -77,7 +77,9 @@ class TaskEntry:
     spec(cfg) -> TaskSpec; splits(cfg) -> Splits (train/val/test, deterministic);
     baseline(cfg) -> the loss of the task's trivial predictor, or None;
     validate(cfg): raise ConfigError (one line) for a bad task.* value;
-    requires: (module, pip package) the task reads its data from, checked before a run.
+    requires: (module, pip package) the task reads its data from, checked before a run;
+    complete(cfg) -> {key: value}: task keys the data decides (e.g. the data set a file holds,
+      the length it fixes), set in the run's config before the run is recorded.
     """
 
     name: str
@@ -88,6 +90,7 @@ class TaskEntry:
     baseline: Callable[[Any], float | None] | None = None
     validate: Callable[[Any], None] | None = None
     requires: tuple[str, str] | None = None
+    complete: Callable[[Any], dict[str, Any]] | None = None
     plot_unit: str = "nats"  # what the loss is measured in, for axis labels
 
 
@@ -151,8 +154,9 @@ class Registry(Generic[E]):
         return name in self._entries
 
     def names(self) -> list[str]:
+        """The registered names, sorted (registration order follows imports)."""
         self._load()
-        return list(self._entries)
+        return sorted(self._entries)
 
     def __iter__(self) -> Iterator[E]:
         self._load()

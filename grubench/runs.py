@@ -271,6 +271,8 @@ def direction(metric: str) -> Literal["lower", "higher"] | None:
             "wall",
             "diverged",
             "_ms",
+            "_bpc",
+            "perplexity",
         )
     ):
         return "lower"
@@ -369,12 +371,19 @@ def load_paper(name: str) -> dict[str, Any]:
 
 
 def paper_value(
-    paper: dict[str, Any], task: Any, model: Any, metric: str, seq_len: Any
+    paper: dict[str, Any],
+    task: Any,
+    model: Any,
+    metric: str,
+    seq_len: Any,
+    dataset: Any = None,
 ) -> dict[str, Any] | None:
-    """The paper's result for this task/model/metric (and seq_len, where it states one)."""
+    """The paper's result for this task/model/metric (and seq_len and data set, where it
+    states them: `task.dataset` of a user-data task)."""
     for r in paper["results"]:
         if (r["task"], r["model"], r["metric"]) != (task, model, metric):
             continue
-        if r.get("seq_len") is None or r["seq_len"] == seq_len:
-            return r
+        if r.get("seq_len") not in (None, seq_len) or r.get("dataset") not in (None, dataset):
+            continue
+        return r
     return None

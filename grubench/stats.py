@@ -252,11 +252,14 @@ def _add_paper(
         by_cell.setdefault(rc, []).append(run)
     used = []
     for rc, members in by_cell.items():
-        ident = {(r.get("task"), r.get("model"), r.get("seq_len")) for r in members}
+        ident = {
+            (r.get("task"), r.get("model"), r.get("seq_len"), key_value(r, "task.dataset"))
+            for r in members
+        }
         if len(ident) != 1:
             continue
-        task, model, seq_len = ident.pop()
-        ref = paper_value(paper, task, model, table.metric, seq_len)
+        task, model, seq_len, dataset = ident.pop()
+        ref = paper_value(paper, task, model, table.metric, seq_len, dataset)
         if ref is not None:
             table.cells[rc].paper = float(ref["value"])
             used.append(ref)
@@ -274,14 +277,14 @@ def _add_paper(
     else:
         has = sorted(
             {
-                f"{r['task']} {r['metric']}"
+                f"{r['task']}{'/' + r['dataset'] if r.get('dataset') else ''} {r['metric']}"
                 + (f" at seq_len={r['seq_len']}" if r.get("seq_len") else "")
                 for r in paper["results"]
             }
         )
         table.notes.append(
             f"{cite} — it reports no {table.metric} for these runs' "
-            f"task/model/seq_len (it has: {', '.join(has)})."
+            f"task/model/seq_len/dataset (it has: {', '.join(has)})."
         )
 
 

@@ -20,8 +20,11 @@ after them):
 34 a removed model, task or seed (~model)         35 an empty directory (hydra.run.dir=)
 36 a name too long below a missing directory      37 a negative task.data_seed
 38 trainer.resume where there is no checkpoint (refused before Hydra makes the directory)
-Elsewhere: a directory of another config or in use (tests/test_rundir.py), random override
-sets (tests/test_cli_properties.py), wrong shapes through the Python API (tests/test_layers.py).
+39 a user-data task without task.path, or with a path that is not there
+Elsewhere: the user's data files (wrong format, shapes, labels, NaN, empty splits: each one
+line naming the file; tests/test_tasks_user_data.py), a directory of another config or in use
+(tests/test_rundir.py), random override sets (tests/test_cli_properties.py), wrong shapes
+through the Python API (tests/test_layers.py).
 """
 
 import json
@@ -76,6 +79,8 @@ BAD = [
     ("model.hidden=${oops}", "model.hidden=${oops} is not allowed: Interpolation key 'oops' not"),
     (f"hydra.run.dir={'d' * 300}", "cannot be created: File name too long"),
     ("trainer.lr=inf", "trainer.lr=inf is not allowed: a finite number"),
+    ("task=polyphonic", "task=polyphonic reads your file: set task.path=FILE"),
+    ("task=arrays task.path=missing.npz", "task.path=missing.npz: no such file or directory"),
 ]
 
 
@@ -97,7 +102,7 @@ CHECKED = [
     ("trainer.grid.lr=[0.1,inf]", "trainer.grid.lr[1]=inf is not allowed: a finite number"),
     ("trainer.batch_size=10000000", "trainer.batch_size=10000000 is not allowed: at most task."),
     ("model=-1", "model=-1 is not allowed: one of gru, gru_v1, lstm, mingru, minlstm, rnn"),
-    ("task=${oops}", "task=${oops} is not allowed: one of adding, chorales, copy, counting,"),
+    ("task=${oops}", "task=${oops} is not allowed: one of adding, arrays, chorales, copy,"),
     ("logger=null", "logger=null is not allowed: the name of one of its configs (none, wandb"),
     ("model.hidden=16 model.hidden=null", "model.hidden=null is not allowed: field 'model.hidden'"),
     ("~model", "~model is not allowed: every run needs its model"),

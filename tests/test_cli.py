@@ -66,8 +66,8 @@ BAD = [
     (["model=foo"], "model=foo is not allowed: one of gru, gru_v1, lstm, mingru, minlstm, rnn"),
     (
         ["task=nope"],
-        "task=nope is not allowed: one of adding, chorales, copy, counting, delay, digits, recall, "
-        "sunspots",
+        "task=nope is not allowed: one of adding, arrays, chorales, copy, counting, delay, digits, "
+        "polyphonic, recall, smnist, sunspots, text",
     ),
     (["model.hidden=0"], "model.hidden=0 is not allowed: an integer >= 1"),
     (["model.hidden=abc"], "model.hidden=abc is not allowed"),

@@ -4,24 +4,31 @@ A task module owns its config dataclass (a `grubench.config.TaskConfig`), its va
 `TaskSpec`, its splits and its baseline, and registers them as a `TaskEntry`. Generated tasks
 (copy, adding, recall, delay, counting) draw fixed splits from `task.data_seed`; real-data
 tasks (chorales, sunspots, digits) read a fixed, documented split of data a package ships (the
-`data` extra), checked on load, with `task.train_size` capping the training set. A new task is
-one module that registers itself (docs/extending.md).
+`data` extra), checked on load, with `task.train_size` capping the training set; user-data
+tasks (polyphonic, text, smnist, arrays) read the file `task.path` names (docs/data.md). A new
+task is one module that registers itself (docs/extending.md).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from grubench.registry import TASKS
 from grubench.tasks import (  # noqa: F401 - imported to register the built-in tasks
     adding,
+    arrays,
     chorales,
     copy_memory,
     counting,
     delay,
     digits,
+    polyphonic,
     recall,
+    smnist,
     sunspots,
+    text,
 )
 from grubench.tasks.base import (
     DataError,
@@ -47,6 +54,15 @@ def baseline(cfg: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def complete(cfg: Any) -> Any:
+    """The run config `cfg` (with a `task` node) with the task keys its data decides set
+    (`TaskEntry.complete`); `cfg` itself where the task decides none."""
+    fn = TASKS.get(cfg.task.name).complete
+    if fn is None:
+        return cfg
+    return OmegaConf.merge(cfg, {"task": fn(cfg.task)})
+
+
 def make_splits(cfg: Any) -> Splits:
     """Train/val/test of the task configured by `cfg`: deterministic, train capped at
     train_size."""
@@ -61,6 +77,7 @@ __all__ = [
     "TaskSpec",
     "baseline",
     "batch_sums",
+    "complete",
     "make_splits",
     "mean_loss",
     "spec",

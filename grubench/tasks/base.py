@@ -48,6 +48,10 @@ class TaskSpec:
     # "step": accuracy is the fraction of scored steps right; "sequence": the fraction of
     # examples with every scored step right (e.g. a string accepted, Weiss et al. 2018).
     accuracy: Literal["step", "sequence"] = "step"
+    # The loss restated beside the nats (language modelling): "bpc" adds SPLIT_bpc =
+    # loss / ln 2 (bits per character at the character level), "perplexity" adds
+    # SPLIT_perplexity = exp(loss).
+    also: tuple[Literal["bpc", "perplexity"], ...] = ()
 
 
 @dataclass(frozen=True)

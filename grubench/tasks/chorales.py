@@ -321,8 +321,8 @@ def load_splits(cfg) -> Splits:
 
 def pitch_frequencies(split: Split) -> np.ndarray:
     """Per-pitch probability of a target frame bit being on (add-1/2 smoothed), [88]."""
-    on = (split.y * split.loss_mask[..., None]).sum((0, 1))
-    return (on + 0.5) / (split.loss_mask.sum() + 1.0)
+    on = (split.y * split.loss_mask[..., None]).sum((0, 1), dtype=np.float64)
+    return (on + 0.5) / (split.loss_mask.sum(dtype=np.float64) + 1.0)
 
 
 def bernoulli_nll(split: Split, p: np.ndarray) -> float:

@@ -107,3 +107,11 @@ def check_split(task: str, split: Split, *, n: int, name: str) -> None:
     check(bool(np.isfinite(split.y).all()), task, f"{name}: non-finite targets")
     if N:
         check(bool((split.loss_mask.sum(1) > 0).all()), task, f"{name}: an example scores no step")
+
+
+def prior_nll(train_labels: np.ndarray, test_labels: np.ndarray, classes: int) -> float:
+    """Mean NLL (nats) on `test_labels` of the train split's class frequencies (add-one
+    smoothed over `classes`): the memoryless baseline of a classification task."""
+    counts = np.bincount(np.asarray(train_labels).ravel(), minlength=classes).astype(np.float64)
+    p = (counts + 1.0) / (counts.sum() + classes)
+    return float(-np.mean(np.log(p[np.asarray(test_labels).ravel()])))

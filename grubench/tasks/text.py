@@ -1,0 +1,263 @@
+"""Language modelling on the user's text: next-symbol prediction at the character or word level.
+
+Files. `task.path` names either
+- a folder in the layout of the Penn Treebank distribution: one `*.train.txt`, `*.valid.txt`
+  and `*.test.txt` (e.g. ptb.train.txt, ptb.valid.txt, ptb.test.txt; at `task.level=char` the
+  `*.char.train.txt` files are taken where the folder has them, as PTB's does);
+- one such `*.train.txt` file, its `valid` and `test` siblings beside it;
+- any other text file, split in order into the first 90% of its symbols (train), the next 5%
+  (validation) and the rest (test), rounding half up.
+Files are read as UTF-8.
+
+Symbols. `task.level=word`: each line's whitespace-separated words, then `<eos>` (as PTB is
+read by Zaremba et al. 2014). `task.level=char`: every character, newlines included; except
+in a file whose name holds `.char.` (PTB's character files, whose characters are separated by
+spaces and whose word boundaries are `_`), where the symbols are each line's space-separated
+characters, then `<eos>`. The vocabulary is `<unk>` followed by the train split's distinct
+symbols in sorted order; a validation or test symbol not in it becomes `<unk>`.
+
+Examples. Each split's symbol stream is cut into windows of `task.seq_len` steps: window i
+reads symbols iL .. iL+L-1 and predicts iL+1 .. iL+L, so every symbol after the first is
+predicted exactly once; each window starts from a zero state (truncated back-propagation
+through time over L steps, without carrying the state across windows). Train drops its last
+partial window (its windows are views of the stream, not copies); validation and test pad it
+(mask 0). `task.train_size` caps train to its first train_size windows; `task.val_size`,
+`task.test_size` and `task.data_seed` are ignored.
+
+Loss: cross-entropy in nats per predicted symbol; results.json also holds SPLIT_bpc (bits per
+character, loss / ln 2) at the character level and SPLIT_perplexity (exp(loss)) at the word
+level. Baseline: a unigram model of the train split's symbol frequencies (add-one smoothed over
+the vocabulary), scored on the test split.
+
+Token streams are cached by the files' content hash (`grubench.tasks.files.cached`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grubench.config import TaskConfig, require
+from grubench.registry import TaskEntry, register_task
+from grubench.tasks.base import Split, Splits, TaskSpec
+from grubench.tasks.data import cap_train, round_half_up
+from grubench.tasks.files import cached, content_hash, fail, need, stamp, user_path
+
+TASK = "text"
+TOKENIZER_VERSION = 1  # bump when the symbols a file gives change: it keys the cache
+UNK, EOS = "<unk>", "<eos>"
+TRAIN_FRACTION, VAL_FRACTION = 0.90, 0.05
+SPLITS = ("train", "val", "test")
+LEVELS = ("char", "word")
+
+
+@dataclass
+class TextTaskConfig(TaskConfig):
+    """Language modelling on your text (`path`: a PTB-style folder or a file), at `level`
+    char or word, in windows of `seq_len` steps; train_size caps the train windows.
+    See grubench/tasks/text.py and docs/data.md."""
+
+    name: str = "text"
+    path: str | None = None
+    level: str = "char"
+    seq_len: int = 100
+    train_size: int = 1_000_000_000
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and symbols
+
+
+def files_of(cfg: Any) -> list[Path]:
+    """[train, valid, test] of a PTB-style layout, or [the one file] to split 90/5/5."""
+    path = user_path(TASK, cfg.path, directory=True)
+    if path.is_dir():
+        found = sorted(path.glob("*.train.txt"))
+        chars = [p for p in found if ".char." in p.name]
+        found = chars if cfg.level == "char" and chars else [p for p in found if p not in chars]
+        need(bool(found), TASK, path, "a folder with no *.train.txt file")
+        need(
+            len(found) == 1,
+            TASK,
+            path,
+            f"several *.train.txt files ({', '.join(p.name for p in found)}): "
+            "set task.path to the one to use",
+        )
+        train = found[0]
+    elif path.name.endswith(".train.txt"):
+        train = path
+    else:
+        return [path]
+    prefix = train.name[: -len("train.txt")]
+    out = [train, train.with_name(prefix + "valid.txt"), train.with_name(prefix + "test.txt")]
+    for p in out[1:]:
+        need(p.is_file(), TASK, p, f"missing: {train.name} needs it beside it")
+    return out
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise fail(TASK, path, f"not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise fail(TASK, path, f"cannot be read ({e.strerror})") from None
+
+
+def symbols(text: str, level: str, spaced: bool) -> list[str]:
+    """The symbol sequence of `text` (see the module docstring)."""
+    if level == "word" or spaced:
+        out: list[str] = []
+        for line in text.splitlines():
+            out += line.split()
+            out.append(EOS)
+        return out
+    return list(text)
+
+
+def vocabulary(train: list[str]) -> list[str]:
+    """`<unk>`, then the distinct train symbols in sorted order."""
+    return [UNK, *sorted(set(train) - {UNK})]
+
+
+def encode(syms: list[str], vocab: list[str]) -> np.ndarray:
+    index = {s: i for i, s in enumerate(vocab)}
+    return np.fromiter((index.get(s, 0) for s in syms), np.int32, count=len(syms))
+
+
+def parse(files: list[Path], level: str) -> dict[str, np.ndarray]:
+    """`vocab` (str array) and each split's int32 symbol ids `train`, `val`, `test`."""
+    streams = [symbols(read_text(p), level, ".char." in p.name) for p in files]
+    if len(streams) == 1:
+        (all_,) = streams
+        n = len(all_)
+        a = round_half_up(TRAIN_FRACTION * n)
+        b = a + round_half_up(VAL_FRACTION * n)
+        streams = [all_[:a], all_[a:b], all_[b:]]
+    one = len(files) == 1
+    for split, s, path in zip(SPLITS, streams, files * 3 if one else files, strict=True):
+        where = f"its {split} part (of 90/5/5) has" if one else "has"
+        need(len(s) >= 2, TASK, path, f"{where} {len(s)} symbol(s); at least 2 are needed")
+    vocab = vocabulary(streams[0])
+    out = {split: encode(s, vocab) for split, s in zip(SPLITS, streams, strict=True)}
+    return out | {"vocab": np.array(vocab, dtype=str)}
+
+
+def _check_arrays(arrays: dict[str, np.ndarray]) -> None:
+    v = len(arrays["vocab"])
+    for split in SPLITS:
+        s = arrays[split]
+        if not (
+            s.ndim == 1 and len(s) >= 2 and s.dtype == np.int32 and 0 <= s.min() and s.max() < v
+        ):
+            raise fail(TASK, "cache", f"{split}: symbol ids outside the vocabulary")
+
+
+_MEMO: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def load(cfg: Any) -> dict[str, np.ndarray]:
+    """The vocabulary and the three symbol-id streams (memory-mapped from the cache)."""
+    files = files_of(cfg)
+    key = (cfg.level, stamp(files))
+    if key in _MEMO:
+        return _MEMO[key]
+    digest = hashlib.sha256(f"{content_hash(files)}|{cfg.level}|{len(files)}".encode()).hexdigest()
+    arrays = cached(TASK, TOKENIZER_VERSION, digest, lambda: parse(files, cfg.level), _check_arrays)
+    unk = [float(np.mean(arrays[s] == 0)) for s in ("val", "test")]
+    print(
+        f"grubench: task=text ({cfg.level}) {', '.join(map(str, files))}: vocabulary of "
+        f"{len(arrays['vocab'])} symbols from train; "
+        + ", ".join(f"{s} {len(arrays[s])} symbols" for s in SPLITS)
+        + f"; <unk> is {100 * unk[0]:.2f}% of val, {100 * unk[1]:.2f}% of test",
+        file=sys.stderr,
+        flush=True,
+    )
+    _MEMO[key] = arrays
+    return arrays
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows
+
+
+def windows(stream: np.ndarray, length: int, *, pad: bool) -> Split:
+    """Next-symbol windows of `length` steps over `stream` [n]: x [N, L] = stream[iL : iL+L],
+    y [N, L] = stream[iL+1 : iL+L+1]. Without `pad` the last partial window is dropped and
+    x, y are views of `stream`; with it, it is padded (mask 0) so every symbol is predicted."""
+    n_pred = len(stream) - 1
+    full = n_pred // length
+    if not pad or full * length == n_pred:
+        x = stream[: full * length].reshape(full, length)
+        y = stream[1 : full * length + 1].reshape(full, length)
+        mask = np.ones((full, length), np.float32)
+        return Split(x, y, mask, mask.copy())
+    n = full + 1
+    padded = np.zeros(n * length + 1, np.int32)
+    padded[: len(stream)] = stream
+    x = padded[:-1].reshape(n, length)
+    y = padded[1:].reshape(n, length)
+    mask = (np.arange(n * length) < n_pred).astype(np.float32).reshape(n, length)
+    return Split(x, y, mask, mask.copy())
+
+
+def load_splits(cfg: Any) -> Splits:
+    a = load(cfg)
+    L = int(cfg.seq_len)
+    train = windows(a["train"], L, pad=False)
+    if len(train) == 0:
+        raise fail(
+            TASK,
+            cfg.path,
+            f"the train split has {len(a['train'])} symbols, fewer than one window of "
+            f"task.seq_len={L} + 1",
+        )
+    return Splits(
+        train=cap_train(train, cfg.train_size),
+        val=windows(a["val"], L, pad=True),
+        test=windows(a["test"], L, pad=True),
+    )
+
+
+def spec(cfg: Any) -> TaskSpec:
+    v = len(load(cfg)["vocab"])
+    return TaskSpec(
+        "tokens", v, "classes", v, also=("bpc",) if cfg.level == "char" else ("perplexity",)
+    )
+
+
+def unigram(train: np.ndarray, vocab_size: int) -> np.ndarray:
+    """P(symbol) from the train stream's predicted symbols, add-one smoothed, [V]."""
+    counts = np.bincount(train[1:], minlength=vocab_size).astype(np.float64)
+    return (counts + 1.0) / (counts.sum() + vocab_size)
+
+
+def baseline(cfg: Any) -> float:
+    """Mean test NLL (nats per predicted symbol) of the train split's unigram model."""
+    a = load(cfg)
+    p = unigram(a["train"], len(a["vocab"]))
+    return float(-np.mean(np.log(p[a["test"][1:]])))
+
+
+def validate(cfg: Any) -> None:
+    require(cfg.level in LEVELS, "task.level", cfg.level, " or ".join(LEVELS))
+    load(cfg)
+
+
+register_task(
+    TaskEntry(
+        TASK,
+        "language modelling on your text (char or word level; PTB layout or one file)",
+        TextTaskConfig,
+        spec,
+        load_splits,
+        baseline,
+        validate,
+        plot_unit="nats per symbol",
+    )
+)
