@@ -75,8 +75,9 @@ def check_overrides(argv: list[str], run_dirs: list[Path | None] | None = None) 
         if multirun:  # the job's number, as Hydra's basic sweeper gives it
             with open_dict(cfg):
                 cfg.hydra.job.num = num
-        request = _resolved(cfg, job)
+        asked = _resolved(cfg, job)
         _validate(cfg, job)
+        request = rundir.request(asked, cfg.task)
         population.check_not_shadowed(cfg, job)
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         where = _select(cfg, key, job)

@@ -97,7 +97,8 @@ def train(
     out_dir = Path(out_dir)
     # The run as asked (before model.param_budget sets model.hidden): what the directory's
     # fingerprint records, and what a relaunch into it is compared with.
-    request = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    asked = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    request = rundir.request(asked, cfg.task)
     rundir.check(out_dir, request, lock=False)
     previous = finished(out_dir)
     if previous is not None:

@@ -8,7 +8,8 @@ the old one (a run that failed before its first checkpoint left nothing to reuse
 under another config starts it afresh). An unfinished run may resume under other values of
 the keys that change no math (`config.SAME_MATH_KEYS`), as its checkpoints do; a completed
 run may not, since its results measured the old ones. A directory written before
-fingerprints existed is compared with the config its results.json holds.
+fingerprints existed is compared with the config its results.json holds. The config recorded is
+`request`: the one asked for, plus what the data decides (a user file's content hash).
 
 Lock. `locked(out_dir)` holds an exclusive `fcntl.flock` on `out_dir/.lock` (holding the
 owner's PID) for a run's lifetime; a second process gets `RunDirError` naming the holder. The
@@ -29,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from grubench import tasks
 from grubench.config import FREE_KEYS, SAME_MATH_KEYS, config_difference
 from grubench.errors import RunDirError
 from grubench.results import atomic_write_text
@@ -60,6 +62,14 @@ def _without_free(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             continue
         out[k] = _without_free(v, f"{key}.") if isinstance(v, dict) else v
     return out
+
+
+def request(resolved: dict[str, Any], task_cfg: Any) -> dict[str, Any]:
+    """The config a run directory belongs to: `resolved` (the run's config as asked, resolved)
+    with the task keys its data decides (`grubench.tasks.completion`: for a task reading the
+    user's file, its content hash), so that a relaunch on changed data is another config.
+    `task_cfg` must have passed validation."""
+    return {**resolved, "task": {**resolved["task"], **tasks.completion(task_cfg)}}
 
 
 def fingerprint(config: dict[str, Any]) -> str:

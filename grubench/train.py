@@ -19,6 +19,7 @@ from grubench.config import store, validate
 from grubench.errors import (
     CheckpointError,
     ConfigError,
+    DataError,
     GrubenchError,
     RunDirError,
     TrackingError,
@@ -45,9 +46,9 @@ def _hydra_app(cfg: DictConfig) -> None:
     except ConfigError as e:
         _fail(str(e), 2)
     try:  # grubench-train checked this before Hydra ran; a launcher's worker checks it here
-        request = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
-        rundir.check(out_dir, request, lock=False)
-    except RunDirError as e:
+        asked = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+        rundir.check(out_dir, rundir.request(asked, cfg.task), lock=False)
+    except (RunDirError, ConfigError, DataError) as e:
         _fail_job(str(e), 2, multirun)
         return
     previous = finished(out_dir)

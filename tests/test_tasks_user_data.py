@@ -19,7 +19,7 @@ from grubench.cli import check_overrides
 from grubench.errors import ConfigError, DataError, GrubenchError
 from grubench.runs import load_paper, paper_value
 from grubench.tasks import arrays, files, polyphonic, smnist, text
-from helpers import tiny_cfg
+from helpers import TINY, tiny_cfg
 
 
 def task_cfg(schema, **kw):
@@ -104,6 +104,7 @@ def test_polyphonic_dataset_is_read_off_the_file_name_and_meets_the_paper(music_
         "MuseData.pickle": "musedata",
         "Piano-midi.de.pickle": "pianomidi",
         "my_songs.json": "my_songs",
+        "My Songs (2024).pickle": "my_songs_2024_",
     }
     for name, want in names.items():
         assert polyphonic.dataset_name(OmegaConf.create({"path": name, "dataset": None})) == want
@@ -152,21 +153,45 @@ def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
+OK = [[(60,), (61,)]]
+
+# A numpy dtype built from a pickle's own state: numpy would accept a void dtype holding an
+# object field and read a pointer out of the file's bytes (a crash, or worse).
+CRAFTED_DTYPE = b"cnumpy\ndtype\n(S'V8'\nI00\nI01\ntR(I3\nS'|'\nNNNI-1\nI-1\nI0\ntb."
+DTYPE_WITH_FIELDS = b"cnumpy\ndtype\n(S'i8'\nI00\nI01\ntR(I3\nS'<'\nI1\nNNI-1\nI-1\nI0\ntb."
+
+
+def repeated_by_reference():
+    seq = [(60,), (61,)] * 1000
+    return {"train": [seq] * 1000, "valid": OK, "test": OK}  # 2 million frames, ~10 kB
+
+
 @pytest.mark.parametrize(
     "data,fragment",
     [
         ("not a pickle", "not a readable pickle"),
         ({"train": [], "valid": [], "test": []}, "the 'train' split is empty"),
-        ({"train": [[(60,), (61,)]], "test": [[(60,), (61,)]]}, "no 'valid' split"),
-        ({"train": [[(60,)]], "valid": [], "test": []}, "has 1 frame(s)"),
-        ({"train": [[(20,), (61,)]], "valid": [], "test": []}, "MIDI pitch 20 outside 21..108"),
-        ({"train": [[(60.5,), (61,)]], "valid": [], "test": []}, "must be integers"),
+        ({"train": OK, "test": OK}, "no 'valid' split"),
+        ({"train": [[(60,)]], "valid": OK, "test": OK}, "has 1 frame(s)"),
+        ({"train": [[(20,), (61,)]], "valid": OK, "test": OK}, "MIDI pitch 20 outside 21..108"),
+        ({"train": [[(60.5,), (61,)]], "valid": OK, "test": OK}, "pitch 60.5 is not an integer"),
+        ({"train": [[(10**400,), (61,)]], "valid": OK, "test": OK}, "outside 21..108"),
+        ({"train": [[[[60, 61]], (61,)]], "valid": OK, "test": OK}, "[60, 61] is not a MIDI"),
+        ({"train": [[(True,), (61,)]], "valid": OK, "test": OK}, "True is not a MIDI pitch"),
+        ({"train": [[{60: 1}, (61,)]], "valid": OK, "test": OK}, "frame 0: a dict, not a"),
         ([1, 2], "holds a list, expected a dict"),
+        (b"PK\x03\x04 an npz", "a zip archive (.npz?), not a pickle or a JSON file"),
+        (CRAFTED_DTYPE, "refused pickle: a numpy dtype 'V8'; only bool, integer and float"),
+        (DTYPE_WITH_FIELDS, "refused pickle: a numpy dtype with fields or a subarray"),
+        (b'{"train": ' + b"[" * 100_000, "not valid JSON (RecursionError"),
+        (repeated_by_reference(), "2000004 frames in a file of"),
     ],
+    ids=range(16),
 )
 def test_bad_polyphonic_files_are_one_line_naming_the_file(tmp_path, data, fragment):
     path = tmp_path / "bad.pickle"
-    path.write_bytes(data.encode() if isinstance(data, str) else pickle.dumps(data))
+    raw = data if isinstance(data, bytes) else None
+    path.write_bytes(raw or (data.encode() if isinstance(data, str) else pickle.dumps(data)))
     with pytest.raises(DataError) as e:
         polyphonic.validate(task_cfg(polyphonic.PolyphonicTaskConfig, path=str(path)))
     msg = str(e.value)
@@ -279,6 +304,7 @@ def test_text_unigram_baseline_and_loss_units_by_hand(ptb):
         (lambda d: d / "lonely.train.txt", "missing: lonely.train.txt needs it beside it"),
         (lambda d: d / "latin1.txt", "not UTF-8 text"),
         (lambda d: d / "tiny.txt", "symbol(s); at least 2 are needed"),
+        (lambda d: d / "short.txt", "task.seq_len=100 is not allowed: at most 53: the train"),
     ],
 )
 def test_bad_text_files(tmp_path, setup, fragment):
@@ -286,8 +312,9 @@ def test_bad_text_files(tmp_path, setup, fragment):
     (tmp_path / "lonely.train.txt").write_text("a b c\n")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1") * 10)
     (tmp_path / "tiny.txt").write_text("ab")
+    (tmp_path / "short.txt").write_text("abcdef" * 10)  # 54 train symbols
     path = setup(tmp_path)
-    with pytest.raises(DataError) as e:
+    with pytest.raises((ConfigError, DataError)) as e:
         text.validate(task_cfg(text.TextTaskConfig, path=str(path)))
     assert fragment in str(e.value) and "\n" not in str(e.value), str(e.value)
 
@@ -483,7 +510,7 @@ def test_arrays_explicit_splits_per_step_binary_override(tmp_path):
     "content,kw,fragment",
     [
         ({"x": np.zeros((4, 3)), "y": np.zeros(5)}, {}, "y has 5 examples, x has 4"),
-        ({"x": np.full((4, 3), np.nan), "y": np.zeros(4)}, {}, "x holds NaN"),
+        ({"x": np.full((10, 3), np.nan), "y": np.zeros(10)}, {}, "x holds NaN"),
         (
             {"x": np.zeros((10, 3), int), "y": np.arange(10) % 3},
             {"classes": 2},
@@ -500,7 +527,12 @@ def test_arrays_explicit_splits_per_step_binary_override(tmp_path):
             "split must hold 0 (train), 1 (val) or 2 (test)",
         ),
         (
-            {"x": np.zeros((4, 3)), "y": np.full(4, 0.5)},
+            {"x": np.zeros((10, 3), int), "y": np.arange(10) - 1},
+            {},
+            "label -1 is negative",
+        ),
+        (
+            {"x": np.zeros((10, 3)), "y": np.full(10, 0.5)},
             {"output": "binary"},
             "task.output=binary needs every target 0 or 1",
         ),
@@ -620,3 +652,80 @@ def test_smnist_length_and_pixels_a_step_set_each_other(mnist):
         done(seq_len=100)
     with pytest.raises(ConfigError, match=r"task.seq_len=28 is not allowed: 784 / task.pixels_"):
         done(seq_len=28, pixels_per_step=4)
+
+
+def explicit(**change):
+    """The split layout of 8/2/2 examples of 4 steps, reals in and 3 reals out a step, with
+    `change` replacing some arrays."""
+    parts = {}
+    for s, n in (("train", 8), ("val", 2), ("test", 2)):
+        parts[f"x_{s}"] = np.zeros((n, 4, 2), np.float32)
+        parts[f"y_{s}"] = np.zeros((n, 4, 3), np.float32)
+    return parts | change
+
+
+@pytest.mark.parametrize(
+    "content,kw,fragment",
+    [
+        (explicit(x_val=np.zeros(2)), {}, "val: x of shape [2], expected [N, T] or [N, T, D]"),
+        (explicit(x_val=np.zeros((2, 4, 5))), {}, "x_val is float64 [2, 4, 5], unlike x_train"),
+        (explicit(y_val=np.zeros((2, 4))), {}, "y_val is float64 [2, 4], unlike y_train"),
+        (explicit(y_test=np.zeros((2, 5, 3))), {}, "y_test is float64 [2, 5, 3], unlike y_train"),
+        (explicit(mask_val=np.ones((2, 5))), {}, "val: mask of shape [2, 5], expected [2, 4]"),
+        ({"x": np.zeros((10, 3), int), "y": np.array(7)}, {}, "y of shape [], expected [N, ...]"),
+        (
+            {"x": np.zeros((10, 3)), "y": np.where(np.arange(10) == 3, np.nan, 1.0)},
+            {"output": "classes"},
+            "labels hold NaN or infinite values",
+        ),
+        (
+            {"x": np.full((10, 3), 2**32 + 1, np.int64), "y": np.zeros(10, int)},
+            {"vocab": 5},
+            "token 4294967297 outside 0..4 (task.vocab=5)",
+        ),
+        (
+            {"x": np.full((10, 3), 10**9, np.int64), "y": np.zeros(10, int)},
+            {},
+            "the largest token is 1000000000: if that many is meant, set task.vocab=1000000001",
+        ),
+    ],
+    ids=range(9),
+)
+def test_arrays_splits_unlike_train_and_absurd_ids_are_refused(tmp_path, content, kw, fragment):
+    path = tmp_path / "d.npz"
+    np.savez(path, **content)
+    with pytest.raises(GrubenchError) as e:
+        arrays.validate(arrays_cfg(path, **kw))
+    assert fragment in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_a_run_records_its_data_and_a_relaunch_on_changed_data_is_refused(tmp_path):
+    from grubench.errors import RunDirError
+
+    path = tmp_path / "a.npz"
+    np.savez(path, x=np.random.default_rng(0).integers(0, 5, (60, 3)), y=np.arange(60) % 3)
+    digest = files.content_hash([path])
+    args = [*TINY, "task=arrays", f"task.path={path}"]
+    res = loop.train(tiny_cfg("task=arrays", f"task.path={path}"), tmp_path / "run")
+    assert res["config"]["task"]["sha256"] == digest
+    check_overrides([f"hydra.run.dir={tmp_path / 'run'}", *args])  # the same data: fine
+    # Pinning the data: a wrong hash is one line, the right one passes.
+    with pytest.raises(ConfigError, match=f"hash to {digest} \\(the data changed\\?\\)"):
+        arrays.validate(arrays_cfg(path, sha256="0" * 64))
+    arrays.validate(arrays_cfg(path, sha256=digest))
+    # The file rewritten with other values: the finished run is not reported as this one's.
+    np.savez(path, x=np.random.default_rng(1).integers(0, 5, (60, 3)), y=np.arange(60) % 3)
+    with pytest.raises(RunDirError, match="task.sha256="):
+        check_overrides([f"hydra.run.dir={tmp_path / 'run'}", *args])
+
+
+def test_text_windows_with_context_score_every_symbol_once_after_its_burn_in():
+    stream = np.arange(10, dtype=np.int32)  # 9 symbols to predict
+    s = text.windows(stream, 3, context=2, pad=True)
+    np.testing.assert_array_equal(s.x, [[0, 1, 2, 3, 4], [3, 4, 5, 6, 7], [6, 7, 8, 9, 0]])
+    np.testing.assert_array_equal(s.y[:, :4], [[1, 2, 3, 4], [4, 5, 6, 7], [7, 8, 9, 0]])
+    np.testing.assert_array_equal(s.loss_mask, [[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 1, 0, 0]])
+    assert sorted(s.y[s.loss_mask > 0].tolist()) == list(range(1, 10))  # each exactly once
+    train = text.windows(stream, 3, context=2, pad=False)  # the partial last window dropped
+    assert len(train) == 2 and np.shares_memory(train.x, stream)
+    np.testing.assert_array_equal(text.windows(stream, 3, pad=False).x, stream[:9].reshape(3, 3))

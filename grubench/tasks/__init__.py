@@ -54,13 +54,18 @@ def baseline(cfg: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def completion(cfg: Any) -> dict[str, Any]:
+    """The task keys the data of the task configured by `cfg` (a task config node) decides
+    (`TaskEntry.complete`: a file's data set, length, content hash); {} for most tasks."""
+    fn = TASKS.get(cfg.name).complete
+    return {} if fn is None else fn(cfg)
+
+
 def complete(cfg: Any) -> Any:
-    """The run config `cfg` (with a `task` node) with the task keys its data decides set
-    (`TaskEntry.complete`); `cfg` itself where the task decides none."""
-    fn = TASKS.get(cfg.task.name).complete
-    if fn is None:
-        return cfg
-    return OmegaConf.merge(cfg, {"task": fn(cfg.task)})
+    """The run config `cfg` (with a `task` node) with `completion` set; `cfg` itself where the
+    task decides no key."""
+    keys = completion(cfg.task)
+    return OmegaConf.merge(cfg, {"task": keys}) if keys else cfg
 
 
 def make_splits(cfg: Any) -> Splits:
@@ -78,6 +83,7 @@ __all__ = [
     "baseline",
     "batch_sums",
     "complete",
+    "completion",
     "make_splits",
     "mean_loss",
     "spec",

@@ -30,33 +30,41 @@ Stored (uncompressed) arrays are memory-mapped; the explicit-split layout uses t
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from grubench.config import TaskConfig, require
+from grubench.config import require
 from grubench.registry import TaskEntry, register_task
 from grubench.tasks.base import Split, Splits, TaskSpec
 from grubench.tasks.chorales import bernoulli_nll, pitch_frequencies
 from grubench.tasks.data import cap_train, prior_nll, round_half_up
-from grubench.tasks.files import fail, need, read_npz, stamp, user_path
+from grubench.tasks.files import (
+    FileTaskConfig,
+    announce,
+    check_range,
+    need,
+    pinned,
+    read_npz,
+    stamp,
+    user_path,
+)
 
 TASK = "arrays"
 SPLITS = ("train", "val", "test")
 FRACTIONS = (0.8, 0.1)  # train, val of a file without a split; the rest test
 SEQ_LEN_FROM_FILE = 1_000_000  # task.seq_len's default: the file's T
+MAX_INFERRED = 1_000_000  # an inferred vocabulary or class count this large is a stray id
 
 
 @dataclass
-class ArraysTaskConfig(TaskConfig):
+class ArraysTaskConfig(FileTaskConfig):
     """Your arrays (`path`: an .npz with x, y, optional mask and split, or x_train ... y_test);
     the spec is inferred and printed, `input`/`output`/`target`/`classes`/`vocab` override it
     (auto, 0: inferred). See grubench/tasks/arrays.py and docs/data.md."""
 
     name: str = "arrays"
-    path: str | None = None
     input: str = "auto"  # auto | tokens | real
     output: str = "auto"  # auto | classes | real | binary
     target: str = "auto"  # auto | step | last
@@ -97,15 +105,8 @@ def _raw_splits(cfg: Any, path: Any, z: dict[str, np.ndarray]) -> dict[str, dict
         "expected x, y (and optional mask, split) or x_train, y_train, ...",
     )
     x, y, mask = z["x"], z["y"], z.get("mask")
-    need(x.ndim in (2, 3), TASK, path, f"x of shape {list(x.shape)}, expected [N, T] or [N, T, D]")
+    _check_shapes(path, "", x, y, mask)
     n = len(x)
-    need(len(y) == n, TASK, path, f"y has {len(y)} examples, x has {n}")
-    need(
-        mask is None or len(mask) == n,
-        TASK,
-        path,
-        f"mask has {len(mask) if mask is not None else 0} examples, x has {n}",
-    )
     if "split" in z:
         split = z["split"]
         need(split.shape == (n,), TASK, path, f"split of shape {list(split.shape)}, expected [{n}]")
@@ -123,24 +124,69 @@ def _raw_splits(cfg: Any, path: Any, z: dict[str, np.ndarray]) -> dict[str, dict
         b = a + round_half_up(FRACTIONS[1] * n)
         index = [order[:a], order[a:b], order[b:]]
         how = f"shuffled with task.data_seed={cfg.data_seed}, cut 80/10/10"
-    print(
-        f"grubench: task=arrays {path}: splits {'/'.join(str(len(i)) for i in index)} ({how})",
-        file=sys.stderr,
-        flush=True,
-    )
+    announce(TASK, f"{path}: splits {'/'.join(str(len(i)) for i in index)} ({how})")
     return {
         s: {"x": x[i], "y": y[i], "mask": None if mask is None else mask[i]}
         for s, i in zip(SPLITS, index, strict=True)
     }
 
 
+def _check_shapes(path: Any, name: str, x: np.ndarray, y: np.ndarray, mask: Any) -> None:
+    """x is [N, T] or [N, T, D]; y and the mask hold one entry per example."""
+    where = f"{name}: " if name else ""
+    shape = list(x.shape)
+    need(x.ndim in (2, 3), TASK, path, f"{where}x of shape {shape}, expected [N, T] or [N, T, D]")
+    need(y.ndim >= 1, TASK, path, f"{where}y of shape {list(y.shape)}, expected [N, ...]")
+    need(len(y) == len(x), TASK, path, f"{where}y has {len(y)} examples, x has {len(x)}")
+    need(
+        mask is None or (mask.ndim == 2 and mask.shape == x.shape[:2]),
+        TASK,
+        path,
+        f"{where}mask of shape {list(getattr(mask, 'shape', []))}, expected {shape[:2]}",
+    )
+
+
+def _alike(path: Any, raw: dict[str, dict[str, Any]]) -> None:
+    """Every split's arrays are shaped and typed as train's: the same steps and widths, integer
+    where train's are integer."""
+    for s in SPLITS:
+        need(len(raw[s]["x"]) > 0, TASK, path, f"the {s} split is empty")
+        _check_shapes(path, s, raw[s]["x"], raw[s]["y"], raw[s]["mask"])
+    for s in ("val", "test"):
+        for k in ("x", "y"):
+            a, b = raw[s][k], raw["train"][k]
+            need(
+                a.shape[1:] == b.shape[1:] and _integral(a) == _integral(b),
+                TASK,
+                path,
+                f"{k}_{s} is {a.dtype} {list(a.shape)}, unlike {k}_train {b.dtype} {list(b.shape)}",
+            )
+
+
+def _integral(a: np.ndarray) -> bool:
+    return bool(np.issubdtype(a.dtype, np.integer) or a.dtype == bool)
+
+
+def _inferred_size(path: Any, arrays: list[np.ndarray], what: str, key: str) -> int:
+    """1 + the largest of the splits' values (checked finite, integral and not absurd)."""
+    for a in arrays:
+        need(bool(np.isfinite(a).all()), TASK, path, f"{what}s hold NaN or infinite values")
+        need(bool((a == np.round(a)).all()), TASK, path, f"{what}s must be integers")
+    top = max(int(np.max(a)) for a in arrays if a.size)
+    need(
+        top < MAX_INFERRED,
+        TASK,
+        path,
+        f"the largest {what} is {top}: if that many is meant, set task.{key}={top + 1}",
+    )
+    return top + 1
+
+
 def _infer(cfg: Any, path: Any, raw: dict[str, dict[str, Any]]) -> tuple[str, str, str, int]:
     """(input, output, target, T) from the train arrays and the overrides."""
     x, y = raw["train"]["x"], raw["train"]["y"]
-    need(x.ndim in (2, 3), TASK, path, f"x of shape {list(x.shape)}, expected [N, T] or [N, T, D]")
     T = x.shape[1]
-    x_int = np.issubdtype(x.dtype, np.integer) or x.dtype == bool
-    y_int = np.issubdtype(y.dtype, np.integer) or y.dtype == bool
+    x_int, y_int = _integral(x), _integral(y)
     inp = cfg.input if cfg.input != "auto" else ("tokens" if x_int and x.ndim == 2 else "real")
     need(
         inp != "tokens" or (x_int and x.ndim == 2),
@@ -180,52 +226,33 @@ def _build(
     classes: int,
     name: str,
 ) -> Split:
-    x, y, mask = parts["x"], parts["y"], parts["mask"]
+    x, y, mask = parts["x"], parts["y"], parts["mask"]  # shapes checked by _alike
     n = len(x)
-    need(n > 0, TASK, path, f"the {name} split is empty")
-    need(x.shape[1:2] == (T,), TASK, path, f"{name}: x has {x.shape[1]} steps, train has {T}")
-    need(len(y) == n, TASK, path, f"{name}: y has {len(y)} examples, x has {n}")
+    # The splits are copied out of the memory-mapped file: validation and test are read again
+    # at every evaluation, and a file rewritten in place meanwhile would fault its pages.
     if inp == "tokens":
-        xs = np.asarray(x, np.int32) if x.dtype != np.int32 else x
-        bad = (xs < 0) | (xs >= vocab)
-        if bad.any():
-            raise fail(
-                TASK,
-                path,
-                f"{name}: token {int(xs[bad][0])} outside 0..{vocab - 1} "
-                f"(task.vocab={cfg.vocab or 'inferred'})",
-            )
+        hint = f" (task.vocab={cfg.vocab or 'inferred'})"
+        check_range(TASK, path, f"{name}: token", np.asarray(x), vocab, hint)  # before the cast
+        xs = np.array(x, np.int32)
     else:
-        xs = np.asarray(x, np.float32)
+        xs = np.array(x, np.float32)
         xs = xs[..., None] if xs.ndim == 2 else xs
         need(bool(np.isfinite(xs).all()), TASK, path, f"{name}: x holds NaN or infinite values")
     if mask is None:
         m = np.ones((n, T), np.float32)
     else:
-        need(
-            mask.shape == (n, T),
-            TASK,
-            path,
-            f"{name}: mask of shape {list(mask.shape)}, expected [{n}, {T}]",
-        )
-        m = np.asarray(mask, np.float32)
+        m = np.array(mask, np.float32)
         need(bool(np.isin(m, (0.0, 1.0)).all()), TASK, path, f"{name}: mask values must be 0 or 1")
         need(bool((m.sum(1) > 0).all()), TASK, path, f"{name}: an example whose mask is all 0")
     if out == "classes":
         ys = np.asarray(y)
         need(bool(np.all(ys == np.round(ys))), TASK, path, f"{name}: class labels must be integers")
         ys = ys.astype(np.int64)
-        bad = (ys < 0) | (ys >= classes)
-        if bad.any():
-            raise fail(
-                TASK,
-                path,
-                f"{name}: label {int(ys[bad][0])} outside 0..{classes - 1} "
-                f"(task.classes={cfg.classes or 'inferred'})",
-            )
+        hint = f" (task.classes={cfg.classes or 'inferred'})"
+        check_range(TASK, path, f"{name}: label", ys, classes, hint)
         ys = ys.astype(np.int32)
     else:
-        ys = np.asarray(y, np.float32)
+        ys = np.array(y, np.float32)
         need(bool(np.isfinite(ys).all()), TASK, path, f"{name}: y holds NaN or infinite values")
         if out == "binary":
             need(
@@ -255,29 +282,27 @@ def load(cfg: Any) -> Data:
     if key in _MEMO:
         return _MEMO[key]
     raw = _raw_splits(cfg, path, read_npz(TASK, path))
+    _alike(path, raw)
     inp, out, target, T = _infer(cfg, path, raw)
-    vocab = (
-        int(cfg.vocab) or (1 + max(int(np.max(r["x"])) for r in raw.values() if len(r["x"])))
-        if inp == "tokens"
-        else 0
-    )
-    y_all = [np.asarray(r["y"]) for r in raw.values() if len(r["y"])]
-    classes = (
-        int(cfg.classes) or (1 + max(int(np.max(y)) for y in y_all)) if out == "classes" else 0
-    )
+    xs, ys = [r["x"] for r in raw.values()], [r["y"] for r in raw.values()]
+    vocab, classes = 0, 0
+    if inp == "tokens":
+        vocab = int(cfg.vocab) or _inferred_size(path, xs, "token", "vocab")
+    if out == "classes":
+        classes = int(cfg.classes) or _inferred_size(path, ys, "label", "classes")
     splits = Splits(
         **{s: _build(cfg, path, raw[s], inp, out, target, T, vocab, classes, s) for s in SPLITS}
     )
     width = splits.train.x.shape[2] if inp == "real" else vocab
     size = classes if out == "classes" else splits.train.y.shape[-1]
     spec = TaskSpec(inp, int(width), out, int(size))  # type: ignore[arg-type]
-    print(
-        f"grubench: task=arrays {path}: x {list(raw['train']['x'].shape)} {raw['train']['x'].dtype}"
-        f" -> input={inp} ({'vocabulary' if inp == 'tokens' else 'width'} {width}); "
-        f"y {list(raw['train']['y'].shape)} {raw['train']['y'].dtype} -> output={out} ({size}), "
-        f"target={target}; T={T} (override with task.input/output/target/classes/vocab)",
-        file=sys.stderr,
-        flush=True,
+    x0, y0 = raw["train"]["x"], raw["train"]["y"]
+    announce(
+        TASK,
+        f"{path}: x {list(x0.shape)} {x0.dtype} -> input={inp} "
+        f"({'vocabulary' if inp == 'tokens' else 'width'} {width}); "
+        f"y {list(y0.shape)} {y0.dtype} -> output={out} ({size}), target={target}; T={T} "
+        "(override with task.input/output/target/classes/vocab)",
     )
     _MEMO[key] = Data(splits, spec, T)
     return _MEMO[key]
@@ -326,10 +351,11 @@ def validate(cfg: Any) -> None:
         cfg.seq_len,
         f"the file's length {T} (leave it unset)",
     )
+    pinned(cfg, [user_path(TASK, cfg.path)])
 
 
 def complete(cfg: Any) -> dict[str, Any]:
-    return {"seq_len": load(cfg).T}
+    return {"seq_len": load(cfg).T, "sha256": pinned(cfg, [user_path(TASK, cfg.path)])}
 
 
 register_task(

@@ -17,33 +17,53 @@ again and a renamed or moved one is not. Later loads memory-map the cache.
 from __future__ import annotations
 
 import builtins
-import codecs
 import hashlib
 import io
 import pickle
 import struct
+import sys
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from grubench.config import TaskConfig
 from grubench.errors import ConfigError, DataError
-from grubench.tasks.data import cache_dir, save_npz_atomic
+from grubench.tasks.data import cache_dir, check, save_npz_atomic
 
 _HASH_CHUNK = 1 << 20
 
 
 def fail(task: str, path: Path | str, what: str) -> DataError:
-    """The one-line error `task=TASK data: FILE: WHAT`."""
+    """The one-line error `task=TASK data: FILE: WHAT` (`grubench.tasks.data.check`'s, with the
+    file named)."""
     return DataError(f"task={task} data: {path}: {what}")
 
 
 def need(ok: bool, task: str, path: Path | str, what: str) -> None:
-    if not ok:
-        raise fail(task, path, what)
+    """Raise `fail(task, path, what)` unless `ok`."""
+    check(ok, task, f"{path}: {what}")
+
+
+def announce(task: str, what: str) -> None:
+    """Print what a task read (`grubench: task=TASK WHAT`) on stderr, so the user can check
+    it against the data set's published counts."""
+    print(f"grubench: task={task} {what}", file=sys.stderr, flush=True)
+
+
+def check_range(
+    task: str, path: Path | str, what: str, values: np.ndarray, high: int, hint: str = ""
+) -> None:
+    """Raise `fail` naming the first value of `values` outside 0 .. high - 1."""
+    if values.size and values.min() < 0:
+        raise fail(task, path, f"{what} {int(values.min())} is negative")
+    bad = values >= high
+    if bad.any():
+        raise fail(task, path, f"{what} {int(values[bad][0])} outside 0..{high - 1}{hint}")
 
 
 def user_path(task: str, value: Any, *, directory: bool = False) -> Path:
@@ -80,15 +100,44 @@ def stamp(paths: Iterable[Path]) -> tuple:
     return tuple(out)
 
 
+_HASHES: dict[tuple, str] = {}
+
+
 def content_hash(paths: Iterable[Path]) -> str:
-    """SHA-256 over the contents of `paths`, in order (names do not count)."""
-    h = hashlib.sha256()
-    for p in paths:
-        with p.open("rb") as f:
-            while chunk := f.read(_HASH_CHUNK):
-                h.update(chunk)
-        h.update(b"\0file-end\0")
-    return h.hexdigest()
+    """SHA-256 over the contents of `paths`, in order (names do not count); remembered for the
+    process while the files keep their size and modification time."""
+    paths = list(paths)
+    key = stamp(paths)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        for p in paths:
+            with p.open("rb") as f:
+                while chunk := f.read(_HASH_CHUNK):
+                    h.update(chunk)
+            h.update(b"\0file-end\0")
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+@dataclass
+class FileTaskConfig(TaskConfig):
+    """The keys of a task that reads the user's file: `path`, and `sha256`, the SHA-256 of the
+    file's contents, which the run records (set from the data; a value given must match it,
+    which pins the data a command runs on)."""
+
+    path: str | None = None
+    sha256: str | None = None
+
+
+def pinned(cfg: Any, paths: list[Path]) -> str:
+    """The files' content hash; ConfigError where `task.sha256` is set to another."""
+    digest = content_hash(paths)
+    if cfg.get("sha256") and cfg.sha256 != digest:
+        raise ConfigError(
+            f"task.sha256={cfg.sha256} is not allowed: the contents of "
+            f"{', '.join(map(str, paths))} hash to {digest} (the data changed?)"
+        )
+    return digest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,8 +222,8 @@ def cached(
             arrays = read_npz(task, path)
             check(arrays)
             return arrays
-        except DataError as e:
-            warnings.warn(f"{path}: unusable cache ({e}); parsing again", stacklevel=2)
+        except (DataError, KeyError) as e:
+            warnings.warn(f"{path}: unusable cache ({e!r}); parsing again", stacklevel=2)
     arrays = build()
     check(arrays)
     try:
@@ -188,32 +237,72 @@ def cached(
 # A pickle that can only build containers and numbers
 
 
-def _numpy_scalar() -> Any:
-    try:
-        from numpy._core.multiarray import scalar  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
-    return scalar
+class _Refused(pickle.UnpicklingError):
+    """The pickle asks for something outside `_ALLOWED`."""
 
 
-# (module, name) -> the object it may build, under its Python 3 and Python 2 (__builtin__)
-# names; numpy's scalars pickle as multiarray.scalar(dtype, bytes), and bytes under protocol 2
-# as _codecs.encode(text, "latin1").
+class _DType:
+    """The dtype of a numpy scalar in a pickle, restricted to bool, integer and float kinds
+    without fields. numpy's own dtype would take its pickled state as is (`__setstate__`), and a
+    crafted state makes a dtype that reads memory outside the data."""
+
+    __slots__ = ("dtype",)
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.dtype = dtype
+
+    def __setstate__(self, state: Any) -> None:
+        # numpy's state: (version, byte order, subarray, names, fields, elsize, alignment, flags)
+        if not (isinstance(state, tuple) and len(state) >= 5 and state[2:5] == (None,) * 3):
+            raise _Refused("a numpy dtype with fields or a subarray")
+        if state[1] in ("<", ">"):
+            self.dtype = self.dtype.newbyteorder(state[1])
+        elif state[1] not in ("|", "="):
+            raise _Refused(f"a numpy dtype of byte order {state[1]!r}")
+
+
+def _dtype(spec: Any, *_: Any) -> _DType:
+    """`numpy.dtype(spec, align, copy)` as a pickle calls it, for numeric kinds only."""
+    dtype = np.dtype(spec) if isinstance(spec, str) else None
+    if dtype is None or dtype.kind not in "biuf":
+        raise _Refused(f"a numpy dtype {spec!r}; only bool, integer and float scalars are read")
+    return _DType(dtype)
+
+
+def _scalar(dtype: Any, data: Any = None) -> bool | int | float:
+    """`numpy.core.multiarray.scalar(dtype, bytes)` as a pickle calls it: the Python number
+    those bytes hold (Python 2 pickles give the bytes as latin1 text)."""
+    if isinstance(data, str):
+        data = data.encode("latin1")
+    if not isinstance(dtype, _DType) or not isinstance(data, bytes):
+        raise _Refused("a numpy scalar without a numeric dtype and its bytes")
+    if len(data) != dtype.dtype.itemsize:
+        raise _Refused(f"a numpy scalar of {len(data)} bytes for dtype {dtype.dtype}")
+    return np.frombuffer(data, dtype=dtype.dtype)[0].item()
+
+
+def _latin1(text: Any, encoding: Any = "latin1") -> bytes:
+    """`_codecs.encode(text, "latin1")`: how protocol 2 pickles bytes."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _Refused("_codecs.encode other than of text to latin1")
+    return text.encode("latin1")
+
+
+# (module, name) -> what a pickle may call under that name, under Python 3 and Python 2
+# (__builtin__) names: containers and numbers, and numpy's scalars, which pickle as
+# multiarray.scalar(dtype(..) + its state, bytes), the bytes under protocol 2 as
+# _codecs.encode(text, "latin1").
 _ALLOWED: dict[tuple[str, str], Any] = {
     **{
         (module, name): getattr(builtins, name)
         for module in ("builtins", "__builtin__")
         for name in ("list", "tuple", "dict", "set", "frozenset", "int", "float", "bool")
     },
-    ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "scalar"): _numpy_scalar(),
-    ("numpy._core.multiarray", "scalar"): _numpy_scalar(),
-    ("_codecs", "encode"): codecs.encode,
+    ("numpy", "dtype"): _dtype,
+    ("numpy.core.multiarray", "scalar"): _scalar,
+    ("numpy._core.multiarray", "scalar"): _scalar,
+    ("_codecs", "encode"): _latin1,
 }
-
-
-class _Refused(pickle.UnpicklingError):
-    """The pickle asks for a class or function outside `_ALLOWED`."""
 
 
 class _Restricted(pickle.Unpickler):
@@ -228,22 +317,14 @@ class _Restricted(pickle.Unpickler):
 
 
 def safe_unpickle(task: str, path: Path) -> Any:
-    """The object pickled in `path`, built by an unpickler that may only make lists, tuples,
-    dicts, sets, numbers and numpy scalars/dtypes (no other class, so no code runs); Python 2
-    pickles read with encoding latin1."""
+    """The object pickled in `path`, built by an unpickler that may only call the containers,
+    numbers and numeric numpy scalars of `_ALLOWED` (no other class or function, so no code
+    runs); Python 2 pickles read with encoding latin1. Any failure is one `DataError` line."""
     try:
         with path.open("rb") as f:
             return _Restricted(f, fix_imports=True, encoding="latin1").load()
     except _Refused as e:
         raise fail(task, path, f"refused pickle: {e}".splitlines()[0]) from None
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        ValueError,
-        TypeError,
-        AttributeError,
-        IndexError,
-        KeyError,
-    ) as e:
-        why = " ".join(f"{type(e).__name__}: {e}".split())  # one line, whatever the parser says
-        raise fail(task, path, f"not a readable pickle ({why})") from None
+    except Exception as e:  # noqa: BLE001 - whatever a malformed file makes the parser raise
+        why = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        raise fail(task, path, f"not a readable pickle or JSON file ({why})") from None

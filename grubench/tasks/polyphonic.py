@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from grubench.config import TaskConfig
 from grubench.errors import ConfigError
 from grubench.registry import TaskEntry, register_task
 from grubench.tasks.base import Splits, TaskSpec
@@ -52,10 +50,13 @@ from grubench.tasks.chorales import (
 )
 from grubench.tasks.data import cap_train
 from grubench.tasks.files import (
+    FileTaskConfig,
+    announce,
     cached,
     content_hash,
     fail,
     need,
+    pinned,
     safe_unpickle,
     stamp,
     user_path,
@@ -70,14 +71,13 @@ _DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass
-class PolyphonicTaskConfig(TaskConfig):
+class PolyphonicTaskConfig(FileTaskConfig):
     """Polyphonic music from `path` (a Boulanger-Lewandowski pickle or JSON): next-frame
     piano-roll NLL on the file's train/valid/test. `seq_len` caps the steps per sequence;
     train_size caps train; `dataset` names the set (default: from the file's name).
     See grubench/tasks/polyphonic.py and docs/data.md."""
 
     name: str = "polyphonic"
-    path: str | None = None
     dataset: str | None = None
     seq_len: int = 100_000
     train_size: int = 1_000_000
@@ -96,7 +96,7 @@ def dataset_name(cfg: Any) -> str:
     for name in DATASETS:
         if squashed.startswith(name):
             return name
-    return stem.lower()
+    return re.sub(r"[^a-z0-9_.-]+", "_", stem.lower())  # a plain name, as task.dataset allows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,18 +104,39 @@ def dataset_name(cfg: Any) -> str:
 
 
 def read_file(path: Path) -> Any:
-    """The file's object: JSON when it starts with `{`, else a pickle (restricted)."""
+    """The file's object: JSON when it starts with `{` (after any byte-order mark), else a
+    pickle (restricted)."""
     with path.open("rb") as f:
-        head = f.read(64).lstrip()
+        head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    need(
+        not head.startswith(b"PK"),
+        TASK,
+        path,
+        "a zip archive (.npz?), not a pickle or a JSON file of train/valid/test sequences",
+    )
     if head.startswith(b"{"):
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise fail(TASK, path, f"not valid JSON ({e})") from None
+            return json.loads(path.read_text(encoding="utf-8-sig"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            why = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            raise fail(TASK, path, f"not valid JSON ({why})") from None
     return safe_unpickle(TASK, path)
 
 
+_HIGHEST_MIDI = LOWEST_MIDI + N_PITCHES - 1
+
+
+def _bad_pitch(p: Any) -> str:
+    if isinstance(p, bool) or not isinstance(p, int | float):
+        return f"{p!r} is not a MIDI pitch number"
+    if not LOWEST_MIDI <= p <= _HIGHEST_MIDI:
+        return f"MIDI pitch {p!r} outside {LOWEST_MIDI}..{_HIGHEST_MIDI} (the 88 piano keys)"
+    return f"pitch {p!r} is not an integer"
+
+
 def _roll(path: Path, split: str, i: int, seq: Any) -> np.ndarray:
+    """The uint8 roll [L, 88] of sequence `i` of `split`; DataError naming the sequence and
+    frame of the first thing that is not a frame of MIDI pitch numbers 21..108."""
     where = f"{FILE_KEYS[split]!r} sequence {i}"
     need(
         isinstance(seq, list | tuple),
@@ -131,29 +152,23 @@ def _roll(path: Path, split: str, i: int, seq: Any) -> np.ndarray:
     )
     roll = np.zeros((len(seq), N_PITCHES), np.uint8)
     for t, frame in enumerate(seq):
-        try:
-            pitches = np.asarray(list(frame), dtype=np.float64)
-        except (TypeError, ValueError):
+        if not isinstance(frame, list | tuple | set | frozenset):
             raise fail(
-                TASK, path, f"{where}, frame {t}: not a collection of MIDI pitch numbers"
-            ) from None
-        if pitches.size == 0:
-            continue
-        need(
-            bool(np.isfinite(pitches).all() and (pitches == np.round(pitches)).all()),
-            TASK,
-            path,
-            f"{where}, frame {t}: pitch numbers must be integers",
-        )
-        low, high = int(pitches.min()), int(pitches.max())
-        need(
-            low >= LOWEST_MIDI and high < LOWEST_MIDI + N_PITCHES,
-            TASK,
-            path,
-            f"{where}, frame {t}: MIDI pitch {low if low < LOWEST_MIDI else high} outside "
-            f"{LOWEST_MIDI}..{LOWEST_MIDI + N_PITCHES - 1} (the 88 piano keys)",
-        )
-        roll[t, pitches.astype(np.int64) - LOWEST_MIDI] = 1
+                TASK,
+                path,
+                f"{where}, frame {t}: a {type(frame).__name__}, not a collection of MIDI pitches",
+            )
+        for p in frame:
+            # Messages are built only on failure: a MuseData-sized file has a million frames.
+            ok = (
+                isinstance(p, int | float)
+                and not isinstance(p, bool)
+                and LOWEST_MIDI <= p <= _HIGHEST_MIDI
+                and p == int(p)
+            )
+            if not ok:
+                raise fail(TASK, path, f"{where}, frame {t}: {_bad_pitch(p)}")
+            roll[t, int(p) - LOWEST_MIDI] = 1
     return roll
 
 
@@ -167,7 +182,7 @@ def parse(path: Path) -> dict[str, np.ndarray]:
         path,
         f"holds a {type(data).__name__}, expected a dict with keys train, valid, test",
     )
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}
     for split in SPLITS:
         key = FILE_KEYS[split]
         need(
@@ -184,7 +199,19 @@ def parse(path: Path) -> dict[str, np.ndarray]:
             f"{key!r} is a {type(seqs).__name__}, not a list of sequences",
         )
         need(len(seqs) > 0, TASK, path, f"the {key!r} split is empty")
-        rolls = [_roll(path, split, i, s) for i, s in enumerate(seqs)]
+        out[split] = seqs
+    # A pickle may reference one sequence many times: a small file could describe more frames
+    # than memory holds. A frame written out takes at least a byte.
+    frames = sum(len(s) for split in SPLITS for s in out[split] if isinstance(s, list | tuple))
+    size = path.stat().st_size
+    need(
+        frames <= size,
+        TASK,
+        path,
+        f"{frames} frames in a file of {size} bytes: sequences repeated by reference",
+    )
+    for split in SPLITS:
+        rolls = [_roll(path, split, i, s) for i, s in enumerate(out.pop(split))]
         out[f"{split}_lengths"] = np.array([len(r) for r in rolls], np.int64)
         out[f"{split}_rolls"] = np.concatenate(rolls)
     return out
@@ -221,12 +248,11 @@ def load_rolls(cfg: Any) -> dict[str, list[np.ndarray]]:
     }
     frames = {s: int(arrays[f"{s}_lengths"].sum()) for s in SPLITS}
     longest = max(len(r) for rolls in out.values() for r in rolls)
-    print(
-        f"grubench: task=polyphonic ({dataset_name(cfg)}) {path}: "
+    announce(
+        TASK,
+        f"({dataset_name(cfg)}) {path}: "
         + ", ".join(f"{s} {len(out[s])} sequences / {frames[s]} frames" for s in SPLITS)
         + f"; the longest has {longest} frames",
-        file=sys.stderr,
-        flush=True,
     )
     _MEMO[key] = out
     return out
@@ -259,12 +285,17 @@ def validate(cfg: Any) -> None:
             f"task.dataset={cfg.dataset} is not allowed: a name of letters, digits, _ . -"
         )
     load_rolls(cfg)
+    pinned(cfg, [user_path(TASK, cfg.path)])
 
 
 def complete(cfg: Any) -> dict[str, Any]:
     """The data set's name and the padded length the file gives (seq_len, capped)."""
     longest = max(len(r) for split in load_rolls(cfg).values() for r in split)
-    return {"dataset": dataset_name(cfg), "seq_len": min(int(cfg.seq_len), longest - 1)}
+    return {
+        "dataset": dataset_name(cfg),
+        "seq_len": min(int(cfg.seq_len), longest - 1),
+        "sha256": pinned(cfg, [user_path(TASK, cfg.path)]),
+    }
 
 
 register_task(

@@ -22,17 +22,25 @@ class frequencies (add-one smoothed) scored on test, about ln 10.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from grubench.config import TaskConfig, require
+from grubench.config import require
 from grubench.registry import TaskEntry, register_task
 from grubench.tasks.base import Split, Splits, TaskSpec
 from grubench.tasks.data import prior_nll
-from grubench.tasks.files import fail, need, read_npz, stamp, user_path
+from grubench.tasks.files import (
+    FileTaskConfig,
+    announce,
+    check_range,
+    need,
+    pinned,
+    read_npz,
+    stamp,
+    user_path,
+)
 
 TASK = "smnist"
 SIDE, N_PIXELS, N_CLASSES = 28, 784, 10
@@ -41,13 +49,12 @@ KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 @dataclass
-class SMnistTaskConfig(TaskConfig):
+class SMnistTaskConfig(FileTaskConfig):
     """Sequential (or permuted) MNIST from `path` (mnist.npz): `pixels_per_step` pixels a step,
     seq_len = 784 / pixels_per_step; val_size images carved from train with a fixed seed.
     See grubench/tasks/smnist.py and docs/data.md."""
 
     name: str = "smnist"
-    path: str | None = None
     permute: bool = False
     pixels_per_step: int = 1
     seq_len: int = N_PIXELS
@@ -100,9 +107,7 @@ def load(cfg: Any) -> dict[str, np.ndarray]:
             path,
             f"y_{split} of dtype {y.dtype}, expected integers",
         )
-        bad = (y < 0) | (y >= N_CLASSES)
-        if bad.any():
-            raise fail(TASK, path, f"y_{split} holds label {int(y[bad][0])} outside 0..9")
+        check_range(TASK, path, f"y_{split} holds label", y, N_CLASSES)
         x = x.reshape(len(x), N_PIXELS)
         if np.issubdtype(x.dtype, np.integer):
             need(
@@ -120,11 +125,10 @@ def load(cfg: Any) -> dict[str, np.ndarray]:
                 f"x_{split}: float pixels outside [0, 1] (give uint8 0..255 or floats in [0, 1])",
             )
         out[f"x_{split}"], out[f"y_{split}"] = x, y
-    print(
-        f"grubench: task=smnist {path}: {len(out['y_train'])} train images (validation is "
-        f"carved from them), {len(out['y_test'])} test images; pixels {z['x_train'].dtype}",
-        file=sys.stderr,
-        flush=True,
+    announce(
+        TASK,
+        f"{path}: {len(out['y_train'])} train images (validation is carved from them), "
+        f"{len(out['y_test'])} test images; pixels {z['x_train'].dtype}",
     )
     _MEMO[key] = out
     return out
@@ -188,21 +192,27 @@ def validate(cfg: Any) -> None:
         int(cfg.seq_len) in (N_PIXELS, N_PIXELS // k),
         "task.seq_len",
         cfg.seq_len,
-        f"784 / task.pixels_per_step = {N_PIXELS // k} (or leave it unset)",
+        f"784 / task.pixels_per_step = {N_PIXELS // k}, or a divisor of 784 given alone "
+        "(it sets pixels_per_step), or unset",
     )
     n = len(load(cfg)["y_train"])
     require(
         int(cfg.val_size) < n,
         "task.val_size",
         cfg.val_size,
-        f"fewer than the {n} train images of {cfg.path} (the rest train)",
+        f"less than the {n} train images of {cfg.path}, which validation is carved from",
     )
+    pinned(cfg, [user_path(TASK, cfg.path)])
 
 
 def complete(cfg: Any) -> dict[str, Any]:
     """The length and pixels a step the run uses."""
     k = pixels_per_step(cfg)
-    return {"pixels_per_step": k, "seq_len": N_PIXELS // k}
+    return {
+        "pixels_per_step": k,
+        "seq_len": N_PIXELS // k,
+        "sha256": pinned(cfg, [user_path(TASK, cfg.path)]),
+    }
 
 
 register_task(

@@ -16,13 +16,17 @@ spaces and whose word boundaries are `_`), where the symbols are each line's spa
 characters, then `<eos>`. The vocabulary is `<unk>` followed by the train split's distinct
 symbols in sorted order; a validation or test symbol not in it becomes `<unk>`.
 
-Examples. Each split's symbol stream is cut into windows of `task.seq_len` steps: window i
-reads symbols iL .. iL+L-1 and predicts iL+1 .. iL+L, so every symbol after the first is
-predicted exactly once; each window starts from a zero state (truncated back-propagation
-through time over L steps, without carrying the state across windows). Train drops its last
-partial window (its windows are views of the stream, not copies); validation and test pad it
-(mask 0). `task.train_size` caps train to its first train_size windows; `task.val_size`,
-`task.test_size` and `task.data_seed` are ignored.
+Examples. Each split's symbol stream is cut into windows of L = `task.seq_len` scored steps:
+window i predicts symbols iL+1 .. iL+L from those before them, so every symbol after the first
+is predicted exactly once. Each window starts from a zero state: back-propagation through time
+is truncated to the window, and the state is not carried from one window to the next (as in
+stateful truncated BPTT), so a symbol is predicted from the L/2 symbols before it on average.
+`task.context=C` prefixes each window (after the first) with the C symbols before it, read as
+burn-in and not scored, so every symbol is predicted from at least C of its own past; a C of a
+few hundred characters brings the evaluation close to a state carried through the stream
+(`windows`). Train drops its last partial window (its windows are views of the stream, not
+copies); validation and test pad it (mask 0). `task.train_size` caps train to its first
+train_size windows; `task.val_size`, `task.test_size` and `task.data_seed` are ignored.
 
 Loss: cross-entropy in nats per predicted symbol; results.json also holds SPLIT_bpc (bits per
 character, loss / ln 2) at the character level and SPLIT_perplexity (exp(loss)) at the word
@@ -35,18 +39,28 @@ Token streams are cached by the files' content hash (`grubench.tasks.files.cache
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
-from grubench.config import TaskConfig, require
+from grubench.config import require
 from grubench.registry import TaskEntry, register_task
 from grubench.tasks.base import Split, Splits, TaskSpec
-from grubench.tasks.data import cap_train, round_half_up
-from grubench.tasks.files import cached, content_hash, fail, need, stamp, user_path
+from grubench.tasks.data import cap_train, prior_nll, round_half_up
+from grubench.tasks.files import (
+    FileTaskConfig,
+    announce,
+    cached,
+    content_hash,
+    fail,
+    need,
+    pinned,
+    stamp,
+    user_path,
+)
 
 TASK = "text"
 TOKENIZER_VERSION = 1  # bump when the symbols a file gives change: it keys the cache
@@ -57,15 +71,15 @@ LEVELS = ("char", "word")
 
 
 @dataclass
-class TextTaskConfig(TaskConfig):
+class TextTaskConfig(FileTaskConfig):
     """Language modelling on your text (`path`: a PTB-style folder or a file), at `level`
     char or word, in windows of `seq_len` steps; train_size caps the train windows.
     See grubench/tasks/text.py and docs/data.md."""
 
     name: str = "text"
-    path: str | None = None
     level: str = "char"
     seq_len: int = 100
+    context: int = 0  # burn-in symbols before each window's seq_len scored ones
     train_size: int = 1_000_000_000
 
 
@@ -104,7 +118,7 @@ def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise fail(TASK, path, f"not UTF-8 text (byte {e.start})") from None
+        raise fail(TASK, path, f"not UTF-8 text (an invalid byte at offset {e.start})") from None
     except OSError as e:
         raise fail(TASK, path, f"cannot be read ({e.strerror})") from None
 
@@ -167,16 +181,18 @@ def load(cfg: Any) -> dict[str, np.ndarray]:
     key = (cfg.level, stamp(files))
     if key in _MEMO:
         return _MEMO[key]
-    digest = hashlib.sha256(f"{content_hash(files)}|{cfg.level}|{len(files)}".encode()).hexdigest()
+    # The symbols depend on the contents, the level, the layout and which files are PTB's
+    # spaced character files (by name): all key the cache.
+    spaced = "".join("s" if ".char." in p.name else "-" for p in files)
+    digest = hashlib.sha256(f"{content_hash(files)}|{cfg.level}|{spaced}".encode()).hexdigest()
     arrays = cached(TASK, TOKENIZER_VERSION, digest, lambda: parse(files, cfg.level), _check_arrays)
     unk = [float(np.mean(arrays[s] == 0)) for s in ("val", "test")]
-    print(
-        f"grubench: task=text ({cfg.level}) {', '.join(map(str, files))}: vocabulary of "
+    announce(
+        TASK,
+        f"({cfg.level}) {', '.join(map(str, files))}: vocabulary of "
         f"{len(arrays['vocab'])} symbols from train; "
         + ", ".join(f"{s} {len(arrays[s])} symbols" for s in SPLITS)
         + f"; <unk> is {100 * unk[0]:.2f}% of val, {100 * unk[1]:.2f}% of test",
-        file=sys.stderr,
-        flush=True,
     )
     _MEMO[key] = arrays
     return arrays
@@ -186,41 +202,37 @@ def load(cfg: Any) -> dict[str, np.ndarray]:
 # Windows
 
 
-def windows(stream: np.ndarray, length: int, *, pad: bool) -> Split:
-    """Next-symbol windows of `length` steps over `stream` [n]: x [N, L] = stream[iL : iL+L],
-    y [N, L] = stream[iL+1 : iL+L+1]. Without `pad` the last partial window is dropped and
-    x, y are views of `stream`; with it, it is padded (mask 0) so every symbol is predicted."""
-    n_pred = len(stream) - 1
-    full = n_pred // length
-    if not pad or full * length == n_pred:
-        x = stream[: full * length].reshape(full, length)
-        y = stream[1 : full * length + 1].reshape(full, length)
-        mask = np.ones((full, length), np.float32)
-        return Split(x, y, mask, mask.copy())
-    n = full + 1
-    padded = np.zeros(n * length + 1, np.int32)
-    padded[: len(stream)] = stream
-    x = padded[:-1].reshape(n, length)
-    y = padded[1:].reshape(n, length)
-    mask = (np.arange(n * length) < n_pred).astype(np.float32).reshape(n, length)
+def windows(stream: np.ndarray, length: int, *, context: int = 0, pad: bool) -> Split:
+    """Next-symbol windows over `stream` [n], W = context + length steps wide, one every
+    `length` symbols: window j reads x[j] = stream[jL : jL+W] and predicts y[j] =
+    stream[jL+1 : jL+W+1]; window 0 scores all its W steps, window j > 0 only its last L (its
+    first `context` steps are burn-in, scored by window j - 1), so every symbol after the first
+    is predicted exactly once, each after at least `context` symbols of its own past (or all
+    of it). Without `pad` a last partial window is dropped and x, y are views of `stream`
+    (no copy); with it, it is padded (mask 0) so every symbol is predicted."""
+    L, W, n_pred = length, context + length, len(stream) - 1
+    if n_pred <= W:
+        n = 1 if pad or n_pred == W else 0
+    else:
+        n = 1 + ((n_pred - W + L - 1) // L if pad else (n_pred - W) // L)
+    needed = (n - 1) * L + W + 1 if n else 0
+    if needed > len(stream):
+        stream = np.concatenate([stream, np.zeros(needed - len(stream), stream.dtype)])
+    view = sliding_window_view(stream[:needed], W + 1)[::L] if n else np.zeros((0, W + 1))
+    x, y = view[:, :-1].astype(np.int32, copy=False), view[:, 1:].astype(np.int32, copy=False)
+    j, t = np.arange(n)[:, None], np.arange(W)[None, :]
+    scored = ((j == 0) | (t >= context)) & (j * L + t + 1 <= n_pred)
+    mask = scored.astype(np.float32)
     return Split(x, y, mask, mask.copy())
 
 
 def load_splits(cfg: Any) -> Splits:
     a = load(cfg)
-    L = int(cfg.seq_len)
-    train = windows(a["train"], L, pad=False)
-    if len(train) == 0:
-        raise fail(
-            TASK,
-            cfg.path,
-            f"the train split has {len(a['train'])} symbols, fewer than one window of "
-            f"task.seq_len={L} + 1",
-        )
+    L, C = int(cfg.seq_len), int(cfg.context)
     return Splits(
-        train=cap_train(train, cfg.train_size),
-        val=windows(a["val"], L, pad=True),
-        test=windows(a["test"], L, pad=True),
+        train=cap_train(windows(a["train"], L, context=C, pad=False), cfg.train_size),
+        val=windows(a["val"], L, context=C, pad=True),
+        test=windows(a["test"], L, context=C, pad=True),
     )
 
 
@@ -231,22 +243,30 @@ def spec(cfg: Any) -> TaskSpec:
     )
 
 
-def unigram(train: np.ndarray, vocab_size: int) -> np.ndarray:
-    """P(symbol) from the train stream's predicted symbols, add-one smoothed, [V]."""
-    counts = np.bincount(train[1:], minlength=vocab_size).astype(np.float64)
-    return (counts + 1.0) / (counts.sum() + vocab_size)
-
-
 def baseline(cfg: Any) -> float:
-    """Mean test NLL (nats per predicted symbol) of the train split's unigram model."""
+    """Mean test NLL (nats per predicted symbol) of a unigram model of the train split's
+    predicted symbols, add-one smoothed over the vocabulary."""
     a = load(cfg)
-    p = unigram(a["train"], len(a["vocab"]))
-    return float(-np.mean(np.log(p[a["test"][1:]])))
+    return prior_nll(a["train"][1:], a["test"][1:], len(a["vocab"]))
 
 
 def validate(cfg: Any) -> None:
+    """A known level, and files whose train split holds at least one window."""
     require(cfg.level in LEVELS, "task.level", cfg.level, " or ".join(LEVELS))
-    load(cfg)
+    require(cfg.context >= 0, "task.context", cfg.context, "an integer >= 0")
+    n = len(load(cfg)["train"])
+    require(
+        int(cfg.seq_len) + int(cfg.context) <= n - 1,
+        "task.seq_len",
+        cfg.seq_len,
+        f"at most {n - 1 - int(cfg.context)}: the train split of {cfg.path} has {n} symbols, "
+        "one window of context + seq_len + 1 at least",
+    )
+    pinned(cfg, files_of(cfg))
+
+
+def complete(cfg: Any) -> dict[str, Any]:
+    return {"sha256": pinned(cfg, files_of(cfg))}
 
 
 register_task(
@@ -258,6 +278,7 @@ register_task(
         load_splits,
         baseline,
         validate,
+        complete=complete,
         plot_unit="nats per symbol",
     )
 )
