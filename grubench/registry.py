@@ -159,8 +159,8 @@ class Registry(Generic[E]):
         return sorted(self._entries)
 
     def __iter__(self) -> Iterator[E]:
-        self._load()
-        return iter(list(self._entries.values()))
+        """The entries in the order of `names()`."""
+        return iter([self._entries[n] for n in self.names()])
 
 
 def _line(e: BaseException) -> str:

@@ -43,7 +43,7 @@ def _hydra_app(cfg: DictConfig) -> None:
     out_dir = Path(hc.runtime.output_dir)
     try:
         validate(cfg)
-    except ConfigError as e:
+    except (ConfigError, DataError) as e:
         _fail(str(e), 2)
     try:  # grubench-train checked this before Hydra ran; a launcher's worker checks it here
         asked = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
@@ -74,8 +74,9 @@ def _hydra_app(cfg: DictConfig) -> None:
         _fail(f"{e} ({where}={home})", 130 if e.signal_name == "SIGINT" else 143)
     except KeyboardInterrupt:
         _fail("interrupted; results.json records the run as failed", 130)
-    except (CheckpointError, TrackingError, ConfigError, RunDirError) as e:
-        # ConfigError here: a population too large for memory, found before any compilation.
+    except (CheckpointError, TrackingError, ConfigError, DataError, RunDirError) as e:
+        # ConfigError here: a population too large for memory, found before any compilation;
+        # DataError: a data file that changed since the command line was checked.
         _fail_job(str(e), 2, multirun)
         return
     except Exception as e:  # noqa: BLE001 - one line; results.json already says failed

@@ -135,7 +135,12 @@ def _check_shapes(path: Any, name: str, x: np.ndarray, y: np.ndarray, mask: Any)
     """x is [N, T] or [N, T, D]; y and the mask hold one entry per example."""
     where = f"{name}: " if name else ""
     shape = list(x.shape)
-    need(x.ndim in (2, 3), TASK, path, f"{where}x of shape {shape}, expected [N, T] or [N, T, D]")
+    need(
+        x.ndim in (2, 3) and x.shape[1] >= 1 and (x.ndim == 2 or x.shape[2] >= 1),
+        TASK,
+        path,
+        f"{where}x of shape {shape}, expected [N, T] or [N, T, D] (T, D >= 1)",
+    )
     need(y.ndim >= 1, TASK, path, f"{where}y of shape {list(y.shape)}, expected [N, ...]")
     need(len(y) == len(x), TASK, path, f"{where}y has {len(y)} examples, x has {len(x)}")
     need(

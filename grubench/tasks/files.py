@@ -20,6 +20,8 @@ import builtins
 import hashlib
 import io
 import pickle
+import pickletools
+import reprlib
 import struct
 import sys
 import warnings
@@ -36,6 +38,7 @@ from grubench.errors import ConfigError, DataError
 from grubench.tasks.data import cache_dir, check, save_npz_atomic
 
 _HASH_CHUNK = 1 << 20
+NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
 
 
 def fail(task: str, path: Path | str, what: str) -> DataError:
@@ -104,18 +107,22 @@ _HASHES: dict[tuple, str] = {}
 
 
 def content_hash(paths: Iterable[Path]) -> str:
-    """SHA-256 over the contents of `paths`, in order (names do not count); remembered for the
-    process while the files keep their size and modification time."""
+    """The SHA-256 of one file's contents (what `sha256sum FILE` prints), or of several files
+    the SHA-256 of their hashes, one a line (`sha256sum A B C | cut -d' ' -f1 | sha256sum`);
+    names do not count. Remembered for the process while the files keep their size and
+    modification time."""
     paths = list(paths)
     key = stamp(paths)
     if key not in _HASHES:
-        h = hashlib.sha256()
+        each = []
         for p in paths:
+            h = hashlib.sha256()
             with p.open("rb") as f:
                 while chunk := f.read(_HASH_CHUNK):
                     h.update(chunk)
-            h.update(b"\0file-end\0")
-        _HASHES[key] = h.hexdigest()
+            each.append(h.hexdigest())
+        joined = "".join(f"{d}\n" for d in each).encode()
+        _HASHES[key] = each[0] if len(each) == 1 else hashlib.sha256(joined).hexdigest()
     return _HASHES[key]
 
 
@@ -174,9 +181,9 @@ def _member_memmap(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np
     )
 
 
-def read_npz(task: str, path: Path) -> dict[str, np.ndarray]:
-    """Every array of the .npz at `path`, memory-mapped where stored uncompressed. Object arrays
-    (which would need pickle) are refused."""
+def read_npz(task: str, path: Path, kinds: str = NUMERIC_KINDS) -> dict[str, np.ndarray]:
+    """Every array of the .npz at `path`, memory-mapped where stored uncompressed; an array of
+    a dtype kind not in `kinds` (objects, which would need pickle; strings, dates) is refused."""
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
@@ -195,8 +202,17 @@ def read_npz(task: str, path: Path) -> dict[str, np.ndarray]:
             except ValueError as e:
                 msg = "holds Python objects (pickled)" if "pickle" in str(e) else str(e)
                 raise fail(task, path, f"array {key!r} {msg}".splitlines()[0]) from None
-            except (OSError, zipfile.BadZipFile, EOFError) as e:
-                raise fail(task, path, f"array {key!r} unreadable: {e}") from None
+            except Exception as e:  # noqa: BLE001 - a damaged zip or header, in one line
+                why = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+                raise fail(task, path, f"array {key!r} unreadable ({why})") from None
+            need(
+                arr.dtype.kind in kinds,
+                task,
+                path,
+                f"array {key!r} of dtype {arr.dtype}; only bool, integer and float arrays are read"
+                if kinds == NUMERIC_KINDS
+                else f"array {key!r} of dtype {arr.dtype}",
+            )
             out[key] = arr
     need(bool(out), task, path, "an .npz with no arrays")
     return out
@@ -219,7 +235,7 @@ def cached(
     path = cache_dir() / "user-data" / f"{task}-v{version}-{key[:32]}.npz"
     if path.exists():
         try:
-            arrays = read_npz(task, path)
+            arrays = read_npz(task, path, kinds=NUMERIC_KINDS + "U")  # text: the vocabulary
             check(arrays)
             return arrays
         except (DataError, KeyError) as e:
@@ -241,10 +257,15 @@ class _Refused(pickle.UnpicklingError):
     """The pickle asks for something outside `_ALLOWED`."""
 
 
+# Numbers a pickle may hold: pitch numbers are small, and bounded integers keep set and dict
+# building linear (integers that differ by multiples of 2**61 - 1 share a hash slot).
+_NUMBER_BOUND = 2**31
+
+
 class _DType:
-    """The dtype of a numpy scalar in a pickle, restricted to bool, integer and float kinds
-    without fields. numpy's own dtype would take its pickled state as is (`__setstate__`), and a
-    crafted state makes a dtype that reads memory outside the data."""
+    """The dtype of a numpy scalar in a pickle, restricted to bool, integer and float kinds of
+    at most 64 bits, without fields. numpy's own dtype would take its pickled state as is
+    (`__setstate__`), and a crafted state makes a dtype that reads memory outside the data."""
 
     __slots__ = ("dtype",)
 
@@ -258,14 +279,17 @@ class _DType:
         if state[1] in ("<", ">"):
             self.dtype = self.dtype.newbyteorder(state[1])
         elif state[1] not in ("|", "="):
-            raise _Refused(f"a numpy dtype of byte order {state[1]!r}")
+            raise _Refused(f"a numpy dtype of byte order {brief(state[1])}")
 
 
 def _dtype(spec: Any, *_: Any) -> _DType:
     """`numpy.dtype(spec, align, copy)` as a pickle calls it, for numeric kinds only."""
-    dtype = np.dtype(spec) if isinstance(spec, str) else None
-    if dtype is None or dtype.kind not in "biuf":
-        raise _Refused(f"a numpy dtype {spec!r}; only bool, integer and float scalars are read")
+    dtype = np.dtype(spec) if isinstance(spec, str) and len(spec) <= 8 else None
+    if dtype is None or dtype.kind not in "biuf" or dtype.itemsize > 8:
+        raise _Refused(
+            f"a numpy dtype {brief(spec)}; only bool, integer and float scalars of up to 64 "
+            "bits are read"
+        )
     return _DType(dtype)
 
 
@@ -278,7 +302,10 @@ def _scalar(dtype: Any, data: Any = None) -> bool | int | float:
         raise _Refused("a numpy scalar without a numeric dtype and its bytes")
     if len(data) != dtype.dtype.itemsize:
         raise _Refused(f"a numpy scalar of {len(data)} bytes for dtype {dtype.dtype}")
-    return np.frombuffer(data, dtype=dtype.dtype)[0].item()
+    value = np.frombuffer(data, dtype=dtype.dtype)[0].item()
+    if not abs(value) <= _NUMBER_BOUND:
+        raise _Refused(f"a number beyond +-2**31 ({brief(value)})")
+    return value
 
 
 def _latin1(text: Any, encoding: Any = "latin1") -> bytes:
@@ -286,6 +313,22 @@ def _latin1(text: Any, encoding: Any = "latin1") -> bytes:
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
         raise _Refused("_codecs.encode other than of text to latin1")
     return text.encode("latin1")
+
+
+class _Call:
+    """A function a pickle may call, which the pickle cannot change: BUILD on a plain function
+    would set its attributes (its defaults) for the rest of the process."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self._fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self._fn(*args)
+
+    def __setstate__(self, state: Any) -> None:
+        raise _Refused("it would change a function it calls")
 
 
 # (module, name) -> what a pickle may call under that name, under Python 3 and Python 2
@@ -298,11 +341,44 @@ _ALLOWED: dict[tuple[str, str], Any] = {
         for module in ("builtins", "__builtin__")
         for name in ("list", "tuple", "dict", "set", "frozenset", "int", "float", "bool")
     },
-    ("numpy", "dtype"): _dtype,
-    ("numpy.core.multiarray", "scalar"): _scalar,
-    ("numpy._core.multiarray", "scalar"): _scalar,
-    ("_codecs", "encode"): _latin1,
+    ("numpy", "dtype"): _Call(_dtype),
+    ("numpy.core.multiarray", "scalar"): _Call(_scalar),
+    ("numpy._core.multiarray", "scalar"): _Call(_scalar),
+    ("_codecs", "encode"): _Call(_latin1),
 }
+
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+
+
+def _prescan(path: Path) -> None:
+    """Refuse what the C unpickler would spend unbounded memory or time on, before it runs: a
+    memo index beyond the opcodes read so far (the memo grows to twice any index it is given)
+    and integers beyond +-2**31."""
+    with path.open("rb") as f:
+        for n, (op, arg, _) in enumerate(pickletools.genops(f)):
+            if op.name == "STOP":
+                return
+            if not isinstance(arg, int) or isinstance(arg, bool):
+                continue
+            if op.name in _MEMO_PUTS:
+                if not 0 <= arg <= n:
+                    raise _Refused(f"a memo index {arg} at opcode {n}")
+            elif op.name.startswith(("INT", "BININT", "LONG")) and abs(arg) > _NUMBER_BOUND:
+                raise _Refused("an integer beyond +-2**31")
+
+
+def brief(value: Any) -> str:
+    """A short repr for a message, whatever `value` is (deep, huge or odd)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        return _REPR.repr(value)
+    except Exception:  # noqa: BLE001 - a message must not fail
+        return f"a {type(value).__name__}"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
 
 
 class _Restricted(pickle.Unpickler):
@@ -321,6 +397,7 @@ def safe_unpickle(task: str, path: Path) -> Any:
     numbers and numeric numpy scalars of `_ALLOWED` (no other class or function, so no code
     runs); Python 2 pickles read with encoding latin1. Any failure is one `DataError` line."""
     try:
+        _prescan(path)
         with path.open("rb") as f:
             return _Restricted(f, fix_imports=True, encoding="latin1").load()
     except _Refused as e:

@@ -52,6 +52,7 @@ from grubench.tasks.data import cap_train
 from grubench.tasks.files import (
     FileTaskConfig,
     announce,
+    brief,
     cached,
     content_hash,
     fail,
@@ -128,10 +129,10 @@ _HIGHEST_MIDI = LOWEST_MIDI + N_PITCHES - 1
 
 def _bad_pitch(p: Any) -> str:
     if isinstance(p, bool) or not isinstance(p, int | float):
-        return f"{p!r} is not a MIDI pitch number"
+        return f"{brief(p)} is not a MIDI pitch number"
     if not LOWEST_MIDI <= p <= _HIGHEST_MIDI:
-        return f"MIDI pitch {p!r} outside {LOWEST_MIDI}..{_HIGHEST_MIDI} (the 88 piano keys)"
-    return f"pitch {p!r} is not an integer"
+        return f"MIDI pitch {brief(p)} outside {LOWEST_MIDI}..{_HIGHEST_MIDI} (the 88 piano keys)"
+    return f"pitch {brief(p)} is not an integer"
 
 
 def _roll(path: Path, split: str, i: int, seq: Any) -> np.ndarray:
@@ -189,7 +190,7 @@ def parse(path: Path) -> dict[str, np.ndarray]:
             key in data,
             TASK,
             path,
-            f"no {key!r} split (it has {', '.join(map(repr, data)) or 'no keys'})",
+            f"no {key!r} split (it has {brief(list(data)) if data else 'no keys'})",
         )
         seqs = data[key]
         need(
@@ -202,13 +203,23 @@ def parse(path: Path) -> dict[str, np.ndarray]:
         out[split] = seqs
     # A pickle may reference one sequence many times: a small file could describe more frames
     # than memory holds. A frame written out takes at least a byte.
-    frames = sum(len(s) for split in SPLITS for s in out[split] if isinstance(s, list | tuple))
+    # A pickle may reference one sequence or frame many times: a small file could describe more
+    # frames and pitches than memory or time allows. Written out, each takes at least a byte.
+    seqs = [s for split in SPLITS for s in out[split] if isinstance(s, list | tuple)]
+    frames = sum(len(s) for s in seqs)
     size = path.stat().st_size
     need(
         frames <= size,
         TASK,
         path,
         f"{frames} frames in a file of {size} bytes: sequences repeated by reference",
+    )
+    pitches = sum(len(f) for s in seqs for f in s if isinstance(f, list | tuple | set | frozenset))
+    need(
+        pitches <= size,
+        TASK,
+        path,
+        f"{pitches} pitches in a file of {size} bytes: frames repeated by reference",
     )
     for split in SPLITS:
         rolls = [_roll(path, split, i, s) for i, s in enumerate(out.pop(split))]
