@@ -2,14 +2,15 @@
 
 Each preset is run with its swept keys pinned to tiny values (a command-line value replaces the
 preset's list) and with tiny shapes and step counts; the full sizes are in the README. Each test
-checks the measurement its preset exists for. chung2014 (Bach chorales, the data extra) is
-composed in-process, not trained.
+checks the measurement its preset exists for. chung2014 on Bach chorales (the data extra) is
+composed in-process, not trained; on a small polyphonic file of the published format it runs.
 """
 
 import csv
 import io
 import json
 import math
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,30 @@ def test_chung2014():
     # wider with 100 units)
     assert max(params.values()) < 1.4 * min(params.values())
     assert params["gru"] > params["lstm"] > 20_000
+
+
+@pytest.mark.slow
+def test_chung2014_on_a_polyphonic_file_beside_the_paper(tmp_path, capsys):
+    """The preset on the user's file of the Boulanger-Lewandowski format (task=polyphonic):
+    three cells, and the report puts Chung et al.'s JSB numbers beside each."""
+    rng = np.random.default_rng(0)
+
+    def songs(n):
+        return [
+            [tuple(int(p) for p in rng.choice(range(48, 80), 3, replace=False)) for _ in range(9)]
+            for _ in range(n)
+        ]
+
+    music = {"train": songs(12), "valid": songs(4), "test": songs(4)}
+    (tmp_path / "JSB Chorales.pickle").write_bytes(pickle.dumps(music, protocol=2))
+    runs = sweep("chung2014", tmp_path, "task=polyphonic", "task.path=JSB Chorales.pickle")
+    assert [r["model"] for r in runs] == ["rnn", "gru", "lstm"]
+    assert {r["config"]["task"]["dataset"] for r in runs} == {"jsb"}
+    argv = [str(tmp_path / "chung2014"), "--rows", "task.dataset", "--cols", "model"]
+    argv += ["--metric", "test_loss", "--paper", "chung2014", "--select", "trainer.lr"]
+    assert report_main([*argv, "--by", "best_val_loss"]) == 0
+    table = capsys.readouterr().out
+    assert "| jsb " in table and "8.54" in table and "8.67" in table and "9.1" in table
 
 
 @pytest.mark.slow
