@@ -748,7 +748,15 @@ def test_damaged_or_non_numeric_npz_files_are_one_line(tmp_path):
     raw[200:260] = bytes(60)  # inside the compressed member
     (tmp_path / "z.npz").write_bytes(bytes(raw))
     np.savez(tmp_path / "s.npz", x=np.array([["a", "b"]]), y=np.zeros(1))
-    for name, fragment in (("z.npz", "array 'x' unreadable ("), ("s.npz", "of dtype <U1")):
+    # A stored member whose header claims more data than it holds is not mapped past its end.
+    np.savez(tmp_path / "lie.npz", a=np.arange(10.0), b=np.arange(1000.0))
+    raw = (tmp_path / "lie.npz").read_bytes()
+    (tmp_path / "lie.npz").write_bytes(raw.replace(b"(10,)", b"(90,)", 1))
+    for name, fragment in (
+        ("z.npz", "array 'x' unreadable ("),
+        ("s.npz", "of dtype <U1"),
+        ("lie.npz", "array 'a' unreadable ("),
+    ):
         with pytest.raises(DataError) as e:
             files.read_npz("arrays", tmp_path / name)
         assert fragment in str(e.value) and "\n" not in str(e.value), str(e.value)

@@ -314,10 +314,12 @@ def load(cfg: Any) -> Data:
 
 
 def spec(cfg: Any) -> TaskSpec:
+    """The spec inferred from the file (or set by the task.* overrides)."""
     return load(cfg).spec
 
 
 def load_splits(cfg: Any) -> Splits:
+    """The file's splits, train capped at task.train_size."""
     s = load(cfg).splits
     return Splits(train=cap_train(s.train, cfg.train_size), val=s.val, test=s.test)
 
@@ -337,6 +339,8 @@ def baseline(cfg: Any) -> float:
 
 
 def validate(cfg: Any) -> None:
+    """Known overrides, the file loads and checks (DataError otherwise), seq_len is the
+    file's, and the data match task.sha256 where set."""
     require(
         cfg.input in ("auto", "tokens", "real"), "task.input", cfg.input, "auto, tokens or real"
     )
@@ -360,6 +364,7 @@ def validate(cfg: Any) -> None:
 
 
 def complete(cfg: Any) -> dict[str, Any]:
+    """The file's length and content hash."""
     return {"seq_len": load(cfg).T, "sha256": pinned(cfg, [user_path(TASK, cfg.path)])}
 
 

@@ -172,7 +172,8 @@ def _member_memmap(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np
         else:
             return None
         offset = f.tell()
-    if dtype.hasobject:
+    # A header claiming more data than the member holds would map the bytes after it.
+    if dtype.hasobject or (offset - start) + int(np.prod(shape)) * dtype.itemsize > info.file_size:
         return None
     if int(np.prod(shape)) == 0:
         return np.empty(shape, dtype)

@@ -40,7 +40,7 @@ import numpy as np
 
 from grubench.errors import ConfigError
 from grubench.registry import TaskEntry, register_task
-from grubench.tasks.base import Splits, TaskSpec
+from grubench.tasks.base import Split, Splits, TaskSpec
 from grubench.tasks.chorales import (
     LOWEST_MIDI,
     N_PITCHES,
@@ -85,6 +85,7 @@ class PolyphonicTaskConfig(FileTaskConfig):
 
 
 def spec(cfg: Any) -> TaskSpec:
+    """88 pitches in, 88 independent bits out (the next frame)."""
     return TaskSpec("real", N_PITCHES, "binary", N_PITCHES)
 
 
@@ -269,23 +270,40 @@ def load_rolls(cfg: Any) -> dict[str, list[np.ndarray]]:
     return out
 
 
+def steps(cfg: Any, rolls: dict[str, list[np.ndarray]]) -> int:
+    """The padded length: the longest sequence's steps (its frames - 1), capped at seq_len."""
+    longest = max(len(r) for split in rolls.values() for r in split)
+    return min(int(cfg.seq_len), longest - 1)
+
+
 def full_splits(cfg: Any) -> Splits:
     """The file's three splits as next-frame pairs, train not yet capped."""
     rolls = load_rolls(cfg)
-    longest = max(len(r) for split in rolls.values() for r in split)
-    length = min(int(cfg.seq_len), longest - 1)
+    length = steps(cfg, rolls)
     return Splits(**{s: sequences(rolls[s], length) for s in SPLITS})
 
 
 def load_splits(cfg: Any) -> Splits:
+    """The file's splits, train capped at task.train_size."""
     s = full_splits(cfg)
     return Splits(train=cap_train(s.train, cfg.train_size), val=s.val, test=s.test)
 
 
+def _targets(rolls: list[np.ndarray], length: int) -> Split:
+    """The target frames of `rolls` (1 .. min(L - 1, length)) as one unpadded sequence
+    [1, frames, 88]: what `bernoulli_nll` and `pitch_frequencies` score, without the padding
+    of the splits (a MuseData-sized file pads to gigabytes)."""
+    y = np.concatenate([r[1 : min(len(r) - 1, length) + 1] for r in rolls])[None]
+    mask = np.ones(y.shape[:2], np.float32)
+    return Split(y, y, mask, mask)
+
+
 def baseline(cfg: Any) -> float:
     """Test NLL of independent per-pitch Bernoulli frequencies from the train split."""
-    s = full_splits(cfg)
-    return bernoulli_nll(s.test, pitch_frequencies(s.train))
+    rolls = load_rolls(cfg)
+    length = steps(cfg, rolls)
+    test, train = _targets(rolls["test"], length), _targets(rolls["train"], length)
+    return bernoulli_nll(test, pitch_frequencies(train))
 
 
 def validate(cfg: Any) -> None:
@@ -301,10 +319,9 @@ def validate(cfg: Any) -> None:
 
 def complete(cfg: Any) -> dict[str, Any]:
     """The data set's name and the padded length the file gives (seq_len, capped)."""
-    longest = max(len(r) for split in load_rolls(cfg).values() for r in split)
     return {
         "dataset": dataset_name(cfg),
-        "seq_len": min(int(cfg.seq_len), longest - 1),
+        "seq_len": steps(cfg, load_rolls(cfg)),
         "sha256": pinned(cfg, [user_path(TASK, cfg.path)]),
     }
 

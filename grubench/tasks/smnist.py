@@ -63,6 +63,7 @@ class SMnistTaskConfig(FileTaskConfig):
 
 
 def spec(cfg: Any) -> TaskSpec:
+    """pixels_per_step reals in, one of ten classes out (at the last step)."""
     return TaskSpec("real", pixels_per_step(cfg), "classes", N_CLASSES)
 
 
@@ -156,6 +157,7 @@ def val_indices(n_train: int, val_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_splits(cfg: Any) -> Splits:
+    """Train (capped at task.train_size), the validation carve, and test."""
     a = load(cfg)
     order = np.random.default_rng(int(cfg.data_seed)).permutation(N_PIXELS) if cfg.permute else None
     train, val = val_indices(len(a["y_train"]), int(cfg.val_size))
@@ -168,6 +170,7 @@ def load_splits(cfg: Any) -> Splits:
 
 
 def baseline(cfg: Any) -> float:
+    """Test NLL of the train split's class frequencies (add-one smoothed)."""
     a = load(cfg)
     train, _ = val_indices(len(a["y_train"]), int(cfg.val_size))
     return prior_nll(a["y_train"][train], a["y_test"], N_CLASSES)
@@ -180,6 +183,8 @@ def pixels_per_step(cfg: Any) -> int:
 
 
 def validate(cfg: Any) -> None:
+    """pixels_per_step divides 784, seq_len agrees, val_size leaves train images;
+    the file loads (DataError otherwise) and matches task.sha256 where set."""
     k = int(cfg.pixels_per_step)
     require(
         k >= 1 and N_PIXELS % k == 0,

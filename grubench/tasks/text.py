@@ -115,6 +115,7 @@ def files_of(cfg: Any) -> list[Path]:
 
 
 def read_text(path: Path) -> str:
+    """The file's text, UTF-8; DataError (one line) where it is not."""
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -140,6 +141,7 @@ def vocabulary(train: list[str]) -> list[str]:
 
 
 def encode(syms: list[str], vocab: list[str]) -> np.ndarray:
+    """The ids [n] int32 of `syms` in `vocab`; 0 (`<unk>`) for a symbol not in it."""
     index = {s: i for i, s in enumerate(vocab)}
     return np.fromiter((index.get(s, 0) for s in syms), np.int32, count=len(syms))
 
@@ -227,6 +229,7 @@ def windows(stream: np.ndarray, length: int, *, context: int = 0, pad: bool) -> 
 
 
 def load_splits(cfg: Any) -> Splits:
+    """Windows of the three streams; train capped at task.train_size windows."""
     a = load(cfg)
     L, C = int(cfg.seq_len), int(cfg.context)
     return Splits(
@@ -237,6 +240,7 @@ def load_splits(cfg: Any) -> Splits:
 
 
 def spec(cfg: Any) -> TaskSpec:
+    """Symbols in, the next symbol out; bpc (char) or perplexity (word) beside the loss."""
     v = len(load(cfg)["vocab"])
     return TaskSpec(
         "tokens", v, "classes", v, also=("bpc",) if cfg.level == "char" else ("perplexity",)
@@ -266,6 +270,7 @@ def validate(cfg: Any) -> None:
 
 
 def complete(cfg: Any) -> dict[str, Any]:
+    """The content hash of the files read."""
     return {"sha256": pinned(cfg, files_of(cfg))}
 
 
