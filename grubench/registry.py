@@ -93,6 +93,11 @@ class TaskEntry:
     complete: Callable[[Any], dict[str, Any]] | None = None
     plot_unit: str = "nats"  # what the loss is measured in, for axis labels
 
+    def completion(self, cfg: Any) -> dict[str, Any]:
+        """`complete(cfg)` for the task config node `cfg` (validated); {} for a task whose
+        data decide no key."""
+        return {} if self.complete is None else self.complete(cfg)
+
 
 class Registry(Generic[E]):
     """Entries by name; filled on first use from `builtin`, entry points and GRUBENCH_PLUGINS."""

@@ -30,9 +30,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from grubench import tasks
 from grubench.config import FREE_KEYS, SAME_MATH_KEYS, config_difference
 from grubench.errors import RunDirError
+from grubench.registry import TASKS
 from grubench.results import atomic_write_text
 
 FINGERPRINT = "fingerprint.json"
@@ -66,10 +66,11 @@ def _without_free(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def request(resolved: dict[str, Any], task_cfg: Any) -> dict[str, Any]:
     """The config a run directory belongs to: `resolved` (the run's config as asked, resolved)
-    with the task keys its data decides (`grubench.tasks.completion`: for a task reading the
-    user's file, its content hash), so that a relaunch on changed data is another config.
-    `task_cfg` must have passed validation."""
-    return {**resolved, "task": {**resolved["task"], **tasks.completion(task_cfg)}}
+    with the task keys its data decides (`TaskEntry.completion`: for a task reading the user's
+    file, its content hash), so that a relaunch on changed data is another config. `task_cfg`
+    must have passed validation."""
+    keys = TASKS.get(task_cfg.name).completion(task_cfg)
+    return {**resolved, "task": {**resolved["task"], **keys}}
 
 
 def fingerprint(config: dict[str, Any]) -> str:

@@ -54,17 +54,11 @@ def baseline(cfg: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def completion(cfg: Any) -> dict[str, Any]:
-    """The task keys the data of the task configured by `cfg` (a task config node) decides
-    (`TaskEntry.complete`: a file's data set, length, content hash); {} for most tasks."""
-    fn = TASKS.get(cfg.name).complete
-    return {} if fn is None else fn(cfg)
-
-
 def complete(cfg: Any) -> Any:
-    """The run config `cfg` (with a `task` node) with `completion` set; `cfg` itself where the
-    task decides no key."""
-    keys = completion(cfg.task)
+    """The run config `cfg` (with a `task` node) with the task keys its data decides set
+    (`TaskEntry.completion`: a file's data set, length, content hash); `cfg` itself where the
+    task decides none."""
+    keys = TASKS.get(cfg.task.name).completion(cfg.task)
     return OmegaConf.merge(cfg, {"task": keys}) if keys else cfg
 
 
@@ -83,7 +77,6 @@ __all__ = [
     "baseline",
     "batch_sums",
     "complete",
-    "completion",
     "make_splits",
     "mean_loss",
     "spec",
