@@ -25,6 +25,7 @@ import numpy as np
 
 from grubench.config import config_difference
 from grubench.errors import CheckpointError
+from grubench.progress import tell
 from grubench.results import atomic_write_text, jsonable
 
 FILES = "grubench.sha256"  # in each step's directory: the SHA-256 of every file orbax wrote
@@ -133,11 +134,9 @@ class Checkpoints:
                         f"checkpoint {path} is corrupt ({why}) and cannot be moved aside: "
                         f"remove it to resume from step {step}"
                     )
-                print(
+                tell(
                     f"grubench-train: warning: checkpoint {path} is corrupt ({why}); resuming "
-                    f"from the older step {step}" + (f"; renamed {moved}" if moved else ""),
-                    file=sys.stderr,
-                    flush=True,
+                    f"from the older step {step}" + (f"; renamed {moved}" if moved else "")
                 )
             if corrupt and quarantine:
                 self.manager.reload()  # forget the renamed steps

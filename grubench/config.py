@@ -185,7 +185,9 @@ class TrainerConfig:
     clip_norm: float = 1.0  # global-norm gradient clipping; 0 disables
     warmup_steps: int = 100
     final_lr_ratio: float = 0.1  # cosine decays lr to lr * final_lr_ratio
-    eval_every: int = 250
+    # Evaluate (validation and a fixed training subset) every this many steps; 0: steps // 20
+    # (at least 1), so a run's learning curves have 20 points.
+    eval_every: int = 0
     log_every: int = 50
     eval_batch_size: int = 500
     timing_warmup: int = 5  # steps excluded from the step-time median
@@ -214,6 +216,11 @@ class LoggerConfig:
     group: str | None = None
     # auto: online when an API key is configured, else offline | online | offline | disabled
     mode: str = "auto"
+    # Where W&B writes its runs (DIR/wandb/...): null is $WANDB_DIR, else the sweep's directory
+    # (a single run's own), so one `wandb sync DIR/wandb` uploads a whole sweep.
+    dir: str | None = None
+    # Also log each run's final checkpoint as a W&B artifact (type "model").
+    log_checkpoints: bool = False
 
 
 @dataclass
@@ -356,7 +363,12 @@ def validate(cfg: DictConfig | Config) -> None:
     require(tr.clip_norm >= 0, "trainer.clip_norm", tr.clip_norm, "a float >= 0 (0 disables)")
     require(tr.warmup_steps >= 0, "trainer.warmup_steps", tr.warmup_steps, "an integer >= 0")
     require(0 <= tr.final_lr_ratio <= 1, "trainer.final_lr_ratio", tr.final_lr_ratio, "in [0, 1]")
-    require(tr.eval_every >= 1, "trainer.eval_every", tr.eval_every, "an integer >= 1")
+    require(
+        tr.eval_every >= 0,
+        "trainer.eval_every",
+        tr.eval_every,
+        "an integer >= 0 (0: trainer.steps // 20, 20 evaluations)",
+    )
     require(tr.log_every >= 1, "trainer.log_every", tr.log_every, "an integer >= 1")
     require(
         tr.eval_batch_size >= 1, "trainer.eval_batch_size", tr.eval_batch_size, "an integer >= 1"

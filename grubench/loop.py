@@ -11,6 +11,7 @@ that inject faults; empty otherwise.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 import threading
@@ -32,9 +33,12 @@ from grubench.config import FREE_KEYS, config_difference, require, validate
 from grubench.model import param_count, with_budget
 from grubench.process import Preempted, StopSignals, Watchdog, exit_or_restart
 from grubench.program import Evaluator, Placed, check_fits
+from grubench.progress import FILE_ONLY, Progress
 from grubench.results import Results, member_key, member_record, new_record, read, write_json
 from grubench.sharding import primary
-from grubench.tracking import Tracker
+from grubench.tracking import RunContext, Tracker
+
+log = logging.getLogger(__name__)
 
 # Called with "start" once set up (compiled, resumed), with the step just finished ("1", "2",
 # ...) after its checkpoint, and with "end" after the last step: test code appends fault
@@ -79,7 +83,7 @@ def train(
     cfg: DictConfig,
     out_dir: str | Path,
     *,
-    group: str | None = None,
+    context: RunContext | None = None,
     restart_argv: list[str] | None = None,
 ) -> Results:
     """Train every member of `cfg`, write results.json and metrics.jsonl into `out_dir`, and
@@ -89,7 +93,7 @@ def train(
     A run resumes from the newest checkpoint in `out_dir/checkpoints` (or
     `trainer.resume`); a directory whose results.json says completed or diverged is returned
     untouched.
-    `group` names the sweep for W&B (default `logger.group`). If no step finishes for
+    `context` places the run for W&B (its sweep, overrides and directory). If no step finishes for
     `trainer.hang_timeout_s` seconds (a wedged XLA runtime), the process re-executes
     `restart_argv` (which must resume this run) or, without it, exits with status 3.
     """
@@ -133,7 +137,7 @@ def train(
             if previous is not None:
                 return previous
             fingerprint = rundir.record(out_dir, request) if primary() else None
-            return _train(cfg, out_dir, splits, fingerprint, stop_signal, group, restart_argv)
+            return _train(cfg, out_dir, splits, fingerprint, stop_signal, context, restart_argv)
 
 
 def _train(
@@ -142,13 +146,26 @@ def _train(
     splits: tasks.Splits,
     fingerprint: str | None,
     stop_signal: StopSignals,
-    group: str | None,
+    context: RunContext | None,
     restart_argv: list[str] | None,
 ) -> Results:
     """`train` once the directory is this process's: results.json is written however this
     ends (an exception, a signal, the hang watchdog's exit, a failed write of the curves)."""
     pop = population.members(cfg)
     config_dict = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    log.info("config:\n%s", OmegaConf.to_yaml(cfg).rstrip(), extra=FILE_ONLY)
+    every, steps = evaluation_interval(cfg.trainer), cfg.trainer.steps
+    evaluations = steps // every + (steps % every != 0)  # the steps evaluates_at says yes to
+    # Sparse curves warn; an interval of the whole run asks for one final evaluation.
+    if evaluations < min(20, steps) and every < steps:
+        log.warning(
+            "trainer.eval_every=%d gives %d evaluation(s) in %d steps, so each learning curve "
+            "has %d point(s); trainer.eval_every=0 gives 20",
+            cfg.trainer.eval_every,
+            evaluations,
+            cfg.trainer.steps,
+            evaluations,
+        )
     results = new_record(cfg, config_dict, pop, tasks.baseline(cfg.task))
     results["fingerprint"] = fingerprint
 
@@ -173,16 +190,17 @@ def _train(
             writer.join(timeout=30)
         exit_or_restart(message, restart_argv)
 
-    labels = [m.series() for m in pop]
-    tracker = Tracker(out_dir, cfg, config_dict, group=group, labels=labels, primary=primary())
+    tracker = Tracker(out_dir, cfg, config_dict, members=pop, context=context, primary=primary())
     dog = Watchdog(cfg.trainer.hang_timeout_s, on_hang)
     t_start = time.perf_counter()
-    failing = refused = set_up = False
+    failing = refused = set_up = preempted = False
     try:
         # The run yields what it has measured so far (set-up, then the whole run): a run that
         # fails part-way still records its parameter count, data size and memory.
         for fields in _run(cfg, pop, splits, tracker, out_dir, config_dict, dog, stop_signal):
             results.update(fields)
+            if not set_up:  # W&B once the run has set up: a refused resume leaves it alone
+                tracker.start(int(results.get("resumed_from_step") or 0))
             set_up = True
     except CheckpointError as e:
         # Before the first yield: the checkpoint to resume cannot be used. A refusal, like a
@@ -193,7 +211,7 @@ def _train(
             results["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
         raise
     except BaseException as e:
-        failing = True
+        failing, preempted = True, isinstance(e, Preempted)
         results["status"] = "failed"
         results["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
         raise
@@ -201,8 +219,7 @@ def _train(
         dog.stop()
         results["wall_s"] = time.perf_counter() - t_start
         try:
-            tracker.summary(results)
-            tracker.close()
+            tracker.flush()
         except Exception as e:
             if not failing:  # e.g. metrics.jsonl could not be written: the run's own error
                 results["status"] = "failed"
@@ -212,19 +229,33 @@ def _train(
         finally:
             if not refused:
                 write_record()
+            # W&B last: its summaries and artifacts are the files just written; pre-empted,
+            # it finishes at once (the requeue waits on this).
+            tracker.finish(results, preempted=preempted)
     return results
+
+
+def evaluation_interval(tr: Any) -> int:
+    """The steps between evaluations: `trainer.eval_every`, or with 0 `steps // 20` (at
+    least 1), which gives 20 evaluations and 20 points on each learning curve."""
+    return int(tr.eval_every) or max(1, int(tr.steps) // 20)
+
+
+def evaluates_at(done: int, tr: Any) -> bool:
+    """Whether a run evaluates after step `done`: every `evaluation_interval`, and the last."""
+    return done % evaluation_interval(tr) == 0 or done == tr.steps
+
+
+def _mean_text(values: np.ndarray) -> str:
+    """The mean of the finite values to 4 decimals (the members' mean), or 'non-finite'."""
+    finite = np.asarray(values, float)
+    finite = finite[np.isfinite(finite)]
+    return f"{finite.mean():.4f}" if finite.size else "non-finite"
 
 
 def _where_member(m: jax.Array, new, old):
     """Per member (leading axis), `new` where the bool [members] `m` else `old`."""
     return jax.tree.map(lambda a, b: jnp.where(m.reshape(-1, *[1] * (a.ndim - 1)), a, b), new, old)
-
-
-def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    # disable=None: a bar on a terminal, nothing in logs and pipes.
-    return tqdm(total=total, disable=None if enabled else True, unit="step", dynamic_ncols=True)
 
 
 def _resume_source(cfg: DictConfig, own: Checkpoints) -> Checkpoints:
@@ -299,6 +330,7 @@ def _run(
         if meta.get("grad_norms_init") is not None:
             results["grad_norms_init"] = meta["grad_norms_init"]
         results["resumed_from_step"] = start
+        log.info("resumed from the checkpoint of step %d (%s)", start, source.directory)
 
     def checkpoint(done: int) -> None:
         ckpts.save(
@@ -313,9 +345,11 @@ def _run(
                 "step_times": step_times[-1000:],
                 "rows": tracker.jsonl.rows,
                 "grad_norms_init": results.get("grad_norms_init"),
+                "train_seconds": train_seconds,
                 "config": config_dict,
             },
         )
+        log.info("checkpoint saved at step %d", done)
 
     t0 = time.perf_counter()
     with dog.paused():
@@ -358,73 +392,97 @@ def _run(
     # train_loss is measured like val_loss, on the whole training set up to 5 000 examples
     # (at least as many as validation has), so the gap compares like with like.
     train_eval = splits.train.take(max(len(splits.val), min(len(splits.train), 5000)))
-    bar = _progress(tr.steps, tr.progress and primary())
-    bar.update(start)
-    end = tr.steps
-    if tr.patience and np.all(since_best >= tr.patience):  # resumed after stopping early
-        end = start
-        results["stopped_early_at"] = start
-    dog.tick()
-    yield results.copy()
-    _after_step("start")
-    if stop_signal.raised:  # while setting up: the checkpoints on disk are all there is
-        raise Preempted(start, stop_signal.raised, stop_signal.requeue)
-    for step in range(start, end):
-        args = placed.inputs(step)
-        t = time.perf_counter()
-        state, out = compiled(state, *args, data)
-        jax.block_until_ready(state)
+    # train/loss in the curves: the same examples at every evaluation, as many as validation
+    # has (the first of those the final train_loss is measured on).
+    train_curve = splits.train.take(min(len(splits.train), len(splits.val)))
+    progress = Progress(tr.steps, start, tr.progress and primary())
+    try:
+        # Seconds spent in training steps alone (no compilation, evaluation or saving), across
+        # every start of the run.
+        train_seconds = float(restored[1].get("train_seconds", 0.0)) if restored else 0.0
+        end = tr.steps
+        if tr.patience and np.all(since_best >= tr.patience):  # resumed after stopping early
+            end = start
+            results["stopped_early_at"] = start
         dog.tick()
-        step_times.append(time.perf_counter() - t)
-        done = step + 1
-        if done % tr.log_every == 0 or done == tr.steps:
-            loss = layout.gather(out["loss"])
-            recent = step_times[-tr.log_every :]
-            rate = len(recent) / sum(recent)
-            tracker.log(
-                done,
-                {
-                    "train/loss": loss,
-                    "train/grad_norm": layout.gather(out["grad_norm"]),
-                    "steps_per_s": rate,
-                },
-            )
-            finite = loss[np.isfinite(loss)]
-            shown = f"{finite.mean():.4f}" if finite.size else "non-finite"
-            bar.set_postfix(loss=shown, steps_s=f"{rate:.1f}")
-        if done % tr.eval_every == 0 or done == tr.steps:
-            val = evaluate(state["params"], splits.val)
+        yield results.copy()
+        _after_step("start")
+        if stop_signal.raised:  # while setting up: the checkpoints on disk are all there is
+            raise Preempted(start, stop_signal.raised, stop_signal.requeue)
+        for step in range(start, end):
+            args = placed.inputs(step)
+            t = time.perf_counter()
+            state, out = compiled(state, *args, data)
+            jax.block_until_ready(state)
             dog.tick()
-            tracker.log(done, {"val/loss": val["loss"], "val/accuracy": val["accuracy"]})
-            tracker.flush()
-            better = val["loss"] < best_val
-            if tr.patience:  # a member that has stopped early keeps what it had alone
-                better &= since_best < tr.patience
-            best_val = np.where(better, val["loss"], best_val)
-            best_step = np.where(better, done, best_step)
-            since_best = np.where(better, 0, since_best + 1)
-            if tr.patience:
-                state["best_params"] = _where_member(
-                    layout.put_mask(better), state["params"], state["best_params"]
+            step_times.append(time.perf_counter() - t)
+            train_seconds += step_times[-1]
+            done = step + 1
+            row: dict[str, Any] = {}
+            if done % tr.log_every == 0 or done == tr.steps:
+                loss = layout.gather(out["loss"])
+                recent = step_times[-tr.log_every :]
+                rate = len(recent) / sum(recent)
+                row |= {
+                    "train/loss_batch": loss,
+                    "train/grad_norm": layout.gather(out["grad_norm"]),
+                    "train/steps_per_s": rate,
+                }
+                progress.report(done, _mean_text(loss), rate)
+            if evaluates_at(done, tr):
+                val = evaluate(state["params"], splits.val)
+                fit = evaluate(state["params"], train_curve)
+                dog.tick()
+                row |= {
+                    "val/loss": val["loss"],
+                    "val/accuracy": val["accuracy"],
+                    "train/loss": fit["loss"],
+                    "train/accuracy": fit["accuracy"],
+                }
+                log.info(
+                    "evaluation at step %d: val loss %s, val accuracy %s, train loss %s",
+                    done,
+                    _mean_text(val["loss"]),
+                    _mean_text(val["accuracy"]),
+                    _mean_text(fit["loss"]),
                 )
-                stopping = (since_best >= tr.patience) & (stopped_at == 0)
-                stopped_at = np.where(stopping, done, stopped_at)
-                state["stopped"] = layout.put_mask(stopped_at > 0)
-        bar.update(1)
-        stop = bool(tr.patience) and bool(np.all(since_best >= tr.patience))
-        if (tr.checkpoint_every and done % tr.checkpoint_every == 0) or done == tr.steps or stop:
-            checkpoint(done)
-        _after_step(str(done))
-        if stop_signal.raised:
-            if done % (tr.checkpoint_every or tr.steps + 1) and done != tr.steps and not stop:
-                checkpoint(done)  # (not saved above already)
-            raise Preempted(done, stop_signal.raised, stop_signal.requeue)
-        if stop:
-            results["stopped_early_at"] = done
-            break
-    if ckpts.latest() is None:  # resumed from another directory with nothing left to train
-        checkpoint(start)
-    bar.close()
+            if row:
+                tracker.log(done, {"train/seconds": train_seconds, **row})
+            if "val/loss" in row:
+                tracker.flush()
+                better = val["loss"] < best_val
+                if tr.patience:  # a member that has stopped early keeps what it had alone
+                    better &= since_best < tr.patience
+                best_val = np.where(better, val["loss"], best_val)
+                best_step = np.where(better, done, best_step)
+                since_best = np.where(better, 0, since_best + 1)
+                if tr.patience:
+                    state["best_params"] = _where_member(
+                        layout.put_mask(better), state["params"], state["best_params"]
+                    )
+                    stopping = (since_best >= tr.patience) & (stopped_at == 0)
+                    stopped_at = np.where(stopping, done, stopped_at)
+                    state["stopped"] = layout.put_mask(stopped_at > 0)
+            progress.advance()
+            stop = bool(tr.patience) and bool(np.all(since_best >= tr.patience))
+            if (
+                (tr.checkpoint_every and done % tr.checkpoint_every == 0)
+                or done == tr.steps
+                or stop
+            ):
+                checkpoint(done)
+            _after_step(str(done))
+            if stop_signal.raised:
+                if done % (tr.checkpoint_every or tr.steps + 1) and done != tr.steps and not stop:
+                    checkpoint(done)  # (not saved above already)
+                raise Preempted(done, stop_signal.raised, stop_signal.requeue)
+            if stop:
+                results["stopped_early_at"] = done
+                break
+        if ckpts.latest() is None:  # resumed from another directory with nothing left to train
+            checkpoint(start)
+    finally:  # also when the run ends by an exception: no bar left drawn
+        progress.close()
     ckpts.close()
     _after_step("end")
 

@@ -13,6 +13,7 @@ the same output directory, which resumes from the newest checkpoint.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -21,6 +22,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
+from grubench.progress import tell
 
 RESTARTS_ENV = "GRUBENCH_RESTARTS"  # how many times this command has restarted itself
 MAX_RESTARTS = 3
@@ -92,20 +95,17 @@ def exit_or_restart(message: str, argv: Sequence[str] | None) -> None:
     Called from the watchdog's thread: nothing else in this process can run any more."""
     restarts = int(os.environ.get(RESTARTS_ENV, "0"))
     if argv is not None and restarts < MAX_RESTARTS:
-        print(
+        tell(
             f"grubench-train: {message}; restarting from the last checkpoint "
-            f"({restarts + 1} of {MAX_RESTARTS})",
-            file=sys.stderr,
-            flush=True,
+            f"({restarts + 1} of {MAX_RESTARTS})"
         )
         sys.stdout.flush()
         os.environ[RESTARTS_ENV] = str(restarts + 1)
         os.execv(argv[0], list(argv))
-    print(
+    tell(
         f"grubench-train: error: {message}; run the same command to resume from the last "
         "checkpoint",
-        file=sys.stderr,
-        flush=True,
+        logging.ERROR,
     )
     sys.stdout.flush()
     os._exit(HANG_EXIT)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import statistics
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
-from grubench.runs import grid_points, show
-from grubench.stats import Cell, Table
+from grubench.runs import direction, grid_points, is_run_level, key_value, show, varying_keys
+from grubench.stats import Cell, MultiTable, Table, as_multi
 
 
 def mean_std_of(values: list[Any]) -> str:
@@ -37,8 +39,11 @@ def format_mean_std(mean: float, std: float) -> str:
     return body if not math.isfinite(std) else f"{body} ± {std:.{decimals}f}"
 
 
-def _counts(cell: Cell) -> str:
-    parts = [f"n={cell.n}"] + [
+def _counts(cell: Cell, with_n: bool = True) -> str:
+    """ "(n=3, 1 diverged)": n unless `with_n` is False (a caption states it), then the values
+    left out; "" when there is nothing to say."""
+    parts = [f"n={cell.n}"] if with_n else []
+    parts += [
         f"{k} {name}"
         for name, k in (
             ("diverged", cell.diverged),
@@ -47,34 +52,49 @@ def _counts(cell: Cell) -> str:
         )
         if k
     ]
-    return f"({', '.join(parts)})"
+    return f"({', '.join(parts)})" if parts else ""
 
 
-def _layout(table: Table) -> tuple[list[str], list[tuple[tuple, bool]]]:
-    """The header and, for each data column, (col, is_paper_column)."""
-    head = [*table.row_keys]
-    columns: list[tuple[tuple, bool]] = []
-    for col in table.cols:
-        head.append(table.col_label(col))
-        columns.append((col, False))
-        if col in table.paper_cols:
-            head.append(f"{table.col_label(col)} (paper)")
-            columns.append((col, True))
-    return head, columns
+# A data column of a rendered table: the metric's Table, the column's key values, and whether
+# it is the paper's column beside ours.
+_Column = tuple[Table, tuple, bool]
+
+
+def _columns(multi: MultiTable) -> list[_Column]:
+    """The data columns: each metric a block of the columns' values (and paper columns)."""
+    out: list[_Column] = []
+    for t in multi.tables:
+        for col in multi.cols:
+            out.append((t, col, False))
+            if col in t.paper_cols:
+                out.append((t, col, True))
+    return out
+
+
+def _label(multi: MultiTable, column: _Column, with_metric: bool) -> str:
+    """A column's header: "gru", "gru (paper)"; "test_loss gru" where several metrics share
+    one header row (`with_metric`)."""
+    t, col, is_paper = column
+    label = t.col_label(col)
+    if with_metric and len(multi.tables) > 1:
+        label = f"{t.metric} {label}"
+    return label + (" (paper)" if is_paper else "")
 
 
 def _paper_text(cell: Cell | None) -> str:
     return "—" if cell is None or cell.paper is None else f"{cell.paper:g}"
 
 
-def render_markdown(table: Table) -> str:
-    """A padded Markdown table, then the notes as paragraphs."""
-    head, columns = _layout(table)
-    grid = [head]
-    for row in table.rows:
-        line = table.row_label(row)
-        for col, is_paper in columns:
-            cell = table.cells.get((row, col))
+def render_markdown(table: Table | MultiTable) -> str:
+    """A padded Markdown table, then the notes as paragraphs. Several metrics: a block of
+    columns per metric, headed "METRIC COLUMN"."""
+    multi = as_multi(table)
+    columns = _columns(multi)
+    grid = [[*multi.row_keys, *(_label(multi, c, True) for c in columns)]]
+    for row in multi.rows:
+        line = [show(v) for v in row]
+        for t, col, is_paper in columns:
+            cell = t.cells.get((row, col))
             if is_paper:
                 line.append(_paper_text(cell))
             elif cell is None:
@@ -83,7 +103,7 @@ def render_markdown(table: Table) -> str:
                 body = format_mean_std(cell.mean, cell.std)
                 line.append(f"{f'**{body}**' if cell.best else body} {_counts(cell)}")
         grid.append([c.replace("|", r"\|") for c in line])
-    return "\n\n".join([_markdown_grid(grid), *table.notes])
+    return "\n\n".join([_markdown_grid(grid), *multi.all_notes()])
 
 
 def latex_escape(text: str) -> str:
@@ -112,67 +132,222 @@ def latex_escape(text: str) -> str:
     return "".join(out)
 
 
-def render_latex(table: Table) -> str:
-    """A booktabs tabular, then the notes in small print."""
-    head, columns = _layout(table)
-    spec = "l" * len(table.row_keys) + "r" * len(columns)
-    lines = [
-        rf"\begin{{tabular}}{{{spec}}}",
-        r"\toprule",
-        " & ".join(latex_escape(h) for h in head) + r" \\",
-        r"\midrule",
-    ]
-    for row in table.rows:
-        line = [latex_escape(v) for v in table.row_label(row)]
-        for col, is_paper in columns:
-            cell = table.cells.get((row, col))
-            if is_paper:
-                line.append(latex_escape(_paper_text(cell)))
-            elif cell is None:
-                line.append("---")
-            else:
-                body = latex_escape(format_mean_std(cell.mean, cell.std))
-                body = rf"\textbf{{{body}}}" if cell.best else body
-                line.append(f"{body} {latex_escape(_counts(cell))}")
-        lines.append(" & ".join(line) + r" \\")
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def table_caption(table: Table | MultiTable) -> str:
+    """The caption of a table (plain text): the metrics, mean ± std over what, n when it is the
+    same in every cell of a metric, and which way is better."""
+    multi = as_multi(table)
+    groups: dict[tuple[str, int | None], list[str]] = {}
+    for t in multi.tables:
+        unit = "runs (each measured once)" if is_run_level(t.metric) else "seeds"
+        groups.setdefault((unit, t.uniform_n()), []).append(t.metric)
+    text = "; ".join(
+        f"{_and(names)}: mean ± std (ddof=1) over {unit}, "
+        + (f"n = {n} per cell" if n is not None else "n in each cell")
+        for (unit, n), names in groups.items()
+    )
+    ways = {way: [m for m in multi.metrics if direction(m) == way] for way in ("lower", "higher")}
+    if len(multi.tables) == 1 and (way := direction(multi.metrics[0])):
+        text += f"; {way} is better, best of each row in bold"
+    elif any(ways.values()):
+        text += (
+            "; best of each row in bold ("
+            + "; ".join(
+                f"{way} is better for {_and(names)}" for way, names in ways.items() if names
+            )
+            + ")"
+        )
+    return text + "."
+
+
+def table_label(table: Table | MultiTable) -> str:
+    """The default \\label: tab:grubench-METRIC[-METRIC...], in characters safe in a key."""
+    key = "-".join(as_multi(table).metrics)
+    return "tab:grubench-" + re.sub(r"[^A-Za-z0-9:.]+", "-", key).strip("-")
+
+
+_NUMBER = re.compile(r"-?\d+(\.\d+)?(e[-+]?\d+)?")
+
+
+def _siunitx_value(mean: float, std: float) -> tuple[str, str | None, int] | None:
+    """`format_mean_std`'s digits as siunitx reads them: (the mean's mantissa, the std in the
+    mantissa's units or None, the exponent); None when the text is not a number."""
+    m_text, _, s_text = format_mean_std(mean, std).partition(" ± ")
+    if not _NUMBER.fullmatch(m_text) or (s_text and not _NUMBER.fullmatch(s_text)):
+        return None
+    mantissa, _, exp_text = m_text.partition("e")
+    exp = int(exp_text) if exp_text else 0
+    unc = format(Decimal(s_text).scaleb(-exp), "f") if s_text else None
+    return mantissa, unc, exp
+
+
+def _siunitx_format(values: list[tuple[str, str | None, int]]) -> str:
+    """The `table-format` that holds every value of a column: sign, integer and decimal digits,
+    uncertainty digits (in units of the last decimal), exponent digits."""
+    if not values:
+        return "1.0"
+    ints = decs = unc = exp = 0
+    sign = any(m.startswith("-") for m, _, _ in values)
+    for mantissa, u, e in values:
+        whole, _, frac = mantissa.lstrip("-").partition(".")
+        ints, decs = max(ints, len(whole)), max(decs, len(frac))
+        if u is not None:
+            digits = Decimal(u).scaleb(len(frac)).to_integral_value()
+            unc = max(unc, len(str(abs(int(digits)))))
+        exp = max(exp, len(str(abs(e))) if e else 0)
+    spec = f"{'+' if sign else ''}{ints}.{decs}" + (f"({unc})" if unc else "")
+    return spec + (f"e-{exp}" if exp else "")
+
+
+def _latex_cell(cell: Cell, with_n: bool, siunitx: bool) -> tuple[str, str]:
+    """(the number, the counts) of one of our cells, as LaTeX."""
+    counts = latex_escape(_counts(cell, with_n))
+    if siunitx:
+        value = _siunitx_value(cell.mean, cell.std)
+        if value is None:  # n/a: text, which an S column must not parse
+            return "{" + latex_escape(format_mean_std(cell.mean, cell.std)) + "}", counts
+        mantissa, unc, exp = value
+        body = mantissa + (rf" \pm {unc}" if unc is not None else "") + (f"e{exp}" if exp else "")
+        return (rf"\bfseries {body}" if cell.best else body), counts
+    body = latex_escape(format_mean_std(cell.mean, cell.std))
+    return (rf"\textbf{{{body}}}" if cell.best else body), counts
+
+
+def render_latex(
+    table: Table | MultiTable,
+    caption: str | None = None,
+    label: str | None = None,
+    siunitx: bool = False,
+) -> str:
+    """A `table` float: a booktabs tabular (several metrics: a header row of metrics over their
+    blocks of columns), the notes in small print, `\\caption` and `\\label` (default
+    `table_label`). `table_caption` is the caption, or, when `caption` (LaTeX, used as given)
+    replaces it, the first note: it states n where a metric's n is the same in every cell,
+    and those cells omit it. `siunitx`: our numbers in siunitx S columns (`mean \\pm std`,
+    printed with separate-uncertainty, aligned on the decimal marker; bold by \\bfseries),
+    the counts in a text column beside them; the fragment needs booktabs (and siunitx)."""
+    multi = as_multi(table)
+    columns = _columns(multi)
+    with_n = {t.metric: t.uniform_n() is None for t in multi.tables}
+    body: list[list[str]] = [[latex_escape(show(v)) for v in row] for row in multi.rows]
+    spec = ["l"] * len(multi.row_keys)
+    width: list[int] = []  # physical columns of each data column
+    for t, col, is_paper in columns:
+        cells = [t.cells.get((row, col)) for row in multi.rows]
+        if is_paper:
+            texts = [_paper_text(c) for c in cells]
+            if siunitx:
+                texts = ["---" if x == "—" else rf"\num{{{x}}}" for x in texts]
+            spec.append("c" if siunitx else "r")
+            width.append(1)
+            for line, x in zip(body, texts, strict=True):
+                line.append(latex_escape(x) if not siunitx else x)
+            continue
+        pairs = [
+            ("{---}" if siunitx else "---", "")
+            if c is None
+            else _latex_cell(c, with_n[t.metric], siunitx)
+            for c in cells
+        ]
+        if siunitx:
+            values = [v for c in cells if c is not None and (v := _siunitx_value(c.mean, c.std))]
+            spec.append(f"S[table-format={_siunitx_format(values)}]")
+            if any(counts for _, counts in pairs):
+                spec.append(r"@{\,}l")
+                width.append(2)
+                for line, (num, counts) in zip(body, pairs, strict=True):
+                    line += [num, counts]
+                continue
+            width.append(1)
+            for line, (num, _) in zip(body, pairs, strict=True):
+                line.append(num)
+        else:
+            spec.append("r")
+            width.append(1)
+            for line, (num, counts) in zip(body, pairs, strict=True):
+                line.append(f"{num} {counts}" if counts else num)
+
+    def head(text: str, w: int, s_column: bool) -> str:
+        if w > 1:
+            return rf"\multicolumn{{{w}}}{{c}}{{{text}}}"
+        return "{" + text + "}" if s_column else text
+
+    lines = [r"\toprule"]
+    if len(multi.tables) > 1:  # the metrics over their blocks of columns
+        top, rules, at = [""] * len(multi.row_keys), [], len(multi.row_keys) + 1
+        for t in multi.tables:
+            w = sum(w for (tt, _, _), w in zip(columns, width, strict=True) if tt is t)
+            top.append(rf"\multicolumn{{{w}}}{{c}}{{{latex_escape(t.metric)}}}")
+            rules.append(rf"\cmidrule(lr){{{at}-{at + w - 1}}}")
+            at += w
+        lines += [" & ".join(top) + r" \\", " ".join(rules)]
+    names = [latex_escape(k) for k in multi.row_keys]
+    for column, w in zip(columns, width, strict=True):
+        text = latex_escape(_label(multi, column, False))
+        names.append(head(text, w, siunitx and not column[2]))
+    lines += [" & ".join(names) + r" \\", r"\midrule"]
+    lines += [" & ".join(line) + r" \\" for line in body]
     lines += [r"\bottomrule", r"\end{tabular}"]
-    notes = [latex_escape(n) + r"\par" for n in table.notes]
-    return "\n".join(lines + ["", r"\smallskip", r"{\footnotesize", *notes, "}"])
+
+    # A caption of the user's own: ours (n, mean ± std over what) opens the notes instead.
+    notes = multi.notes if caption is None else [table_caption(multi), *multi.notes]
+    out = [r"% needs \usepackage{booktabs}" + (r" and \usepackage{siunitx}" if siunitx else "")]
+    out += [r"\begin{table}[t]", r"\centering"]
+    if siunitx:  # bold (\bfseries) is seen with detect-weight; math mode keeps Type 1 fonts
+        out.append(r"\sisetup{separate-uncertainty, detect-weight, group-digits=none}")
+    out += [rf"\begin{{tabular}}{{{''.join(spec)}}}", *lines]
+    if notes:
+        out += [r"\par\smallskip", r"{\footnotesize\raggedright"]
+        out += [latex_escape(n) + r"\par" for n in notes]
+        out.append("}")
+    out += [
+        rf"\caption{{{latex_escape(table_caption(multi)) if caption is None else caption}}}",
+        rf"\label{{{label or table_label(multi)}}}",
+        r"\end{table}",
+    ]
+    return "\n".join(out)
 
 
 def _csv_number(x: float | None) -> str:
     return "" if x is None or not math.isfinite(x) else repr(float(x))
 
 
-def render_csv(table: Table) -> str:
+def render_csv(table: Table | MultiTable) -> str:
     """One line per row: the row keys, then per column mean, std, n, diverged, failed, missing
-    (and the paper's value where --paper gives one); full precision, empty where none."""
-    head = [*table.row_keys]
-    for col in table.cols:
-        label = table.col_label(col)
-        head += [f"{label} {s}" for s in ("mean", "std", "n", "diverged", "failed", "missing")]
-        if col in table.paper_cols:
-            head.append(f"{label} paper")
+    (and the paper's value where --paper gives one); full precision, empty where none. Several
+    metrics: a group of columns per metric, each named "METRIC COLUMN mean" and so on."""
+    multi = as_multi(table)
+    head = [*multi.row_keys]
+    for t in multi.tables:
+        for col in multi.cols:
+            label = _label(multi, (t, col, False), True)
+            head += [f"{label} {s}" for s in ("mean", "std", "n", "diverged", "failed", "missing")]
+            if col in t.paper_cols:
+                head.append(f"{label} paper")
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(head)
-    for row in table.rows:
+    for row in multi.rows:
         line = ["" if v is None else show(v) for v in row]
-        for col in table.cols:
-            c = table.cells.get((row, col))
-            if c is None:
-                line += ["", "", "0", "0", "0", "0"]
-            else:
-                line += [
-                    _csv_number(c.mean),
-                    _csv_number(c.std),
-                    str(c.n),
-                    str(c.diverged),
-                    str(c.failed),
-                    str(c.missing),
-                ]
-            if col in table.paper_cols:
-                line.append(_csv_number(c.paper if c else None))
+        for t in multi.tables:
+            for col in multi.cols:
+                c = t.cells.get((row, col))
+                if c is None:
+                    line += ["", "", "0", "0", "0", "0"]
+                else:
+                    line += [
+                        _csv_number(c.mean),
+                        _csv_number(c.std),
+                        str(c.n),
+                        str(c.diverged),
+                        str(c.failed),
+                        str(c.missing),
+                    ]
+                if col in t.paper_cols:
+                    line.append(_csv_number(c.paper if c else None))
         writer.writerow(line)
     return buf.getvalue().rstrip("\n")
 
@@ -187,15 +362,16 @@ def _markdown_grid(cells: list[list[str]]) -> str:
 
 def summary_table(runs: list[dict[str, Any]]) -> str:
     """One Markdown row per run (per grid point of a population, with its values): what it
-    was, its test numbers (mean ± std over seeds), speed."""
+    was (every key that varies among the runs has a column, so no two rows of different
+    configs look alike), its test numbers (mean ± std over seeds), speed."""
     grid = any((r.get("members") or [{}])[0].get("values") for r in runs)
+    fixed = ("model", "task", "seq_len", "hidden", "depth")
+    grid_keys = {k for r in runs for m in r.get("members") or [] for k in m.get("values") or {}}
+    more = [k for k in varying_keys(runs) if k not in fixed and k not in grid_keys]
     head = [
         *(["grid"] if grid else []),
-        "model",
-        "task",
-        "seq_len",
-        "hidden",
-        "depth",
+        *fixed,
+        *more,
         "params",
         "seeds",
         "status",
@@ -217,6 +393,7 @@ def summary_table(runs: list[dict[str, Any]]) -> str:
                 r.get("seq_len"),
                 r.get("hidden"),
                 r.get("depth"),
+                *(show(key_value(r, k)) for k in more),
                 r.get("params"),
                 len(r.get("seeds", [])),
                 r.get("status"),

@@ -5,8 +5,9 @@ Two entry points:
 * `summary_table` / `SweepSummary`: one Markdown row per run, written to `summary.md` at the end
   of a Hydra multirun.
 * `grubench-report DIR...` (`main`): every results.json below the given directories, pivoted
-  into one table of a single metric. Rows and columns are keyed by flat result keys (model,
-  task, hidden, depth, seq_len, train_size, params) or dotted config keys (trainer.lr, ...).
+  into one table of one or more metrics (a block of columns per metric). Rows and columns are
+  keyed by flat result keys (model, task, hidden, depth, seq_len, train_size, params) or
+  dotted config keys (trainer.lr, ...). LaTeX is a `table` float with a caption and a label.
 
 The table's contract:
 
@@ -19,9 +20,9 @@ The table's contract:
 * Diverged seeds and failed runs never enter a mean and are never dropped silently: the cell
   counts them beside n (n + diverged + failed + missing = every seed the cell's runs tried) and a
   note under the table names each such run.
-* The best cell of each row (two or more cells with values) is bold: lower is better for losses,
-  gaps, MSE, times, bytes, compile time and parameter counts; higher for accuracies and
-  tokens/s; a metric of neither kind gets no bold.
+* The best cell of each row of a metric (two or more cells with values) is bold: lower is
+  better for losses, gaps, MSE, times, bytes, compile time and parameter counts; higher for
+  accuracies and tokens/s; a metric of neither kind gets no bold.
 * `--paper NAME` adds the published number (grubench/papers.json) beside each cell whose task,
   model, metric and seq_len the paper reports, and prints the citation under the table.
 * Bad input (no results.json, an unreadable directory or file, an unknown key, metric or paper)
@@ -31,23 +32,27 @@ The table's contract:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from grubench.errors import GrubenchError, ReportError
-from grubench.render import RENDERERS, render_markdown, summary_table
+from grubench.render import RENDERERS, render_latex, render_markdown, summary_table
 from grubench.results import atomic_write_text
 from grubench.runs import (
     available_metrics,
+    canonical_key,
     check_keys,
     check_metric,
+    key_value,
     load_paper,
     load_papers,
     read_runs,
+    varying_keys,
 )
-from grubench.stats import Table, build_table, select_best
+from grubench.stats import MultiTable, build_tables, has_values, select_best
 
 try:
     from hydra.experimental.callback import Callback
@@ -58,8 +63,8 @@ except ImportError:  # pragma: no cover - hydra is a dependency; keep report imp
 class SweepSummary(Callback):
     """Hydra callback: at the end of a multirun, print the sweep's runs side by side and write
     them to summary.md in the sweep directory; write report.md, the default comparison table
-    (test_loss by task, seq_len x model); and with `logger=wandb`, log the table and the plots
-    to W&B in the sweep's group."""
+    (`default_table`); and with `logger=wandb`, log the table and the plots to W&B in the
+    sweep's group."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -81,16 +86,35 @@ class SweepSummary(Callback):
             log_sweep(logger, logger.group or sweep_dir.name, sweep_dir, runs, plots.files)
 
 
-def default_table(runs: list[dict[str, Any]]) -> Table:
-    """A sweep's report.md: test_loss by task, seq_len (and any grid key but the learning
-    rate) x model; where the runs are populations over learning rates, each cell's rate is
-    chosen on validation (best_val_loss) and scored on test, never averaged over rates."""
-    grid = list(dict.fromkeys(k for r in runs for m in r.get("members") or [] for k in m["values"]))
-    rows = ["task", "seq_len", *(k for k in grid if k != "trainer.lr")]
+# The metrics of a sweep's report.md, each where some run holds it.
+DEFAULT_METRICS = ("test_loss", "test_accuracy", "test_bpc", "test_perplexity")
+
+
+def default_table(runs: list[dict[str, Any]]) -> MultiTable:
+    """A sweep's report.md: test_loss (and test_accuracy, bpc, perplexity where the runs have
+    them) by task, seq_len and every other key that varies within them (seeds aside) x model,
+    so no cell pools runs of different configs. A key that is constant in every cell (e.g.
+    hidden sizes matched to each model) pools nothing and is left to summary.md. Where the
+    runs are populations over learning rates, each cell's rate is chosen on validation
+    (best_val_loss) and scored on test, never averaged over rates."""
+    grid = {k for r in runs for m in r.get("members") or [] for k in m["values"]}
+    select = "trainer.lr" in grid
+    rows = ["task", "seq_len"]
+    shown = {"task", "seq_len", "model"} | ({"trainer.lr"} if select else set())
+    for key in varying_keys(runs):
+        if canonical_key(key) in shown:
+            continue
+        cells: dict[tuple, set] = {}
+        for r in runs:
+            cell = tuple(key_value(r, k) for k in [*rows, "model"])
+            cells.setdefault(cell, set()).add(key_value(r, key))
+        if any(len(values) > 1 for values in cells.values()):
+            rows.append(key)
     note = None
-    if "trainer.lr" in grid:
+    if select:
         runs, note = select_best(runs, [*rows, "model"], "trainer.lr", "best_val_loss")
-    table = build_table(runs, rows, ["model"], "test_loss", None)
+    metrics = [m for m in DEFAULT_METRICS if has_values(runs, m)] or ["test_loss"]
+    table = build_tables(runs, rows, ["model"], metrics, None)
     if note:
         table.notes.append(note)
     return table
@@ -104,8 +128,8 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="grubench-report",
-        description="Tables (and plots) comparing runs: every results.json below DIR..., one "
-        "metric pivoted over rows x cols, mean ± std over seeds per cell.",
+        description="Tables (and plots) comparing runs: every results.json below DIR..., "
+        "one or more metrics pivoted over rows x cols, mean ± std over seeds per cell.",
     )
     p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep or run directories")
     p.add_argument(
@@ -118,12 +142,41 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--metric",
         default="test_loss",
-        help="a metrics key (test_loss, val_accuracy, gap, ...), speed.KEY, "
-        "memory.KEY, params or wall_s (default: test_loss)",
+        help="comma-separated metrics, a block of columns each: metrics keys (test_loss, "
+        "val_accuracy, gap, ...), speed.KEY, memory.KEY, params or wall_s (default: test_loss)",
     )
     p.add_argument("--format", default="markdown", choices=sorted(RENDERERS))
+    p.add_argument(
+        "--caption",
+        metavar="TEXT",
+        help="LaTeX: the \\caption, LaTeX used as given (default: the metrics, mean ± std "
+        "over what, n where every cell has the same)",
+    )
+    p.add_argument(
+        "--label", metavar="KEY", help="LaTeX: the \\label (default: tab:grubench-METRIC)"
+    )
+    p.add_argument(
+        "--latex-siunitx",
+        action="store_true",
+        help="LaTeX: numbers in siunitx S columns, aligned on the decimal marker",
+    )
     p.add_argument("--out", metavar="FILE", help="write the table here (default: stdout)")
-    p.add_argument("--plots", metavar="DIR", help="also write PNG and SVG plots into DIR")
+    p.add_argument(
+        "--plots", metavar="DIR", help="also write the figures into DIR as PDF, PNG and SVG"
+    )
+    p.add_argument(  # the choices are grubench.plots.FIGSIZES and X_AXES (not imported here:
+        # matplotlib loads only when plots are asked for)
+        "--figsize",
+        choices=["column", "page"],
+        help="--plots width: one column (3.3 in) or the page (6.9 in); text >= 7 pt "
+        "(default: page)",
+    )
+    p.add_argument(
+        "--x",
+        choices=["steps", "seconds"],
+        help="the learning curves' x axis: training step, or seconds spent in training "
+        "steps (default: steps)",
+    )
     p.add_argument(
         "--select",
         metavar="KEY",
@@ -157,6 +210,29 @@ def _keys(text: str) -> list[str]:
     return [k.strip() for k in text.split(",") if k.strip()]
 
 
+def _latex_options(args: argparse.Namespace) -> dict[str, Any]:
+    """render_latex's options, {} for another format; ReportError for a LaTeX-only option
+    given with another format, or a label LaTeX cannot take."""
+    given = [
+        name
+        for name, value in (
+            ("--caption", args.caption),
+            ("--label", args.label),
+            ("--latex-siunitx", args.latex_siunitx),
+        )
+        if value
+    ]
+    if args.format != "latex":
+        if given:
+            raise ReportError(f"{given[0]} applies to --format latex only")
+        return {}
+    if args.label is not None and not re.fullmatch(r"[A-Za-z0-9:._/+-]+", args.label):
+        raise ReportError(
+            f"--label {args.label!r}: use letters, digits and : . _ / + - (no spaces)"
+        )
+    return {"caption": args.caption, "label": args.label, "siunitx": args.latex_siunitx}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """grubench-report: 0 on success, 2 (one line on stderr) on bad input."""
     try:
@@ -170,10 +246,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs, selected = select_best(
                 runs, _keys(args.rows) + _keys(args.cols), args.select, args.by
             )
-        table = build_table(runs, _keys(args.rows), _keys(args.cols), args.metric, paper)
+        latex = _latex_options(args)
+        for name, value in (("--figsize", args.figsize), ("--x", args.x)):
+            if value and not args.plots:
+                raise ReportError(f"{name} applies to --plots only")
+        table = build_tables(runs, _keys(args.rows), _keys(args.cols), _keys(args.metric), paper)
         if selected:
             table.notes.append(selected)
-        text = RENDERERS[args.format](table)
+        text = render_latex(table, **latex) if latex else RENDERERS[args.format](table)
         if args.out:
             try:
                 atomic_write_text(args.out, text + "\n")
@@ -183,12 +263,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(text)
         if args.format == "csv":  # the notes have no place in the CSV itself
-            for note in table.notes:
+            for note in table.all_notes():
                 print(note, file=sys.stderr)
         if args.plots:
             from grubench.plots import write_plots
 
-            result = write_plots(runs, args.plots)
+            result = write_plots(
+                runs, args.plots, figsize=args.figsize or "page", x=args.x or "steps"
+            )
             for line in result.skipped:
                 print(f"plots: {line}", file=sys.stderr)
             for path in result.files:

@@ -23,7 +23,6 @@ import fcntl
 import hashlib
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from typing import Any
 
 from grubench.config import FREE_KEYS, SAME_MATH_KEYS, config_difference
 from grubench.errors import RunDirError
+from grubench.progress import tell
 from grubench.registry import TASKS
 from grubench.results import atomic_write_text
 
@@ -202,11 +202,9 @@ def locked(out_dir: str | Path) -> Iterator[None]:
                 unlocked = e.strerror
                 break
         if unlocked is not None:
-            print(
+            tell(
                 f"grubench-train: warning: {out_dir} cannot be locked ({unlocked}): nothing "
-                "stops a second process from running in it",
-                file=sys.stderr,
-                flush=True,
+                "stops a second process from running in it"
             )
             yield
             return

@@ -178,9 +178,15 @@ def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def run_description(run: dict[str, Any]) -> dict[str, Any]:
-    """What makes `run` the experiment it is: the flat keys (except params) and every other
-    config key that changes a measurement; seeds, logging and checkpointing left out."""
-    desc = {k: key_value(run, k) for k in FLAT_KEYS if k != "params"}
+    """What makes `run` the experiment it is: the flat keys (except params, and hidden where
+    model.param_budget chose it: the budget describes the run) and every other config key
+    that changes a measurement; seeds, logging and checkpointing left out."""
+    derived = {"params"} | (
+        {"hidden"}
+        if _config_lookup(run.get("config") or {}, "model.param_budget") not in (_MISSING, None, 0)
+        else set()
+    )
+    desc = {k: key_value(run, k) for k in FLAT_KEYS if k not in derived}
     for k, v in flat_config(run.get("config") or {}).items():
         if k in CONFIG_TO_FLAT or k in _SEED_KEYS or is_free_key(k) or _implied(k, v):
             continue

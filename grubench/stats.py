@@ -3,6 +3,7 @@ notes that say what was pooled or left out, papers' numbers, and model selection
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -18,11 +19,42 @@ from grubench.runs import (
     is_run_level,
     key_value,
     paper_value,
+    run_description,
     samples,
     show,
     sort_key,
     varying_keys,
 )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """n, mean, sample std (ddof=1) and a t-based confidence interval of some values."""
+
+    n: int
+    mean: float
+    std: float  # NaN when n < 2
+    ci_low: float  # NaN when n < 2
+    ci_high: float
+
+
+def summarize(values: Sequence[float | None], level: float = 0.95) -> Summary:
+    """The finite `values`' n, mean, std (ddof=1) and the Student-t interval
+    mean ± t_{(1+level)/2, n-1} · std / sqrt(n) (scipy.stats); NaN where n is too small."""
+    from scipy import stats as st
+
+    xs = [float(x) for x in values if x is not None and math.isfinite(x)]
+    n = len(xs)
+    if n == 0:
+        return Summary(0, math.nan, math.nan, math.nan, math.nan)
+    mean = statistics.fmean(xs)
+    if n < 2:
+        return Summary(1, mean, math.nan, math.nan, math.nan)
+    std = statistics.stdev(xs)
+    if std == 0:
+        return Summary(n, mean, 0.0, mean, mean)
+    lo, hi = st.t.interval(level, n - 1, loc=mean, scale=std / math.sqrt(n))
+    return Summary(n, mean, std, float(lo), float(hi))
 
 
 @dataclass
@@ -50,10 +82,18 @@ class Table:
     cols: list[tuple]
     cells: dict[tuple[tuple, tuple], Cell]
     paper_cols: list[tuple] = field(default_factory=list)  # cols that get a paper column
-    notes: list[str] = field(default_factory=list)
+    # What a cell is (the metric, mean ± std over what, which way is better): a caption.
+    description: str = ""
+    notes: list[str] = field(default_factory=list)  # what was pooled, left out or cited
 
     def row_label(self, row: tuple) -> list[str]:
         return [show(v) for v in row]
+
+    def uniform_n(self) -> int | None:
+        """The n of every cell when all cells pool the same positive number of values,
+        else None (then each cell must say its own n)."""
+        ns = {c.n for c in self.cells.values()}
+        return ns.pop() if len(ns) == 1 and min(ns) > 0 else None
 
     def col_label(self, col: tuple) -> str:
         if len(self.col_keys) == 1 and canonical_key(self.col_keys[0]) in ("model", "task"):
@@ -158,12 +198,74 @@ def build_table(
     caption = f"{metric}: mean ± std (ddof=1) over {unit}; n = values pooled per cell"
     if better is not None:
         caption += f"; {better} is better, best of each row in bold"
-    table.notes.append(caption + ".")
+    table.description = caption + "."
     table.notes += _status_notes(runs, run_cell, rows + cols, metric)
     table.notes += _pooling_notes(runs, run_cell, rows + cols)
     if paper is not None:
         _add_paper(table, runs, run_cell, paper)
     return table
+
+
+@dataclass
+class MultiTable:
+    """Several metrics of the same runs pivoted over the same rows x cols: one Table per
+    metric, in the order asked, and the notes of all of them, each said once."""
+
+    tables: list[Table]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> list[str]:
+        return [t.metric for t in self.tables]
+
+    @property
+    def row_keys(self) -> list[str]:
+        return self.tables[0].row_keys
+
+    @property
+    def col_keys(self) -> list[str]:
+        return self.tables[0].col_keys
+
+    @property
+    def rows(self) -> list[tuple]:
+        return sorted({r for t in self.tables for r in t.rows}, key=sort_key)
+
+    @property
+    def cols(self) -> list[tuple]:
+        return sorted({c for t in self.tables for c in t.cols}, key=sort_key)
+
+    def all_notes(self) -> list[str]:
+        """Each metric's description, then the notes: what a reader of the table needs."""
+        return [t.description for t in self.tables] + self.notes
+
+
+def as_multi(table: Table | MultiTable) -> MultiTable:
+    """A MultiTable of one Table is that Table (renderers take either)."""
+    return table if isinstance(table, MultiTable) else MultiTable([table], list(table.notes))
+
+
+def build_tables(
+    runs: list[dict[str, Any]],
+    rows: Sequence[str],
+    cols: Sequence[str],
+    metrics: Sequence[str],
+    paper: dict[str, Any] | None = None,
+) -> MultiTable:
+    """`build_table` for each of `metrics` (at least one; each checked before any is built).
+    Notes that several metrics share (pooling, failed runs, a citation) are kept once."""
+    metrics = list(dict.fromkeys(metrics))
+    if not metrics:
+        raise ReportError("--metric needs at least one metric")
+    for metric in metrics:
+        check_metric(runs, metric)
+    tables = [build_table(runs, rows, cols, m, paper) for m in metrics]
+    notes = list(dict.fromkeys(n for t in tables for n in t.notes))
+    return MultiTable(tables, notes)
+
+
+def has_values(runs: list[dict[str, Any]], metric: str) -> bool:
+    """Whether some run holds a finite value of `metric`."""
+    return any(state == "ok" for r in runs for _, _, state in samples(r, metric))
 
 
 def _status_notes(
@@ -218,13 +320,15 @@ def _pooling_notes(
         differ = tuple(k for k in varying_keys(runs[i] for i in idx) if k not in shown)
         if differ:
             mixed.setdefault(differ, []).append(where)
-        # A seed in two runs of a cell; the grid points of one population (one path) share
-        # their seeds by design and are not reruns.
-        seen: dict[Any, set] = {}
+        # A rerun: the same seed in two runs (two paths) of one experiment (one description).
+        # Runs that differ in some key reuse seeds by design (the note above names the keys),
+        # and so do the grid points of one population (one path).
+        seen: dict[tuple[str, Any], set] = {}
         for i in idx:
+            same = _description_key(runs[i])
             for s in runs[i].get("seeds") or []:
-                seen.setdefault(s, set()).add(runs[i].get("path", i))
-        dup = sorted(s for s, paths in seen.items() if len(paths) > 1)
+                seen.setdefault((same, s), set()).add(runs[i].get("path", i))
+        dup = sorted({s for (_, s), paths in seen.items() if len(paths) > 1}, key=str)
         if dup:
             reran.append(f"{where}: seed {', '.join(map(str, dup))}")
     notes = [
@@ -235,10 +339,15 @@ def _pooling_notes(
     ]
     if reran:
         notes.append(
-            f"pooled: the same seed in more than one run of a cell, each copy counted "
-            f"in n (a rerun?): {'; '.join(reran)}."
+            f"pooled: the same seed in more than one run of the same config in a cell, each "
+            f"copy counted in n (a rerun): {'; '.join(reran)}."
         )
     return notes
+
+
+def _description_key(run: dict[str, Any]) -> str:
+    """`run_description` as a comparable string: equal for runs of the same experiment."""
+    return json.dumps(run_description(run), sort_keys=True, default=repr)
 
 
 def _add_paper(

@@ -7,6 +7,7 @@ and the process concerns live in grubench/program.py, loop.py and process.py.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any, cast
@@ -26,8 +27,12 @@ from grubench.errors import (
 )
 from grubench.loop import finished, train
 from grubench.process import Preempted, restart_command
+from grubench.progress import tell
 from grubench.render import format_summary
-from grubench.sharding import initialize_distributed
+from grubench.sharding import initialize_distributed, primary
+from grubench.tracking import RunContext
+
+log = logging.getLogger("grubench.train")
 
 
 def _hydra_app(cfg: DictConfig) -> None:
@@ -38,13 +43,16 @@ def _hydra_app(cfg: DictConfig) -> None:
 
     runtime.configure()
     initialize_distributed()  # several SLURM tasks: one JAX program over all their devices
+    if not primary():  # of several processes, the first says what the run does
+        logging.getLogger("grubench").setLevel(logging.WARNING)
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     out_dir = Path(hc.runtime.output_dir)
+    log.info("output directory: %s", out_dir)
     try:
         validate(cfg)
     except (ConfigError, DataError) as e:
-        _fail(str(e), 2)
+        _fail(str(e), 2, job=True)
     try:  # grubench-train checked this before Hydra ran; a launcher's worker checks it here
         asked = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
         rundir.check(out_dir, rundir.request(asked, cfg.task), lock=False)
@@ -56,9 +64,12 @@ def _hydra_app(cfg: DictConfig) -> None:
         _print_finished(out_dir, previous)
         return
     try:
-        # A sweep is one W&B group, named after its directory unless logger.group says.
-        group = cfg.logger.group or (Path(hc.sweep.dir).name if multirun else None)
-        results = train(cfg, out_dir, group=group, restart_argv=_restart_argv(hc, multirun))
+        results = train(
+            cfg,
+            out_dir,
+            context=_context(cfg, hc, multirun),
+            restart_argv=_restart_argv(hc, multirun),
+        )
     except Preempted as e:
         if e.requeue is not None:  # under submitit: the checkpoint is safe, requeue now
             print(
@@ -71,9 +82,9 @@ def _hydra_app(cfg: DictConfig) -> None:
         # A pre-empted sweep stops too: its launcher requeues it. Ctrl-C: the shell's status.
         where = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         home = hc.sweep.dir if multirun else out_dir
-        _fail(f"{e} ({where}={home})", 130 if e.signal_name == "SIGINT" else 143)
+        _fail(f"{e} ({where}={home})", 130 if e.signal_name == "SIGINT" else 143, job=True)
     except KeyboardInterrupt:
-        _fail("interrupted; results.json records the run as failed", 130)
+        _fail("interrupted; results.json records the run as failed", 130, job=True)
     except (CheckpointError, TrackingError, ConfigError, DataError, RunDirError) as e:
         # ConfigError here: a population too large for memory, found before any compilation;
         # DataError: a data file that changed since the command line was checked.
@@ -82,7 +93,40 @@ def _hydra_app(cfg: DictConfig) -> None:
     except Exception as e:  # noqa: BLE001 - one line; results.json already says failed
         _fail_job(f"run failed ({type(e).__name__}: {e})".splitlines()[0], 1, multirun)
         return
-    print(format_summary(results), flush=True)
+    log.info(format_summary(results))
+
+
+def _context(cfg: DictConfig, hc, multirun: bool) -> RunContext:
+    """The run's place for W&B: a sweep is one W&B root and prefixes each group, named after
+    its directory unless logger.group says; a single run is a sweep of one."""
+    home = Path(hc.sweep.dir if multirun else hc.runtime.output_dir)
+    swept = _swept_keys(hc, home) if multirun else set()
+    own = [str(o) for o in hc.overrides.task]
+    return RunContext(
+        sweep=cfg.logger.group or home.name,
+        overrides=tuple(
+            o for o in own if _key(o) in swept or _key(o) in ("experiment", "+experiment")
+        ),
+        wandb_dir=home,  # unless logger.dir or $WANDB_DIR say (grubench.tracking.wandb_root)
+    )
+
+
+def _key(override: str) -> str:
+    return override.partition("=")[0].lstrip("~")
+
+
+def _swept_keys(hc, sweep_dir: Path) -> set[str]:
+    """The keys a sweep varies: its preset's `hydra.sweeper.params`, and the command line's
+    overrides with several values (as Hydra recorded them in the sweep's multirun.yaml)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = {str(k) for k in (hc.sweeper.get("params") or {})}
+    try:
+        recorded = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
+        parsed = OverridesParser.create().parse_overrides([str(o) for o in recorded])
+    except Exception:  # noqa: BLE001 - names only: without the file, the preset's keys
+        return keys
+    return keys | {o.key_or_group for o in parsed if o.is_sweep_override()}
 
 
 def _print_finished(out_dir: Path | None, previous: Any) -> None:
@@ -101,16 +145,24 @@ def _restart_argv(hc, multirun: bool) -> list[str] | None:
     return restart_command([sys.executable, *sys.orig_argv[1:]], key, str(where))
 
 
-def _fail(message: str, code: int) -> None:
-    print(f"grubench-train: error: {message}", file=sys.stderr)
+def _fail(message: str, code: int, *, job: bool = False) -> None:
+    """One line on stderr and exit `code`; a job's error also goes into its train.log."""
+    _say_error(message, job)
     raise SystemExit(code)
 
 
 def _fail_job(message: str, code: int, multirun: bool) -> None:
     """A failed job ends a single run; in a sweep it is reported and the sweep goes on."""
     if not multirun:
-        _fail(message, code)
-    print(f"grubench-train: error: {message}", file=sys.stderr)
+        _fail(message, code, job=True)
+    _say_error(message, job=True)
+
+
+def _say_error(message: str, job: bool) -> None:
+    if job:  # on stderr and in the job's train.log
+        tell(f"grubench-train: error: {message}", logging.ERROR)
+    else:  # before Hydra: there is no run yet
+        print(f"grubench-train: error: {message}", file=sys.stderr)
 
 
 def main() -> None:

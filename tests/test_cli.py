@@ -25,6 +25,28 @@ def test_single_run_writes_results_and_prints_summary(tmp_path):
     assert res["config"]["task"]["seq_len"] == 6
     assert "lstm on adding (seq_len=6" in p.stdout and "baseline 0.167" in p.stdout
     assert (out / "metrics.jsonl").exists()
+    # The run talks: where its outputs go first; off a terminal a progress line every
+    # log_every steps (TINY: 3 of 6) and each evaluation; a warning for a sparse curve.
+    lines = p.stdout.splitlines()
+    assert lines[0] == f"output directory: {out}"
+    steps = [x for x in lines if x.startswith("step ")]
+    assert [x.split()[1] for x in steps] == ["3/6", "6/6"]
+    assert all("steps/s" in x and "ETA" in x for x in steps)
+    assert sum(x.startswith("evaluation at step") for x in lines) == 2
+    assert "warning: trainer.eval_every=3 gives 2 evaluation(s) in 6 steps" in p.stdout
+    assert "config:" not in p.stdout  # the config goes to train.log only
+    # train.log holds all of it, and the config and checkpoint saves.
+    log = (out / "train.log").read_text()
+    for said in (
+        "output directory:",
+        "config:\nmodel:\n  name: lstm",
+        "step 3/6",
+        "evaluation at step 6",
+        "checkpoint saved at step 6",
+        "[WARNING] trainer.eval_every=3",
+        "lstm on adding (seq_len=6",
+    ):
+        assert said in log, said
 
 
 @pytest.mark.slow

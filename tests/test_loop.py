@@ -40,9 +40,15 @@ def test_results_and_curves_are_written(two_seeds):
     assert on_disk["speed"]["stream_step_ms"] > 0
     assert on_disk["memory"]["param_bytes"] == 4 * on_disk["params"]  # float32
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    steps = [r["step"] for r in rows if "train/loss" in r]
-    assert steps == [3, 6] and all(len(r["train/loss"]) == 2 for r in rows if "train/loss" in r)
-    assert [r["step"] for r in rows if "val/loss" in r] == [3, 6]
+    # One row per logged step: the minibatch loss every log_every steps, the evaluated losses
+    # every eval_every, the training seconds so far in each, increasing.
+    assert [r["step"] for r in rows] == [3, 6]
+    for key in ("train/loss_batch", "train/grad_norm", "val/loss", "train/loss", "train/accuracy"):
+        assert all(len(r[key]) == 2 for r in rows), key
+    seconds = [r["train/seconds"] for r in rows]
+    assert 0 < seconds[0] < seconds[1] <= on_disk["wall_s"]
+    # train/loss is evaluated on the training examples, not the last minibatch
+    assert rows[-1]["train/loss"] != rows[-1]["train/loss_batch"]
 
 
 def test_seeds_under_vmap_match_each_seed_alone(two_seeds, tmp_path):

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,6 +34,7 @@ def write_run(
     train_size: int = 1000,
     lr: float = 0.01,
     hidden: int = 32,
+    depth: int = 1,
     metrics=None,
     jsonl: bool = True,
     extra=None,
@@ -61,7 +63,7 @@ def write_run(
             None if str(s) in bad and k != "best_step" else x for s, x in zip(seeds, v, strict=True)
         ]
     cfg = {
-        "model": {"name": model, "hidden": hidden, "depth": 1, "dropout": 0.0},
+        "model": {"name": model, "hidden": hidden, "depth": depth, "dropout": 0.0},
         "task": {"name": task, "seq_len": seq_len, "train_size": train_size},
         "trainer": {"lr": lr, "seeds": len(seeds), "steps": 200, "progress": False},
         "logger": {"name": "none"},
@@ -76,10 +78,10 @@ def write_run(
         "model": model,
         "task": task,
         "hidden": hidden,
-        "depth": 1,
+        "depth": depth,
         "seq_len": seq_len,
         "train_size": train_size,
-        "params": 1000 if model == "gru" else 1300,
+        "params": (1000 if model == "gru" else 1300) * depth,
         "seeds": seeds,
         "metrics": metrics,
         "baselines": {"loss": 0.5},
@@ -330,98 +332,6 @@ def test_paper_values_match_seq_len_where_the_paper_fixes_one(tmp_path, capsys):
     assert "Bai, J. Zico Kolter, Vladlen Koltun" in out
 
 
-def full_sweep(root: Path) -> None:
-    """Runs with every kind of plot data: seq_len and train_size sweeps, recall, grad norms."""
-    for model in ("gru", "lstm"):
-        for seq_len in (10, 100, 1000):
-            lags = [1, 2, 4, 8]
-            write_run(
-                root,
-                f"{model}_{seq_len}",
-                model=model,
-                seq_len=seq_len,
-                extra={
-                    "recall": {
-                        "lags": lags,
-                        "accuracy": [[1 - lag / 20 - s / 50 for lag in lags] for s in range(2)],
-                    },
-                    "grad_norms": {
-                        "t": [0, 1, 2, 3],
-                        "norm": [[10.0**-t * (1 + s) for t in range(4)] for s in range(2)],
-                    },
-                },
-            )
-        for size in (100, 1000):
-            write_run(
-                root, f"{model}_n{size}", model=model, seq_len=10, train_size=size, jsonl=False
-            )
-    write_run(root, "failed", seq_len=100, status="failed")
-
-
-KINDS = [
-    "learning_curves_copy",
-    "step_time_vs_seq_len",
-    "memory_vs_seq_len",
-    "gap_vs_train_size",
-    "recall_vs_lag",
-    "grad_norm_vs_t",
-]
-
-
-def test_every_plot_kind_is_written_as_png_and_svg(tmp_path, capsys):
-    full_sweep(tmp_path / "s")
-    rc, _, err = run_main(capsys, tmp_path / "s", "--plots", tmp_path / "plots")
-    assert rc == 0, err
-    for stem in KINDS:
-        png, svg = tmp_path / "plots" / f"{stem}.png", tmp_path / "plots" / f"{stem}.svg"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", stem
-        assert b"<svg" in svg.read_bytes()[:1000], stem
-        assert f"wrote {png}" in err and f"wrote {svg}" in err
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(
-        f"{s}.{ext}" for s in KINDS for ext in ("png", "svg")
-    )
-    assert "left out 1 failed run" in err
-
-
-def test_plots_are_skipped_without_their_data(sweep, capsys, tmp_path):
-    # two seq_lens (speed and memory plots), metrics.jsonl (learning curves); one train_size,
-    # no recall, no grad norms
-    rc, _, err = run_main(capsys, sweep.root, "--plots", tmp_path / "plots")
-    assert rc == 0
-    names = sorted(p.stem for p in (tmp_path / "plots").iterdir())
-    assert names == sorted(
-        2 * ["learning_curves_copy", "memory_vs_seq_len", "step_time_vs_seq_len"]
-    )
-    assert "skipped generalisation gap" in err and "no run records recall" in err
-    assert "no run records grad_norms" in err
-    root = tmp_path / "one"
-    write_run(root, "a", jsonl=False)
-    write_run(root, "b", model="lstm", jsonl=False)
-    rc, _, err = run_main(capsys, root, "--plots", tmp_path / "none")
-    assert rc == 0 and list((tmp_path / "none").iterdir()) == []
-    assert "skipped learning curves" in err and "skipped step time" in err
-
-
-def test_plot_axes_are_labelled_with_units_and_log_where_wide(tmp_path):
-    from grubench.plots import _memory, _step_time
-
-    full_sweep(tmp_path / "s")
-    runs = [r for r in read_runs([tmp_path / "s"]) if r["status"] != "failed"]
-    ((_, fig),) = _step_time(runs)
-    ax = fig.axes[0]
-    assert ax.get_xlabel() == "sequence length (steps)" and ax.get_ylabel() == "step time (ms)"
-    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"  # 10..1000, 1..130 ms
-    ((_, fig),) = _memory(runs)
-    assert fig.axes[0].get_ylabel() == "train-step memory (MiB)"
-    # one line per experiment: train_size varies in this sweep, so it splits the lines
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
-        "gru, train_size=100 (n=1 run)",
-        "gru, train_size=1000 (n=4 runs)",
-        "lstm, train_size=100 (n=1 run)",
-        "lstm, train_size=1000 (n=4 runs)",
-    ]
-
-
 def test_out_writes_the_file_not_stdout(sweep, capsys, tmp_path):
     rc, out, err = run_main(capsys, sweep.root, "--out", tmp_path / "t.md")
     assert rc == 0 and out == ""
@@ -442,6 +352,13 @@ def bad_cases(tmp_path: Path) -> list[tuple[list, str]]:
         ([good / "a" / "metrics.jsonl"], "not a directory"),
         ([tmp_path / "broken"], "unreadable"),
         ([good, "--metric", "test_los"], "unknown metric 'test_los'"),
+        ([good, "--metric", "test_loss,nope"], "unknown metric 'nope'"),
+        ([good, "--metric", ","], "--metric needs at least one metric"),
+        ([good, "--caption", "GRU"], "--caption applies to --format latex only"),
+        ([good, "--latex-siunitx"], "--latex-siunitx applies to --format latex only"),
+        ([good, "--figsize", "column"], "--figsize applies to --plots only"),
+        ([good, "--x", "seconds"], "--x applies to --plots only"),
+        ([good, "--format", "latex", "--label", "tab:a b"], "--label 'tab:a b'"),
         ([good, "--metric", "speed.device"], "not numeric"),
         ([good, "--rows", "trainer.lrr"], "unknown key 'trainer.lrr'"),
         ([good, "--cols", "trainer"], "unknown key 'trainer'"),
@@ -547,3 +464,397 @@ def test_select_keeps_the_learning_rate_with_the_best_validation_loss(tmp_path, 
     assert "(n=2)" in row  # only the chosen runs are pooled
     assert "selected: in each cell the trainer.lr with the lower mean best_val_loss" in out
     assert "model=gru: 0.001" in out and "model=lstm: 0.01" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Several metrics in one table; LaTeX floats, captions and siunitx; the end-of-sweep summaries
+
+MODELS = ("gru", "lstm")
+
+
+def md_table(text: str) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the first Markdown table in the text."""
+    lines = [ln for ln in text.split("\n\n")[0].splitlines() if ln.startswith("|")]
+    parse = lambda ln: [c.strip() for c in ln.strip("|").split("|")]
+    return parse(lines[0]), [parse(ln) for ln in lines[2:]]
+
+
+def latex_rows(tex: str) -> list[list[str]]:
+    """The cells of each data row of the (one) tabular."""
+    body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0]
+    return [
+        [c.strip() for c in ln.rstrip().removesuffix(r"\\").split(" & ")]
+        for ln in body.strip().splitlines()
+    ]
+
+
+def expected(runs, metric):
+    """The values a cell of `metric` pools: per seed, or per run for params."""
+    if metric == "params":
+        return np.array([float(r["params"]) for r in runs if r["status"] != "failed"])
+    return pooled(runs, metric)
+
+
+def check_number(mean: str, std: str | None, values: np.ndarray) -> None:
+    assert close_to_print(mean, values.mean()), (mean, values)
+    if len(values) > 1:
+        assert std is not None and close_to_print(std, values.std(ddof=1)), (std, values)
+
+
+LATEX_CELL = re.compile(
+    r"^(\\textbf\{)?([-\d.e+]+)(?: \$\\pm\$ ([-\d.e+]+))?\}?(?: \((n=(\d+))?(?:, )?(.*)\))?$"
+)
+SIUNITX_CELL = re.compile(
+    r"^(\\bfseries )?(-?\d+(?:\.(\d+))?)(?: \\pm (\d+(?:\.\d+)?))?(?:e(-?\d+))?$"
+)
+
+
+def test_several_metrics_share_one_table_a_block_of_columns_each(sweep, capsys):
+    metrics = ["test_loss", "test_accuracy", "params"]
+    rc, out, err = run_main(capsys, sweep.root, "--metric", ",".join(metrics))
+    assert rc == 0, err
+    head, rows = md_table(out)
+    assert head == ["task", "seq_len", *(f"{m} {model}" for m in metrics for model in MODELS)]
+    assert [r[:2] for r in rows] == [["copy", "20"], ["copy", "50"]]
+    for row in rows:
+        for j, metric in enumerate(metrics):
+            cells = [parse_cell(c) for c in row[2 + 2 * j : 4 + 2 * j]]
+            means = []
+            for cell, model in zip(cells, MODELS, strict=True):
+                values = expected(sweep.runs[(model, int(row[1]))], metric)
+                assert cell.n == len(values), (metric, model, row)
+                check_number(cell.mean, cell.std, values)
+                means.append(values.mean())
+            pick = np.argmax if metric == "test_accuracy" else np.argmin
+            assert [c.bold for c in cells] == [i == pick(means) for i in range(2)], metric
+    notes = out.split("\n\n")[1:]
+    for metric in metrics:  # each metric says what its cells are; shared notes said once
+        assert sum(n.startswith(f"{metric}: mean ± std") for n in notes) == 1
+    assert sum(n.startswith("failed: 1 run") for n in notes) == 1
+
+
+def test_several_metrics_in_csv_parse_back(sweep, capsys):
+    rc, out, err = run_main(capsys, sweep.root, "--metric", "test_loss,params", "--format", "csv")
+    assert rc == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    for (model, seq_len), runs in sweep.runs.items():
+        row = rows[[20, 50].index(seq_len)]
+        for metric in ("test_loss", "params"):
+            values = expected(runs, metric)
+            assert float(row[f"{metric} {model} mean"]) == pytest.approx(values.mean(), rel=1e-12)
+            assert int(row[f"{metric} {model} n"]) == len(values)
+            if len(values) > 1:
+                std = float(row[f"{metric} {model} std"])
+                assert std == pytest.approx(values.std(ddof=1), rel=1e-12, abs=1e-12)
+    assert rows[1]["test_loss lstm diverged"] == "1" and rows[1]["params lstm diverged"] == "0"
+    assert "test_loss: mean ± std" in err and "params: mean ± std" in err
+
+
+def test_latex_is_a_table_float_with_a_header_per_metric(sweep, capsys):
+    rc, out, _ = run_main(
+        capsys, sweep.root, "--metric", "test_loss,test_accuracy", "--format", "latex"
+    )
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[1:4] == [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{llrrrr}"]
+    assert lines[-1] == r"\end{table}"
+    assert lines[-2] == r"\label{tab:grubench-test-loss-test-accuracy}"
+    assert r" &  & \multicolumn{2}{c}{test\_loss} & \multicolumn{2}{c}{test\_accuracy} \\" in lines
+    assert r"\cmidrule(lr){3-4} \cmidrule(lr){5-6}" in lines
+    assert r"task & seq\_len & gru & lstm & gru & lstm \\" in lines
+    caption = next(ln for ln in lines if ln.startswith(r"\caption{"))
+    assert r"test\_loss and test\_accuracy: mean $\pm$ std (ddof=1) over seeds" in caption
+    assert "n in each cell" in caption  # n differs between cells: each cell says it
+    for row in latex_rows(out):
+        for j, (metric, model) in enumerate(
+            (m, x) for m in ("test_loss", "test_accuracy") for x in MODELS
+        ):
+            cell = LATEX_CELL.match(row[2 + j])
+            assert cell and cell[4], row[2 + j]
+            values = expected(sweep.runs[(model, int(row[1]))], metric)
+            assert int(cell[5]) == len(values)
+            check_number(cell[2], cell[3], values)
+    assert re.search(r"(?<!\\)_", out) is None  # every underscore escaped
+
+
+@pytest.fixture
+def even(tmp_path):
+    """gru and lstm on copy/20, 3 finite seeds each (lstm tried a 4th, which diverged)."""
+    root = tmp_path / "even"
+    runs = {
+        "gru": [write_run(root, "gru", seeds=(0, 1, 2))],
+        "lstm": [write_run(root, "lstm", model="lstm", seeds=(0, 1, 2, 3), diverged={3: 50})],
+    }
+    return SimpleNamespace(root=root, runs=runs)
+
+
+def test_latex_n_is_in_the_caption_when_every_cell_has_the_same(even, sweep, capsys):
+    rc, out, _ = run_main(capsys, even.root, "--format", "latex", "--metric", "test_loss,params")
+    assert rc == 0
+    caption = next(ln for ln in out.splitlines() if ln.startswith(r"\caption{"))
+    assert r"test\_loss: mean $\pm$ std (ddof=1) over seeds, n = 3 per cell" in caption
+    assert (
+        "params: mean $\\pm$ std (ddof=1) over runs (each measured once), n = 1 per cell" in caption
+    )
+    (row,) = latex_rows(out)
+    assert "n=" not in " ".join(row)
+    assert row[3].endswith("(1 diverged)") and not row[2].endswith(")")  # what was left out
+    for j, model in enumerate(MODELS):
+        cell = LATEX_CELL.match(row[2 + j])
+        assert cell, row
+        check_number(cell[2], cell[3], pooled(even.runs[model]))
+    # n differs (4, 2, 2, 3): every cell keeps its own
+    rc, out, _ = run_main(capsys, sweep.root, "--format", "latex")
+    assert all(re.search(r"\(n=\d", c) for row in latex_rows(out) for c in row[2:])
+    assert "n in each cell" in out
+
+
+def test_caption_and_label_options(even, capsys):
+    rc, out, _ = run_main(
+        capsys,
+        even.root,
+        "--format",
+        "latex",
+        "--caption",
+        r"GRU vs.\ LSTM, \emph{copy}",
+        "--label",
+        "tab:copy_20",
+    )
+    assert rc == 0
+    assert r"\caption{GRU vs.\ LSTM, \emph{copy}}" in out and r"\label{tab:copy_20}" in out
+    # our caption, with n, then opens the notes: a custom caption loses nothing
+    notes = out.split(r"{\footnotesize\raggedright")[1]
+    assert notes.lstrip().startswith(r"test\_loss: mean $\pm$ std (ddof=1) over seeds, n = 3")
+
+
+def test_latex_siunitx_puts_numbers_in_s_columns(sweep, capsys):
+    metrics = ("test_loss", "test_accuracy")
+    rc, out, _ = run_main(
+        capsys, sweep.root, "--format", "latex", "--latex-siunitx", "--metric", ",".join(metrics)
+    )
+    assert rc == 0
+    assert r"\sisetup{separate-uncertainty, detect-weight, group-digits=none}" in out
+    assert r"and \usepackage{siunitx}" in out.splitlines()[0]
+    spec = re.search(r"\\begin\{tabular\}\{(.*)\}", out)[1]
+    formats = re.findall(r"S\[table-format=([^\]]+)\]", spec)
+    # per metric and model an S column, and (n differs) a text column of counts beside it
+    assert spec == "ll" + "".join(rf"S[table-format={f}]@{{\,}}l" for f in formats)
+    assert len(formats) == 4
+    assert r"task & seq\_len & \multicolumn{2}{c}{gru} & \multicolumn{2}{c}{lstm}" in out
+    assert r"$\pm$" not in out.split(r"\midrule")[1].split(r"\bottomrule")[0]
+    for row in latex_rows(out):
+        for j, (metric, model) in enumerate((m, x) for m in metrics for x in MODELS):
+            number, counts = row[2 + 2 * j], row[3 + 2 * j]
+            cell = SIUNITX_CELL.match(number)
+            assert cell, number
+            values = expected(sweep.runs[(model, int(row[1]))], metric)
+            assert counts.startswith(f"(n={len(values)}")
+            check_number(cell[2], cell[4], values)
+            # the column's table-format holds the number: integer digits, decimals, uncertainty
+            fmt = re.fullmatch(r"\+?(\d+)\.(\d+)(?:\((\d+)\))?", formats[j])
+            assert fmt, formats[j]
+            whole, _, frac = cell[2].lstrip("-").partition(".")
+            assert len(whole) <= int(fmt[1]) and len(frac) <= int(fmt[2])
+            if cell[4]:
+                unc = round(float(cell[4]) * 10 ** len(frac))
+                assert len(str(unc)) <= int(fmt[3])
+    bold = [c for row in latex_rows(out) for c in row if c.startswith(r"\bfseries")]
+    assert len(bold) == 4  # the best of each row, per metric
+
+
+def test_siunitx_cells_of_small_and_negative_numbers(tmp_path, capsys):
+    root = tmp_path / "s"
+    write_run(
+        root,
+        "a",
+        metrics={"test_loss": [5.3e-5, 5.5e-5, 5.1e-5], "gap": [-0.012, -0.02, 0.001]},
+        seeds=(0, 1, 2),
+    )
+    write_run(
+        root,
+        "b",
+        model="lstm",
+        metrics={"test_loss": [0.3, 0.31, 0.32], "gap": [0.1, 0.2, 0.3]},
+        seeds=(0, 1, 2),
+    )
+    rc, out, _ = run_main(
+        capsys, root, "--format", "latex", "--latex-siunitx", "--metric", "test_loss,gap"
+    )
+    assert rc == 0
+    (row,) = latex_rows(out)
+    small = SIUNITX_CELL.match(row[2])
+    assert small and small[1] and small[5] == "-5"  # bold, in units of 1e-5
+    assert float(small[2]) * 1e-5 == pytest.approx(5.3e-5, abs=0.005e-5)
+    assert float(small[4]) * 1e-5 == pytest.approx(
+        np.std([5.3e-5, 5.5e-5, 5.1e-5], ddof=1), rel=0.05
+    )
+    negative = SIUNITX_CELL.match(row[4])
+    assert negative and float(negative[2]) == pytest.approx(
+        np.mean([-0.012, -0.02, 0.001]), abs=5e-4
+    )
+    formats = re.findall(r"S\[table-format=([^\]]+)\]", out)
+    assert formats[0].endswith("e-1") and formats[2].startswith("+")  # exponent, sign
+
+
+def latex_document(fragment: str) -> str:
+    return "\n".join(
+        [
+            r"\documentclass{article}",
+            r"\usepackage{booktabs}",
+            r"\usepackage{siunitx}",
+            r"\begin{document}",
+            fragment,
+            r"\end{document}",
+        ]
+    )
+
+
+@pytest.mark.skipif(
+    shutil.which("pdflatex") is None or shutil.which("kpsewhich") is None,
+    reason="pdflatex is not installed",
+)
+def test_latex_outputs_compile(sweep, tmp_path, capsys):
+    import subprocess
+
+    if subprocess.run(["kpsewhich", "siunitx.sty"], capture_output=True).returncode != 0:
+        pytest.skip("siunitx is not installed")
+    write_run(
+        sweep.root,
+        "7_small",
+        task="adding",
+        metrics={"test_loss": [5.3e-5, 5.9e-5], "gap": [-1e-3, 2e-3]},
+    )
+    for extra in ([], ["--latex-siunitx"], ["--caption", r"\emph{GRU} vs.\ LSTM"]):
+        rc, out, _ = run_main(
+            capsys, sweep.root, "--format", "latex", "--metric", "test_loss,gap,params", *extra
+        )
+        assert rc == 0
+        tex = tmp_path / "doc.tex"
+        tex.write_text(latex_document(out))
+        p = subprocess.run(
+            ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", tex.name],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert p.returncode == 0, (extra, p.stdout[-3000:])
+        assert (tmp_path / "doc.pdf").stat().st_size > 0
+
+
+def two_by_two_by_two(root: Path) -> dict:
+    """A Hydra sweep model=gru,lstm model.depth=1,2 task.seq_len=10,20: every job the same
+    two seeds, as `trainer.seeds=2` gives each."""
+    runs = {}
+    for i, (model, depth, seq_len) in enumerate(
+        (m, d, t) for m in MODELS for d in (1, 2) for t in (10, 20)
+    ):
+        runs[(model, depth, seq_len)] = write_run(
+            root, f"{i}", model=model, depth=depth, seq_len=seq_len, seeds=(0, 1)
+        )
+    return runs
+
+
+def sweep_end(root: Path) -> None:
+    cfg = SimpleNamespace(hydra=SimpleNamespace(sweep=SimpleNamespace(dir=str(root))))
+    SweepSummary().on_multirun_end(cfg)
+
+
+def test_sweep_report_separates_every_key_that_varies(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    runs = two_by_two_by_two(root)
+    sweep_end(root)
+    report = (root / "report.md").read_text()
+    head, rows = md_table(report)
+    assert head == ["task", "seq_len", "depth"] + [
+        f"{m} {model}" for m in ("test_loss", "test_accuracy") for model in MODELS
+    ]
+    assert [r[:3] for r in rows] == [["copy", str(t), str(d)] for t in (10, 20) for d in (1, 2)]
+    for row in rows:
+        seq_len, depth = int(row[1]), int(row[2])
+        for j, (metric, model) in enumerate(
+            (m, x) for m in ("test_loss", "test_accuracy") for x in MODELS
+        ):
+            cell = parse_cell(row[3 + j])
+            values = np.array(runs[(model, depth, seq_len)]["metrics"][metric])
+            assert cell.n == 2  # one run's two seeds, never depth 1 and 2 together
+            check_number(cell.mean, cell.std, values)
+    assert "pooled:" not in report and "rerun" not in report
+    # summary.md: a row per run, every varying key shown, no two rows alike
+    lines = (root / "summary.md").read_text().splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    key = [head.index(k) for k in ("model", "depth", "seq_len")]
+    described = {tuple(ln.strip("|").split("|")[i].strip() for i in key) for ln in lines[2:]}
+    assert len(described) == len(lines) - 2 == 8
+
+
+def test_sweep_summary_shows_keys_beyond_the_usual_columns(tmp_path):
+    root = tmp_path / "lr"
+    grid = [(m, lr, n) for m in MODELS for lr in (1e-3, 1e-2) for n in (500, 1000)]
+    for i, (model, lr, size) in enumerate(grid):
+        write_run(root, f"{i}", model=model, lr=lr, train_size=size)
+    sweep_end(root)
+    lines = (root / "summary.md").read_text().splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    cols = [head.index(k) for k in ("model", "trainer.lr", "train_size")]
+    shown = [tuple(ln.strip("|").split("|")[i].strip() for i in cols) for ln in lines[2:]]
+    assert sorted(shown) == sorted((m, f"{lr:g}", str(n)) for m, lr, n in grid)
+    head, rows = md_table((root / "report.md").read_text())
+    assert head[:4] == ["task", "seq_len", "train_size", "trainer.lr"] and len(rows) == 4
+    assert all(parse_cell(c).n == 2 for row in rows for c in row[4:])
+
+
+def test_sweep_report_keeps_a_key_fixed_per_model_out_of_the_rows(tmp_path):
+    # parameter-matched sizes: hidden is set by the model, so it pools nothing in a model column
+    root = tmp_path / "matched"
+    write_run(root, "gru", model="gru", hidden=46)
+    write_run(root, "lstm", model="lstm", hidden=36)
+    sweep_end(root)
+    report = (root / "report.md").read_text()
+    head, rows = md_table(report)
+    assert head[:2] == ["task", "seq_len"] and "hidden" not in head and len(rows) == 1
+    assert "pooled:" not in report
+
+
+def test_rerun_note_only_for_the_same_config_and_seed(tmp_path, capsys):
+    root = tmp_path / "s"
+    write_run(root, "a", seeds=(0, 1))
+    write_run(root, "b", seeds=(0, 1), hidden=64)  # another config, the same seeds by design
+    rc, out, _ = run_main(capsys, root, "--rows", "task", "--cols", "model")
+    assert rc == 0 and "differ in hidden" in out and "rerun" not in out
+    write_run(root, "c", seeds=(1, 2))  # a's config again: seed 1 twice
+    rc, out, _ = run_main(capsys, root, "--rows", "task", "--cols", "model")
+    assert "differ in hidden" in out
+    assert "(a rerun): task=copy, model=gru: seed 1." in out
+
+
+def test_sweep_report_of_populations_picks_each_cells_rate_on_validation(tmp_path):
+    root = tmp_path / "pop"
+    chosen = {}
+    for model, best in (("gru", 1e-3), ("lstm", 1e-2)):
+        rates = [1e-3, 1e-3, 1e-2, 1e-2]  # two seeds at each grid point
+        val = [0.1 if lr == best else 0.3 for lr in rates]
+        test = RNG.uniform(0.1, 0.5, 4)
+        write_run(
+            root,
+            model,
+            model=model,
+            seeds=(0, 1, 0, 1),
+            metrics={"test_loss": test, "best_val_loss": val, "test_accuracy": 1 - test},
+            extra={
+                "members": [
+                    {"seed": s, "values": {"trainer.lr": lr}, "status": "completed"}
+                    for s, lr in zip((0, 1, 0, 1), rates, strict=True)
+                ]
+            },
+        )
+        chosen[model] = np.array([x for x, lr in zip(test, rates, strict=True) if lr == best])
+    sweep_end(root)
+    report = (root / "report.md").read_text()
+    head, (row,) = md_table(report)
+    assert head[:2] == ["task", "seq_len"] and "trainer.lr" not in head
+    for model, cell in zip(MODELS, row[2:4], strict=True):
+        cell = parse_cell(cell)
+        assert cell.n == 2
+        check_number(cell.mean, cell.std, chosen[model])
+    assert "selected: in each cell the trainer.lr" in report and "pooled:" not in report

@@ -79,3 +79,52 @@ def flush() -> None:
     import wandb
 
     wandb.teardown()
+
+
+def config(recs: list) -> dict:
+    """The run's config, {top-level key: value}: the run record's, then later updates."""
+    out: dict = {}
+    for r in recs:
+        kind = r.WhichOneof("record_type")
+        items = (
+            r.run.config.update if kind == "run" else r.config.update if kind == "config" else []
+        )
+        out.update({_key(i): json.loads(i.value_json) for i in items})
+    return out
+
+
+def metrics(recs: list) -> dict[str, object]:
+    """The define_metric records, by name (a glob by its pattern)."""
+    return {
+        r.metric.name or r.metric.glob_name: r.metric
+        for r in recs
+        if r.WhichOneof("record_type") == "metric"
+    }
+
+
+def artifacts(recs: list) -> list:
+    """The artifact records (log_artifact), in order."""
+    return [r.artifact for r in recs if r.WhichOneof("record_type") == "artifact"]
+
+
+def exit_code(recs: list) -> int | None:
+    """The exit code the run finished with (None: never finished)."""
+    codes = [r.exit.exit_code for r in recs if r.WhichOneof("record_type") == "exit"]
+    return codes[-1] if codes else None
+
+
+def run_files(root: str | Path) -> list[tuple[Path, list]]:
+    """(path, records) of every offline run file under `root`/wandb, in path order (the
+    service flushed first)."""
+    flush()
+    return [(p, records(p)) for p in sorted(Path(root).glob("wandb/offline-run-*/run-*.wandb"))]
+
+
+def by_name(root: str | Path) -> dict[str, list]:
+    """{display name: records} of the offline runs under `root`/wandb (names unique)."""
+    out: dict[str, list] = {}
+    for _, recs in run_files(root):
+        name = run_record(recs).display_name
+        assert name not in out, f"two runs named {name}"
+        out[name] = recs
+    return out
