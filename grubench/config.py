@@ -217,7 +217,7 @@ class LoggerConfig:
     # auto: online when an API key is configured, else offline | online | offline | disabled
     mode: str = "auto"
     # Where W&B writes its runs (DIR/wandb/...): null is $WANDB_DIR, else the sweep's directory
-    # (a single run's own), so one `wandb sync DIR/wandb` uploads a whole sweep.
+    # (a single run's own), so one `wandb sync DIR/wandb/offline-run-*` uploads a whole sweep.
     dir: str | None = None
     # Also log each run's final checkpoint as a W&B artifact (type "model").
     log_checkpoints: bool = False
@@ -405,6 +405,10 @@ def validate(cfg: DictConfig | Config) -> None:
         lg.mode,
         "auto, online, offline or disabled",
     )
+    if lg.name == "wandb":  # installed, a key for online, a directory to write into
+        from grubench.tracking import check_logger
+
+        check_logger(lg)
     if task.requires is not None:
         from grubench.tasks.data import check_requires
 

@@ -166,6 +166,14 @@ def _train(
             cfg.trainer.steps,
             evaluations,
         )
+    if cfg.trainer.warmup_steps >= steps:
+        log.warning(
+            "trainer.warmup_steps=%d is not below trainer.steps=%d: the learning rate never "
+            "reaches trainer.lr=%g",
+            cfg.trainer.warmup_steps,
+            steps,
+            cfg.trainer.lr,
+        )
     results = new_record(cfg, config_dict, pop, tasks.baseline(cfg.task))
     results["fingerprint"] = fingerprint
 
@@ -409,6 +417,7 @@ def _run(
         _after_step("start")
         if stop_signal.raised:  # while setting up: the checkpoints on disk are all there is
             raise Preempted(start, stop_signal.raised, stop_signal.requeue)
+        progress.begin()
         for step in range(start, end):
             args = placed.inputs(step)
             t = time.perf_counter()
@@ -490,7 +499,8 @@ def _run(
     if probe is not None:
         results["grad_norms"] = {
             "t": list(range(int(splits.val.x.shape[1]))),
-            "step": int(results.get("stopped_early_at", tr.steps)),
+            # With patience, each member's best-validation parameters: no one step.
+            "step": None if tr.patience else tr.steps,
             "norm": probe(params),
         }
     final = {}

@@ -815,7 +815,7 @@ def _grad_norms(runs: list[dict[str, Any]], look: _Look) -> _Made:
         return [], [got]
     enc, panels = got
     steps = {(r.get("grad_norms") or {}).get("step") for r in runs if r.get("grad_norms")}
-    after = f"final (step {steps.pop()})" if len(steps) == 1 else "final"
+    after = f"final (step {steps.pop()})" if len(steps) == 1 and None not in steps else "final"
     spec = _Spec(
         "Gradient norm vs time step",
         "time step t",

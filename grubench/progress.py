@@ -92,8 +92,8 @@ class Progress:
     """The progress of steps `start + 1 .. total`: on a terminal (and with `bar`) a tqdm bar;
     always, every call of `report`, one INFO line "step 300/2000  loss 0.4521  12.3 steps/s
     ETA 2m18s" (train.log; the console off a terminal). The rate is the training steps'; the
-    ETA is the wall-clock time per step since this start (evaluations and saving included),
-    read from `clock`."""
+    ETA is the wall-clock time per step since `begin` (evaluations and saving included), read
+    from `clock`."""
 
     def __init__(
         self, total: int, start: int, bar: bool, clock: Callable[[], float] = time.monotonic
@@ -109,6 +109,11 @@ class Progress:
         self.bar.update(start)
         if not self.bar.disable:
             _bars.append(self.bar)
+
+    def begin(self) -> None:
+        """Start the ETA's clock: the first step is about to run (set-up, compilation and
+        W&B's start are behind)."""
+        self.t0 = self.clock()
 
     def advance(self) -> None:
         self.bar.update(1)

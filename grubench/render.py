@@ -184,36 +184,34 @@ def _siunitx_value(mean: float, std: float) -> tuple[str, str | None, int] | Non
     return mantissa, unc, exp
 
 
-def _siunitx_format(values: list[tuple[str, str | None, int]]) -> str:
-    """The `table-format` that holds every value of a column: sign, integer and decimal digits,
-    uncertainty digits (in units of the last decimal), exponent digits."""
-    if not values:
+def _siunitx_format(numbers: list[tuple[str, int]]) -> str:
+    """The `table-format` that holds every (mantissa, exponent) of a column: sign, integer and
+    decimal digits, exponent digits."""
+    if not numbers:
         return "1.0"
-    ints = decs = unc = exp = 0
-    sign = any(m.startswith("-") for m, _, _ in values)
-    for mantissa, u, e in values:
+    ints = decs = exp = 0
+    sign = any(m.startswith("-") for m, _ in numbers)
+    for mantissa, e in numbers:
         whole, _, frac = mantissa.lstrip("-").partition(".")
         ints, decs = max(ints, len(whole)), max(decs, len(frac))
-        if u is not None:
-            digits = Decimal(u).scaleb(len(frac)).to_integral_value()
-            unc = max(unc, len(str(abs(int(digits)))))
         exp = max(exp, len(str(abs(e))) if e else 0)
-    spec = f"{'+' if sign else ''}{ints}.{decs}" + (f"({unc})" if unc else "")
-    return spec + (f"e-{exp}" if exp else "")
+    return f"{'+' if sign else ''}{ints}.{decs}" + (f"e-{exp}" if exp else "")
 
 
-def _latex_cell(cell: Cell, with_n: bool, siunitx: bool) -> tuple[str, str]:
-    """(the number, the counts) of one of our cells, as LaTeX."""
+def _latex_cell(cell: Cell, with_n: bool, siunitx: bool) -> tuple[str, str, str]:
+    """(the mean, the std, the counts) of one of our cells, as LaTeX; without siunitx the
+    first holds `mean ± std` and the second is empty."""
     counts = latex_escape(_counts(cell, with_n))
+    bold = (lambda x: rf"\bfseries {x}") if cell.best else (lambda x: x)
     if siunitx:
         value = _siunitx_value(cell.mean, cell.std)
         if value is None:  # n/a: text, which an S column must not parse
-            return "{" + latex_escape(format_mean_std(cell.mean, cell.std)) + "}", counts
+            return "{" + latex_escape(format_mean_std(cell.mean, cell.std)) + "}", "", counts
         mantissa, unc, exp = value
-        body = mantissa + (rf" \pm {unc}" if unc is not None else "") + (f"e{exp}" if exp else "")
-        return (rf"\bfseries {body}" if cell.best else body), counts
+        power = f"e{exp}" if exp else ""
+        return bold(mantissa + power), bold(unc + power) if unc is not None else "", counts
     body = latex_escape(format_mean_std(cell.mean, cell.std))
-    return (rf"\textbf{{{body}}}" if cell.best else body), counts
+    return (rf"\textbf{{{body}}}" if cell.best else body), "", counts
 
 
 def render_latex(
@@ -226,9 +224,9 @@ def render_latex(
     blocks of columns), the notes in small print, `\\caption` and `\\label` (default
     `table_label`). `table_caption` is the caption, or, when `caption` (LaTeX, used as given)
     replaces it, the first note: it states n where a metric's n is the same in every cell,
-    and those cells omit it. `siunitx`: our numbers in siunitx S columns (`mean \\pm std`,
-    printed with separate-uncertainty, aligned on the decimal marker; bold by \\bfseries),
-    the counts in a text column beside them; the fragment needs booktabs (and siunitx)."""
+    and those cells omit it. `siunitx`: our means and stds in siunitx S columns of their own
+    with ± between, aligned on the decimal marker (bold by \\bfseries), the counts in a text
+    column beside them; the fragment needs booktabs (and siunitx)."""
     multi = as_multi(table)
     columns = _columns(multi)
     with_n = {t.metric: t.uniform_n() is None for t in multi.tables}
@@ -246,28 +244,33 @@ def render_latex(
             for line, x in zip(body, texts, strict=True):
                 line.append(latex_escape(x) if not siunitx else x)
             continue
-        pairs = [
-            ("{---}" if siunitx else "---", "")
+        parts = [
+            ("{---}" if siunitx else "---", "", "")
             if c is None
             else _latex_cell(c, with_n[t.metric], siunitx)
             for c in cells
         ]
         if siunitx:
+            # Mean and std in S columns of their own, "±" between them: aligned on the
+            # decimal marker (siunitx's own separate uncertainty spaces the ± unevenly).
             values = [v for c in cells if c is not None and (v := _siunitx_value(c.mean, c.std))]
-            spec.append(f"S[table-format={_siunitx_format(values)}]")
-            if any(counts for _, counts in pairs):
+            groups = [[(m, e) for m, _, e in values]]
+            stds = [(u, e) for _, u, e in values if u is not None]
+            if stds:
+                groups.append(stds)
+            spec.append(
+                r"@{${}\pm{}$}".join(f"S[table-format={_siunitx_format(g)}]" for g in groups)
+            )
+            counted = any(counts for _, _, counts in parts)
+            if counted:
                 spec.append(r"@{\,}l")
-                width.append(2)
-                for line, (num, counts) in zip(body, pairs, strict=True):
-                    line += [num, counts]
-                continue
-            width.append(1)
-            for line, (num, _) in zip(body, pairs, strict=True):
-                line.append(num)
+            width.append(len(groups) + counted)
+            for line, (num, std, counts) in zip(body, parts, strict=True):
+                line += [num, *([std] if stds else []), *([counts] if counted else [])]
         else:
             spec.append("r")
             width.append(1)
-            for line, (num, counts) in zip(body, pairs, strict=True):
+            for line, (num, _, counts) in zip(body, parts, strict=True):
                 line.append(f"{num} {counts}" if counts else num)
 
     def head(text: str, w: int, s_column: bool) -> str:
@@ -297,7 +300,7 @@ def render_latex(
     out = [r"% needs \usepackage{booktabs}" + (r" and \usepackage{siunitx}" if siunitx else "")]
     out += [r"\begin{table}[t]", r"\centering"]
     if siunitx:  # bold (\bfseries) is seen with detect-weight; math mode keeps Type 1 fonts
-        out.append(r"\sisetup{separate-uncertainty, detect-weight, group-digits=none}")
+        out.append(r"\sisetup{detect-weight, group-digits=none}")
     out += [rf"\begin{{tabular}}{{{''.join(spec)}}}", *lines]
     if notes:
         out += [r"\par\smallskip", r"{\footnotesize\raggedright"]

@@ -21,7 +21,7 @@ The table's contract:
   counts them beside n (n + diverged + failed + missing = every seed the cell's runs tried) and a
   note under the table names each such run.
 * The best cell of each row of a metric (two or more cells with values) is bold: lower is
-  better for losses, gaps, MSE, times, bytes, compile time and parameter counts; higher for
+  better for losses, MSE, times, bytes, compile time and parameter counts; higher for
   accuracies and tokens/s; a metric of neither kind gets no bold.
 * `--paper NAME` adds the published number (grubench/papers.json) beside each cell whose task,
   model, metric and seq_len the paper reports, and prints the citation under the table.

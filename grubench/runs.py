@@ -21,7 +21,8 @@ from typing import Any, Literal
 from grubench.config import ADDED_KEYS, LEGACY_KEYS, is_free_key
 from grubench.errors import ReportError
 from grubench.population import Member
-from grubench.results import READABLE, member_key, read
+from grubench.results import READABLE, SCHEMA, member_key, read
+from grubench.rundir import FINGERPRINT
 
 __all__ = ["ReportError"]  # re-exported: the error every reader of runs raises
 
@@ -43,9 +44,13 @@ _MISSING = object()
 
 def read_runs(dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     """Every results.json below `dirs` (or named directly), sorted by path, each with its
-    directory under "path". Raises ReportError for a missing or unreadable directory, an
-    unreadable or foreign results.json, or when none is found."""
+    directory under "path"; and, as a failed run, every run directory that has started (its
+    fingerprint.json) but holds no results.json: a run killed outright, or one still running,
+    is counted and named by the report, never left out unseen. Raises ReportError for a
+    missing or unreadable directory, an unreadable or foreign results.json, or when none is
+    found."""
     found: set[Path] = set()
+    unfinished: list[dict[str, Any]] = []
     for d in dirs:
         p = Path(d)
         if p.is_file() and p.name == "results.json":
@@ -64,9 +69,11 @@ def read_runs(dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
         for root, _, files in os.walk(p, onerror=walk_error):
             if "results.json" in files:
                 found.add(Path(root) / "results.json")
-    if not found:
+            elif FINGERPRINT in files and (run := _unfinished(Path(root))) is not None:
+                unfinished.append(run)
+    if not found and not unfinished:
         raise ReportError(f"no results.json found under {', '.join(map(str, dirs))}")
-    runs = []
+    runs = list(unfinished)
     for path in sorted(found):
         try:
             res = read(path)
@@ -79,7 +86,43 @@ def read_runs(dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
                 f"{' or '.join(map(str, READABLE))} (schema {got})"
             )
         runs += grid_points(res | {"path": str(path.parent)})
-    return runs
+    return sorted(runs, key=lambda r: r["path"])
+
+
+UNFINISHED = "no results.json: killed outright, or still running (its command resumes it)"
+
+
+def _unfinished(path: Path) -> dict[str, Any] | None:
+    """The record of a run directory that started (fingerprint.json: the config it runs) but
+    has no results.json: a failed run of that config with nothing measured; None where the
+    fingerprint cannot be read."""
+    try:
+        config = json.loads((path / FINGERPRINT).read_text())["config"]
+        model, task, trainer = config["model"], config["task"], config["trainer"]
+        seed = int(config.get("seed", 0))
+        seeds = list(range(seed, seed + int(trainer.get("seeds", 1))))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return {
+        "schema": SCHEMA,
+        "status": "failed",
+        "error": UNFINISHED,
+        "config": config,
+        "model": model.get("name"),
+        "task": task.get("name"),
+        "hidden": model.get("hidden"),
+        "depth": model.get("depth"),
+        "seq_len": task.get("seq_len"),
+        "train_size": task.get("train_size"),
+        "params": None,
+        "seeds": seeds,
+        "members": [],
+        "metrics": {},
+        "baselines": {"loss": None},
+        "speed": {},
+        "memory": {},
+        "path": str(path),
+    }
 
 
 # Parts of results.json holding a list with one entry per member, under a key.
@@ -260,15 +303,17 @@ _RUN_LEVEL_NAMES = ("params", "wall_s")
 
 
 def direction(metric: str) -> Literal["lower", "higher"] | None:
-    """Which way is better for `metric`, by its name; None when the name does not say."""
+    """Which way is better for `metric`, by its name; None when the name does not say (the
+    generalisation gap among them: a negative gap is not better than a small one)."""
     name = metric.lower()
+    if name == "gap" or name.endswith("_gap"):
+        return None
     if any(s in name for s in ("accuracy", "tokens_per_s", "solved")):
         return "higher"
     if any(
         s in name
         for s in (
             "loss",
-            "gap",
             "mse",
             "time",
             "bytes",

@@ -24,7 +24,7 @@ W&B gets one run per population member (seed x grid point), all live in this pro
   that failed or was pre-empted logs none: it finishes its W&B runs at once (pre-empted:
   marked so), leaving the time to the requeue.
 - every run writes under one root, `logger.dir`, else $WANDB_DIR, else the sweep's directory
-  (`RunContext.wandb_dir`): `wandb sync ROOT/wandb` uploads a whole sweep.
+  (`RunContext.wandb_dir`): `wandb sync ROOT/wandb/offline-run-*` uploads a whole sweep.
 - resuming: the members' W&B ids are kept in the run directory (`IDS_FILE`); a start that will
   resume a checkpoint reuses them with `resume="allow"`, so online the W&B runs continue
   (steps W&B already has are not sent again: where it has steps past the checkpoint, from a
@@ -497,6 +497,23 @@ def _import_wandb(logger_cfg: Any):
     return wandb, mode
 
 
+def check_logger(logger_cfg: Any) -> None:
+    """TrackingError (one line) for a W&B logger that cannot start: wandb not installed,
+    `logger.mode=online` without an API key, a W&B root (logger.dir, $WANDB_DIR) that is not a
+    directory. `config.validate` calls it, before any run directory or compilation."""
+    if logger_cfg.name != "wandb":
+        return
+    _import_wandb(logger_cfg)
+    for where, root in (
+        ("logger.dir", logger_cfg.get("dir")),
+        ("$WANDB_DIR", os.environ.get("WANDB_DIR")),
+    ):
+        if root:
+            if Path(root).exists() and not Path(root).is_dir():
+                raise TrackingError(f"{where}={root} is not a directory: W&B writes its runs there")
+            break  # the root W&B uses (wandb_root): logger.dir first
+
+
 def wandb_root(logger_cfg: Any, context: RunContext | None, home: Path) -> Path:
     """Where W&B writes (ROOT/wandb/...): logger.dir, else $WANDB_DIR, else the context's
     directory (the sweep's), else `home` (the run's directory)."""
@@ -559,8 +576,11 @@ def _start_runs(
                 dir=str(root),
                 reinit="create_new",
                 # The members share the process: its console output and system metrics are
-                # recorded once, by the first member's run.
-                settings=wandb.Settings(console="auto" if i == 0 else "off", x_disable_stats=i > 0),
+                # recorded once, by the first member's run, and W&B's own banner is said
+                # once (quiet: its warnings and errors still show).
+                settings=wandb.Settings(
+                    console="auto" if i == 0 else "off", x_disable_stats=i > 0, quiet=i > 0
+                ),
             )
             runs.append(run)
             run.define_metric(STEP_AXIS)

@@ -186,6 +186,20 @@ def test_wandb_online_without_an_api_key(tmp_path):
         *RUN, "logger=wandb", "logger.mode=online", f"hydra.run.dir={tmp_path / 'r'}", home=tmp_path
     )
     assert_one_line(p, 2, "logger.mode=online needs a W&B API key")
+    assert not (tmp_path / "r").exists()  # refused before Hydra makes the directory
+
+
+def test_a_wandb_root_that_is_a_file(tmp_path):
+    (tmp_path / "afile").write_text("")
+    p = cli(
+        *RUN,
+        "logger=wandb",
+        "logger.mode=offline",
+        f"logger.dir={tmp_path / 'afile'}",
+        f"hydra.run.dir={tmp_path / 'r'}",
+    )
+    assert_one_line(p, 2, f"logger.dir={tmp_path / 'afile'} is not a directory")
+    assert not (tmp_path / "r").exists()
 
 
 def test_wandb_not_installed(monkeypatch, tmp_path):

@@ -504,9 +504,8 @@ def check_number(mean: str, std: str | None, values: np.ndarray) -> None:
 LATEX_CELL = re.compile(
     r"^(\\textbf\{)?([-\d.e+]+)(?: \$\\pm\$ ([-\d.e+]+))?\}?(?: \((n=(\d+))?(?:, )?(.*)\))?$"
 )
-SIUNITX_CELL = re.compile(
-    r"^(\\bfseries )?(-?\d+(?:\.(\d+))?)(?: \\pm (\d+(?:\.\d+)?))?(?:e(-?\d+))?$"
-)
+# One number of an S column: bold or not, the mantissa (its decimals), the exponent.
+SIUNITX_NUMBER = re.compile(r"^(\\bfseries )?(-?\d+(?:\.(\d+))?)(?:e(-?\d+))?$")
 
 
 def test_several_metrics_share_one_table_a_block_of_columns_each(sweep, capsys):
@@ -633,33 +632,37 @@ def test_latex_siunitx_puts_numbers_in_s_columns(sweep, capsys):
         capsys, sweep.root, "--format", "latex", "--latex-siunitx", "--metric", ",".join(metrics)
     )
     assert rc == 0
-    assert r"\sisetup{separate-uncertainty, detect-weight, group-digits=none}" in out
+    assert r"\sisetup{detect-weight, group-digits=none}" in out
     assert r"and \usepackage{siunitx}" in out.splitlines()[0]
     spec = re.search(r"\\begin\{tabular\}\{(.*)\}", out)[1]
     formats = re.findall(r"S\[table-format=([^\]]+)\]", spec)
-    # per metric and model an S column, and (n differs) a text column of counts beside it
-    assert spec == "ll" + "".join(rf"S[table-format={f}]@{{\,}}l" for f in formats)
-    assert len(formats) == 4
-    assert r"task & seq\_len & \multicolumn{2}{c}{gru} & \multicolumn{2}{c}{lstm}" in out
-    assert r"$\pm$" not in out.split(r"\midrule")[1].split(r"\bottomrule")[0]
+    # per metric and model: the mean's S column, "±", the std's S column, and (n differs) a
+    # text column of counts beside them
+    pm = r"@{${}\pm{}$}"
+    assert spec == "ll" + "".join(
+        rf"S[table-format={m}]{pm}S[table-format={d}]@{{\,}}l"
+        for m, d in zip(formats[::2], formats[1::2], strict=True)
+    )
+    assert len(formats) == 8
+    assert r"task & seq\_len & \multicolumn{3}{c}{gru} & \multicolumn{3}{c}{lstm}" in out
+    assert r"\pm" not in out.split(r"\midrule")[1].split(r"\bottomrule")[0]
     for row in latex_rows(out):
         for j, (metric, model) in enumerate((m, x) for m in metrics for x in MODELS):
-            number, counts = row[2 + 2 * j], row[3 + 2 * j]
-            cell = SIUNITX_CELL.match(number)
-            assert cell, number
+            mean, std, counts = row[2 + 3 * j : 5 + 3 * j]
+            m, d = SIUNITX_NUMBER.match(mean), SIUNITX_NUMBER.match(std)
+            assert m and d, (mean, std)
+            assert bool(m[1]) == bool(d[1])  # bold together
             values = expected(sweep.runs[(model, int(row[1]))], metric)
             assert counts.startswith(f"(n={len(values)}")
-            check_number(cell[2], cell[4], values)
-            # the column's table-format holds the number: integer digits, decimals, uncertainty
-            fmt = re.fullmatch(r"\+?(\d+)\.(\d+)(?:\((\d+)\))?", formats[j])
-            assert fmt, formats[j]
-            whole, _, frac = cell[2].lstrip("-").partition(".")
-            assert len(whole) <= int(fmt[1]) and len(frac) <= int(fmt[2])
-            if cell[4]:
-                unc = round(float(cell[4]) * 10 ** len(frac))
-                assert len(str(unc)) <= int(fmt[3])
+            check_number(m[2], d[2], values)
+            # each column's table-format holds its numbers: integer digits and decimals
+            for number, fmt in ((m[2], formats[2 * j]), (d[2], formats[2 * j + 1])):
+                f = re.fullmatch(r"\+?(\d+)\.(\d+)", fmt)
+                assert f, fmt
+                whole, _, frac = number.lstrip("-").partition(".")
+                assert len(whole) <= int(f[1]) and len(frac) <= int(f[2])
     bold = [c for row in latex_rows(out) for c in row if c.startswith(r"\bfseries")]
-    assert len(bold) == 4  # the best of each row, per metric
+    assert len(bold) == 8  # the best of each row, per metric: its mean and its std
 
 
 def test_siunitx_cells_of_small_and_negative_numbers(tmp_path, capsys):
@@ -682,18 +685,19 @@ def test_siunitx_cells_of_small_and_negative_numbers(tmp_path, capsys):
     )
     assert rc == 0
     (row,) = latex_rows(out)
-    small = SIUNITX_CELL.match(row[2])
-    assert small and small[1] and small[5] == "-5"  # bold, in units of 1e-5
+    small, small_std = SIUNITX_NUMBER.match(row[2]), SIUNITX_NUMBER.match(row[3])
+    assert small and small[1] and small[4] == small_std[4] == "-5"  # bold, in units of 1e-5
     assert float(small[2]) * 1e-5 == pytest.approx(5.3e-5, abs=0.005e-5)
-    assert float(small[4]) * 1e-5 == pytest.approx(
+    assert float(small_std[2]) * 1e-5 == pytest.approx(
         np.std([5.3e-5, 5.5e-5, 5.1e-5], ddof=1), rel=0.05
     )
-    negative = SIUNITX_CELL.match(row[4])
+    negative = SIUNITX_NUMBER.match(row[6])  # after lstm's mean and std: gru's gap
     assert negative and float(negative[2]) == pytest.approx(
         np.mean([-0.012, -0.02, 0.001]), abs=5e-4
     )
     formats = re.findall(r"S\[table-format=([^\]]+)\]", out)
-    assert formats[0].endswith("e-1") and formats[2].startswith("+")  # exponent, sign
+    assert formats[0].endswith("e-1") and formats[1].endswith("e-1")  # exponents
+    assert formats[4].startswith("+")  # the gap's sign
 
 
 def latex_document(fragment: str) -> str:
@@ -858,3 +862,29 @@ def test_sweep_report_of_populations_picks_each_cells_rate_on_validation(tmp_pat
         assert cell.n == 2
         check_number(cell.mean, cell.std, chosen[model])
     assert "selected: in each cell the trainer.lr" in report and "pooled:" not in report
+
+
+def test_a_run_killed_before_its_results_is_counted_and_named(tmp_path, capsys):
+    """A job killed outright (SIGKILL, out of memory) leaves its fingerprint.json but no
+    results.json: the report counts it as failed in its cell and names it, never drops it."""
+    done = write_run(tmp_path, "0_gru")
+    killed = tmp_path / "1_lstm"
+    killed.mkdir()
+    config = {**done["config"], "model": {**done["config"]["model"], "name": "lstm"}}
+    (killed / "fingerprint.json").write_text(json.dumps({"fingerprint": "f", "config": config}))
+    rc, out, _ = run_main(capsys, tmp_path)
+    assert rc == 0
+    row = next(line for line in out.splitlines() if line.startswith("| copy"))
+    assert "n/a (n=0, 2 failed)" in row  # both seeds of the lstm run
+    assert "model=lstm: no results.json: killed outright, or still running" in out
+    rc, out, _ = run_main(capsys, tmp_path, "--format", "csv")
+    lstm = next(csv.DictReader(io.StringIO(out)))
+    assert (lstm["lstm n"], lstm["lstm failed"]) == ("0", "2")
+
+
+def test_which_way_is_better_by_the_metrics_name():
+    from grubench.runs import direction
+
+    assert direction("test_loss") == direction("speed.step_time_ms") == "lower"
+    assert direction("test_accuracy") == "higher"
+    assert direction("gap") is None  # a negative gap is not better than a small one
