@@ -8,12 +8,12 @@ import io
 import math
 import re
 import statistics
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
 from grubench.runs import direction, grid_points, is_run_level, key_value, show, varying_keys
-from grubench.stats import Cell, MultiTable, Table, as_multi
+from grubench.stats import Cell, Comparison, MultiTable, Table, as_multi, bold_rule
 
 
 def mean_std_of(values: list[Any]) -> str:
@@ -25,18 +25,73 @@ def mean_std_of(values: list[Any]) -> str:
     return format_mean_std(statistics.fmean(xs), std)
 
 
+def _last_place(std: float) -> int:
+    """The power of ten of the last of `std`'s two significant figures (after rounding:
+    0.0996 is 0.10, last place -2)."""
+    return int(f"{std:.1e}".split("e")[1]) - 1
+
+
+def number_format(mean: float, std: float) -> Callable[[float], str]:
+    """How `format_mean_std` writes the mean, for other numbers of its cell (the ends of its
+    confidence interval): to the decimal place of the std's second significant figure, or
+    three significant digits of the mean where there is no std (NaN, one value) or it is 0;
+    scientific notation for a mean under 1e-3."""
+    scale = abs(mean) if mean != 0 else abs(std) if math.isfinite(std) else 0.0
+    spread = math.isfinite(std) and std > 0
+    if 0 < scale < 1e-3:
+        exp = int(f"{scale:e}".split("e")[1])
+        digits = max(0, exp - _last_place(std)) if spread else 2
+        return lambda x: f"{x:.{digits}e}"
+    if spread:
+        last = _last_place(std)
+        if last > 0:  # std >= 100: round to its tens, hundreds, ...
+            return lambda x: f"{round(x, -last):.0f}"
+        return lambda x: f"{x:.{-last}f}"
+    decimals = 0 if scale == 0 else max(0, 2 - math.floor(math.log10(scale)))
+    return lambda x: f"{x:.{decimals}f}"
+
+
 def format_mean_std(mean: float, std: float) -> str:
-    """`mean ± std` to three significant digits of the mean, std to the same decimals;
-    scientific notation below 1e-3; just the mean when std is NaN (one value)."""
+    """`mean ± std`: the std to two significant figures and the mean to the same decimal
+    place (0.349 ± 0.006 is "0.3490 ± 0.0060"), scientific notation for a mean under 1e-3
+    ("5.30e-05 ± 1.2e-06"); a std of 0 as "± 0" beside three significant digits of the
+    mean; just the mean when std is NaN (one value); "n/a" without a mean."""
     if not math.isfinite(mean):
         return "n/a"
-    scale = abs(mean) if mean != 0 else abs(std) if math.isfinite(std) else 0.0
-    if 0 < scale < 1e-3:
-        body = f"{mean:.2e}"
-        return body if not math.isfinite(std) else f"{body} ± {std:.1e}"
-    decimals = 0 if scale == 0 else max(0, 2 - math.floor(math.log10(scale)))
-    body = f"{mean:.{decimals}f}"
-    return body if not math.isfinite(std) else f"{body} ± {std:.{decimals}f}"
+    fmt = number_format(mean, std)
+    if not math.isfinite(std):
+        return fmt(mean)
+    if std == 0:
+        return f"{fmt(mean)} ± 0"
+    sci = "e" in fmt(mean)
+    std_text = f"{std:.1e}" if sci else fmt(std)
+    return f"{fmt(mean)} ± {std_text}"
+
+
+def format_interval(cell: Cell) -> str:
+    """ "[lo, hi]", the cell's confidence interval to its mean's decimals; "" without one."""
+    if not (math.isfinite(cell.ci_low) and math.isfinite(cell.ci_high)):
+        return ""
+    fmt = number_format(cell.mean, cell.std)
+    return f"[{fmt(cell.ci_low)}, {fmt(cell.ci_high)}]"
+
+
+def format_p(p: float) -> str:
+    """A p-value to two significant figures, "<0.001" below that, "—" where untested."""
+    if not math.isfinite(p):
+        return "—"
+    return "<0.001" if p < 1e-3 else f"{p:.2g}"
+
+
+def format_difference(c: Comparison) -> str:
+    """ "-0.012 [-0.030, 0.006]": the difference and its interval, to the decimal place of the
+    second significant figure of the interval's half-width."""
+    if not math.isfinite(c.diff):
+        return "—"
+    if not (math.isfinite(c.ci_low) and math.isfinite(c.ci_high)):
+        return format_mean_std(c.diff, math.nan)
+    fmt = number_format(c.diff, (c.ci_high - c.ci_low) / 2)
+    return f"{fmt(c.diff)} [{fmt(c.ci_low)}, {fmt(c.ci_high)}]"
 
 
 def _counts(cell: Cell, with_n: bool = True) -> str:
@@ -85,9 +140,17 @@ def _paper_text(cell: Cell | None) -> str:
     return "—" if cell is None or cell.paper is None else f"{cell.paper:g}"
 
 
+def _cell_text(cell: Cell, show_ci: bool) -> str:
+    """ "mean ± std" and, with `show_ci`, its "[lo, hi]"."""
+    body = format_mean_std(cell.mean, cell.std)
+    ci = format_interval(cell) if show_ci else ""
+    return f"{body} {ci}" if ci else body
+
+
 def render_markdown(table: Table | MultiTable) -> str:
-    """A padded Markdown table, then the notes as paragraphs. Several metrics: a block of
-    columns per metric, headed "METRIC COLUMN"."""
+    """A padded Markdown table; with --compare the comparisons under it, and across tasks
+    their summary (`comparison_grid`, `cross_grid`); then the notes as paragraphs. Several
+    metrics: a block of columns per metric, headed "METRIC COLUMN"."""
     multi = as_multi(table)
     columns = _columns(multi)
     grid = [[*multi.row_keys, *(_label(multi, c, True) for c in columns)]]
@@ -100,10 +163,62 @@ def render_markdown(table: Table | MultiTable) -> str:
             elif cell is None:
                 line.append("—")
             else:
-                body = format_mean_std(cell.mean, cell.std)
+                body = _cell_text(cell, multi.options.show_ci)
                 line.append(f"{f'**{body}**' if cell.best else body} {_counts(cell)}")
-        grid.append([c.replace("|", r"\|") for c in line])
-    return "\n\n".join([_markdown_grid(grid), *multi.all_notes()])
+        grid.append(line)
+    grids = [grid]
+    if multi.comparisons:
+        grids.append(comparison_grid(multi))
+    if multi.cross:
+        grids.append(cross_grid(multi))
+    tables = [_markdown_grid([[c.replace("|", r"\|") for c in ln] for ln in g]) for g in grids]
+    return "\n\n".join([*tables, *multi.all_notes()])
+
+
+def comparison_grid(multi: MultiTable) -> list[list[str]]:
+    """The comparisons as rows of text, the header first: the row keys, the metric (where
+    there are several), the pair ("gru − lstm"), the difference with its interval, the n
+    each side, p and p Holm-corrected."""
+    several = len(multi.tables) > 1
+    pct = f"{100 * multi.options.level:g}%"
+    head = [*multi.row_keys, *(["metric"] if several else [])]
+    head += ["comparison", f"difference [{pct} CI]", "n", "p", "p (Holm)"]
+    out = [head]
+    for c in multi.comparisons:
+        out.append(
+            [
+                *(show(v) for v in c.row),
+                *([c.metric] if several else []),
+                multi.pair_label(c.a, c.b),
+                format_difference(c),
+                f"{c.n[0]}, {c.n[1]}",
+                format_p(c.p_value),
+                format_p(c.p_adjusted),
+            ]
+        )
+    return out
+
+
+def cross_grid(multi: MultiTable) -> list[list[str]]:
+    """The cross-task summary as rows of text, the header first."""
+    several = len(multi.tables) > 1
+    head = [*(["metric"] if several else []), "comparison", "wins", "ties", "losses"]
+    head += ["mean normalised score", "rows (tasks)"]
+    out = [head]
+    score = lambda x: "—" if not math.isfinite(x) else f"{x:.3f}"
+    for r in multi.cross:
+        out.append(
+            [
+                *([r.metric] if several else []),
+                multi.pair_label(r.a, r.b, " vs "),
+                str(r.wins),
+                str(r.ties),
+                str(r.losses),
+                f"{score(r.score_a)} vs {score(r.score_b)}",
+                f"{r.rows} ({r.tasks})",
+            ]
+        )
+    return out
 
 
 def latex_escape(text: str) -> str:
@@ -127,6 +242,10 @@ def latex_escape(text: str) -> str:
                 "–": "--",
                 "≥": r"$\geq$",
                 "×": r"$\times$",
+                "−": r"$-$",
+                "<": r"$<$",
+                ">": r"$>$",
+                "α": r"$\alpha$",
             }.get(ch, ch)
         )
     return "".join(out)
@@ -138,7 +257,7 @@ def _and(names: list[str]) -> str:
 
 def table_caption(table: Table | MultiTable) -> str:
     """The caption of a table (plain text): the metrics, mean ± std over what, n when it is the
-    same in every cell of a metric, and which way is better."""
+    same in every cell of a metric, which way is better and what bold means."""
     multi = as_multi(table)
     groups: dict[tuple[str, int | None], list[str]] = {}
     for t in multi.tables:
@@ -150,16 +269,19 @@ def table_caption(table: Table | MultiTable) -> str:
         for (unit, n), names in groups.items()
     )
     ways = {way: [m for m in multi.metrics if direction(m) == way] for way in ("lower", "higher")}
+    rule = bold_rule(multi.options)
     if len(multi.tables) == 1 and (way := direction(multi.metrics[0])):
-        text += f"; {way} is better, best of each row in bold"
+        text += f"; {way} is better, {rule}"
     elif any(ways.values()):
         text += (
-            "; best of each row in bold ("
+            f"; {rule} ("
             + "; ".join(
                 f"{way} is better for {_and(names)}" for way, names in ways.items() if names
             )
             + ")"
         )
+    if multi.options.show_ci:
+        text += f"; [lo, hi]: the mean's {multi.options.ci_name()}"
     return text + "."
 
 
@@ -198,10 +320,16 @@ def _siunitx_format(numbers: list[tuple[str, int]]) -> str:
     return f"{'+' if sign else ''}{ints}.{decs}" + (f"e-{exp}" if exp else "")
 
 
-def _latex_cell(cell: Cell, with_n: bool, siunitx: bool) -> tuple[str, str, str]:
+def _latex_cell(
+    cell: Cell, with_n: bool, siunitx: bool, show_ci: bool = False
+) -> tuple[str, str, str]:
     """(the mean, the std, the counts) of one of our cells, as LaTeX; without siunitx the
-    first holds `mean ± std` and the second is empty."""
-    counts = latex_escape(_counts(cell, with_n))
+    first holds `mean ± std` and the second is empty; with `show_ci` the counts begin with
+    the interval "[lo, hi]"."""
+    extra = " ".join(
+        x for x in (format_interval(cell) if show_ci else "", _counts(cell, with_n)) if x
+    )
+    counts = latex_escape(extra)
     bold = (lambda x: rf"\bfseries {x}") if cell.best else (lambda x: x)
     if siunitx:
         value = _siunitx_value(cell.mean, cell.std)
@@ -247,7 +375,7 @@ def render_latex(
         parts = [
             ("{---}" if siunitx else "---", "", "")
             if c is None
-            else _latex_cell(c, with_n[t.metric], siunitx)
+            else _latex_cell(c, with_n[t.metric], siunitx, multi.options.show_ci)
             for c in cells
         ]
         if siunitx:
@@ -302,6 +430,10 @@ def render_latex(
     if siunitx:  # bold (\bfseries) is seen with detect-weight; math mode keeps Type 1 fonts
         out.append(r"\sisetup{detect-weight, group-digits=none}")
     out += [rf"\begin{{tabular}}{{{''.join(spec)}}}", *lines]
+    for grid in ([comparison_grid(multi)] if multi.comparisons else []) + (
+        [cross_grid(multi)] if multi.cross else []
+    ):
+        out += [r"\par\medskip", *_latex_grid(grid)]
     if notes:
         out += [r"\par\smallskip", r"{\footnotesize\raggedright"]
         out += [latex_escape(n) + r"\par" for n in notes]
@@ -314,22 +446,57 @@ def render_latex(
     return "\n".join(out)
 
 
+def _latex_grid(grid: list[list[str]]) -> list[str]:
+    """A booktabs tabular of text cells (the header first): the text columns left-aligned,
+    those of numbers right-aligned."""
+    numeric = [
+        all(re.match(r"^[-<\d.]|^—$", row[i]) for row in grid[1:]) for i in range(len(grid[0]))
+    ]
+    spec = "".join("r" if n else "l" for n in numeric)
+    line = lambda row: " & ".join(latex_escape(c) for c in row) + r" \\"
+    return [
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        line(grid[0]),
+        r"\midrule",
+        *map(line, grid[1:]),
+        r"\bottomrule",
+        r"\end{tabular}",
+    ]
+
+
 def _csv_number(x: float | None) -> str:
     return "" if x is None or not math.isfinite(x) else repr(float(x))
 
 
+CSV_CELL = ("mean", "std", "ci_low", "ci_high", "n", "diverged", "failed", "missing")
+CSV_COMPARISON = ("diff", "diff_ci_low", "diff_ci_high", "p_value", "p_adjusted")
+
+
 def render_csv(table: Table | MultiTable) -> str:
-    """One line per row: the row keys, then per column mean, std, n, diverged, failed, missing
-    (and the paper's value where --paper gives one); full precision, empty where none. Several
-    metrics: a group of columns per metric, each named "METRIC COLUMN mean" and so on."""
+    """One line per row: the row keys, then per column mean, std, ci_low, ci_high (the mean's
+    confidence interval), n, diverged, failed, missing (and the paper's value where --paper
+    gives one); with --compare, per pair of columns compared, "A - B" diff, diff_ci_low,
+    diff_ci_high, p_value, p_adjusted (Holm). Full precision, empty where none. Several
+    metrics: a group of columns per metric, each named "METRIC COLUMN mean" and so on. The
+    cross-task summary is not in the CSV: it follows from these columns."""
     multi = as_multi(table)
     head = [*multi.row_keys]
+    pairs: dict[str, list[tuple[tuple, tuple]]] = {}
+    for comp in multi.comparisons:
+        if (comp.a, comp.b) not in pairs.setdefault(comp.metric, []):
+            pairs[comp.metric].append((comp.a, comp.b))
+    by_key = {(x.metric, x.row, x.a, x.b): x for x in multi.comparisons}
+    several = len(multi.tables) > 1
     for t in multi.tables:
         for col in multi.cols:
             label = _label(multi, (t, col, False), True)
-            head += [f"{label} {s}" for s in ("mean", "std", "n", "diverged", "failed", "missing")]
+            head += [f"{label} {s}" for s in CSV_CELL]
             if col in t.paper_cols:
                 head.append(f"{label} paper")
+        for a, b in pairs.get(t.metric, []):
+            label = (f"{t.metric} " if several else "") + multi.pair_label(a, b, " - ")
+            head += [f"{label} {s}" for s in CSV_COMPARISON]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(head)
@@ -339,11 +506,13 @@ def render_csv(table: Table | MultiTable) -> str:
             for col in multi.cols:
                 c = t.cells.get((row, col))
                 if c is None:
-                    line += ["", "", "0", "0", "0", "0"]
+                    line += ["", "", "", "", "0", "0", "0", "0"]
                 else:
                     line += [
                         _csv_number(c.mean),
                         _csv_number(c.std),
+                        _csv_number(c.ci_low),
+                        _csv_number(c.ci_high),
                         str(c.n),
                         str(c.diverged),
                         str(c.failed),
@@ -351,6 +520,21 @@ def render_csv(table: Table | MultiTable) -> str:
                     ]
                 if col in t.paper_cols:
                     line.append(_csv_number(c.paper if c else None))
+            for a, b in pairs.get(t.metric, []):
+                test = by_key.get((t.metric, row, a, b))
+                if test is None:
+                    line += [""] * len(CSV_COMPARISON)
+                else:
+                    line += [
+                        _csv_number(x)
+                        for x in (
+                            test.diff,
+                            test.ci_low,
+                            test.ci_high,
+                            test.p_value,
+                            test.p_adjusted,
+                        )
+                    ]
         writer.writerow(line)
     return buf.getvalue().rstrip("\n")
 

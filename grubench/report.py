@@ -20,9 +20,16 @@ The table's contract:
 * Diverged seeds and failed runs never enter a mean and are never dropped silently: the cell
   counts them beside n (n + diverged + failed + missing = every seed the cell's runs tried) and a
   note under the table names each such run.
-* The best cell of each row of a metric (two or more cells with values) is bold: lower is
-  better for losses, MSE, times, bytes, compile time and parameter counts; higher for
-  accuracies and tokens/s; a metric of neither kind gets no bold.
+* Each cell also has a confidence interval of its mean (`--ci LEVEL` shows it; Student-t, or
+  `--ci-method bootstrap`); the CSV always carries ci_low, ci_high.
+* The best cell of each row of a metric (two or more cells with values) is bold only where it
+  beats the runner-up at `--alpha` (Welch's t-test, or `--test mwu`, `--paired`; p-values
+  Holm-corrected across all the table's tests); a note names the rows with no significant
+  winner. Lower is better for losses, MSE, times, bytes, compile time and parameter counts;
+  higher for accuracies and tokens/s; a metric of neither kind gets no bold.
+* `--compare KEY` (a column key) adds, per row, each pair of KEY's columns: the difference of
+  means with its interval, p and Holm-adjusted p (a second table; CSV columns), and with rows
+  over two or more tasks a summary of wins, ties and losses and the mean normalised score.
 * `--paper NAME` adds the published number (grubench/papers.json) beside each cell whose task,
   model, metric and seq_len the paper reports, and prints the citation under the table.
 * Bad input (no results.json, an unreadable directory or file, an unknown key, metric or paper)
@@ -52,7 +59,7 @@ from grubench.runs import (
     read_runs,
     varying_keys,
 )
-from grubench.stats import MultiTable, build_tables, has_values, select_best
+from grubench.stats import MultiTable, StatsOptions, build_tables, has_values, select_best
 
 try:
     from hydra.experimental.callback import Callback
@@ -190,6 +197,48 @@ def _parser() -> argparse.ArgumentParser:
         help="the metric --select judges by (default: best_val_loss)",
     )
     p.add_argument(
+        "--ci",
+        metavar="LEVEL",
+        type=float,
+        nargs="?",
+        const=95.0,
+        help="show each cell's confidence interval [lo, hi] of the mean, at LEVEL percent "
+        "(default 95; intervals are computed at this level for the CSV and the comparisons "
+        "either way)",
+    )
+    p.add_argument(
+        "--ci-method",
+        choices=["t", "bootstrap"],
+        default="t",
+        help="intervals of means and differences: Student-t (Welch-Satterthwaite for a "
+        "difference) or scipy's bootstrap (BCa, fixed seed) (default: t)",
+    )
+    p.add_argument(
+        "--compare",
+        metavar="KEY",
+        help="a column key (e.g. model): per row, each pair of its columns' difference with "
+        "its interval and p-value, under the table; across tasks, wins/ties/losses",
+    )
+    p.add_argument(
+        "--test",
+        choices=["welch", "mwu"],
+        default="welch",
+        help="the test of comparisons and of bold: Welch's t-test or Mann-Whitney U "
+        "(default: welch); p-values Holm-corrected across the table",
+    )
+    p.add_argument(
+        "--paired",
+        action="store_true",
+        help="pair values by seed (both cells must hold the same seeds and data): paired "
+        "t-test, or Wilcoxon signed-rank with --test mwu",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="significance level for bold and wins (default: 0.05)",
+    )
+    p.add_argument(
         "--paper",
         metavar="NAME",
         help="put a paper's published numbers beside ours (grubench/papers.json: "
@@ -237,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """grubench-report: 0 on success, 2 (one line on stderr) on bad input."""
     try:
         args = _parser().parse_args(argv)
+        StatsOptions(  # bad --ci / --alpha: said before any file is read
+            level=(95.0 if args.ci is None else args.ci) / 100, alpha=args.alpha
+        )
         paper = load_paper(args.paper) if args.paper else None
         runs = read_runs(args.dirs)
         selected = None
@@ -250,7 +302,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, value in (("--figsize", args.figsize), ("--x", args.x)):
             if value and not args.plots:
                 raise ReportError(f"{name} applies to --plots only")
-        table = build_tables(runs, _keys(args.rows), _keys(args.cols), _keys(args.metric), paper)
+        options = StatsOptions(
+            level=(95.0 if args.ci is None else args.ci) / 100,
+            ci_method=args.ci_method,
+            compare=args.compare,
+            test=args.test,
+            paired=args.paired,
+            alpha=args.alpha,
+            show_ci=args.ci is not None,
+        )
+        table = build_tables(
+            runs, _keys(args.rows), _keys(args.cols), _keys(args.metric), paper, options
+        )
         if selected:
             table.notes.append(selected)
         text = render_latex(table, **latex) if latex else RENDERERS[args.format](table)

@@ -1,14 +1,20 @@
-"""Pooling runs into a comparison table: cells of mean, std and n per (row, column), the
-notes that say what was pooled or left out, papers' numbers, and model selection."""
+"""Pooling runs into a comparison table: cells of n, mean, std and a confidence interval per
+(row, column), the notes that say what was pooled or left out, papers' numbers, model
+selection, and the tests between cells (scipy.stats): the differences `--compare` asks for,
+the best-against-runner-up test that decides the bold, Holm's correction across a table's
+tests, and a cross-task summary of wins, ties and losses."""
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import json
 import math
 import statistics
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from grubench.errors import ReportError
 from grubench.runs import (
@@ -29,7 +35,7 @@ from grubench.runs import (
 
 @dataclass(frozen=True)
 class Summary:
-    """n, mean, sample std (ddof=1) and a t-based confidence interval of some values."""
+    """n, mean, sample std (ddof=1) and a confidence interval of some values."""
 
     n: int
     mean: float
@@ -38,9 +44,88 @@ class Summary:
     ci_high: float
 
 
-def summarize(values: Sequence[float | None], level: float = 0.95) -> Summary:
-    """The finite `values`' n, mean, std (ddof=1) and the Student-t interval
-    mean ± t_{(1+level)/2, n-1} · std / sqrt(n) (scipy.stats); NaN where n is too small."""
+CI_METHODS = ("t", "bootstrap")
+TESTS = ("welch", "mwu")
+# A fixed seed for scipy.stats.bootstrap: the same table every time it is printed.
+BOOTSTRAP_SEED = 0
+
+
+@dataclass(frozen=True)
+class StatsOptions:
+    """How a table's cells are summarised and compared (grubench-report's --ci, --ci-method,
+    --compare, --test, --paired, --alpha; `show_ci` is --ci given: intervals in the cells)."""
+
+    level: float = 0.95  # of every confidence interval, cells' and differences'
+    ci_method: Literal["t", "bootstrap"] = "t"
+    compare: str | None = None  # a column key: differences between its values, per row
+    test: Literal["welch", "mwu"] = "welch"
+    paired: bool = False  # by seed (and task.data_seed): ttest_rel / wilcoxon
+    alpha: float = 0.05
+    show_ci: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.level < 1:
+            raise ReportError(f"--ci {100 * self.level:g}: the level must be in (0, 100)")
+        if not 0 < self.alpha < 1:
+            raise ReportError(f"--alpha {self.alpha:g}: must be in (0, 1)")
+        if self.ci_method not in CI_METHODS:
+            raise ReportError(f"--ci-method {self.ci_method!r}: one of {', '.join(CI_METHODS)}")
+        if self.test not in TESTS:
+            raise ReportError(f"--test {self.test!r}: one of {', '.join(TESTS)}")
+
+    def test_name(self) -> str:
+        """The test's name as the notes say it."""
+        if self.paired:
+            return "paired t-test" if self.test == "welch" else "Wilcoxon signed-rank test"
+        return "Welch's t-test" if self.test == "welch" else "Mann–Whitney U test"
+
+    def ci_name(self) -> str:
+        pct = f"{100 * self.level:g}%"
+        if self.ci_method == "bootstrap":
+            return f"{pct} bootstrap interval (BCa, 9999 resamples, seed {BOOTSTRAP_SEED})"
+        return f"{pct} Student-t interval"
+
+
+def _bootstrap(
+    data: tuple[Any, ...], statistic: Callable[..., Any], level: float
+) -> tuple[float, float]:
+    """scipy.stats.bootstrap's BCa interval with a fixed seed (its percentile interval where
+    BCa is undefined, as for values that are nearly all equal)."""
+    from scipy import stats as st
+
+    seed: dict[str, Any] = (
+        {"rng": BOOTSTRAP_SEED}  # scipy >= 1.15
+        if "rng" in inspect.signature(st.bootstrap).parameters
+        else {"random_state": BOOTSTRAP_SEED}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on degenerate resamples; handled below
+        for method in ("BCa", "percentile"):
+            ci = st.bootstrap(
+                data, statistic, confidence_level=level, method=method, vectorized=True, **seed
+            ).confidence_interval
+            if math.isfinite(ci.low) and math.isfinite(ci.high):
+                return float(ci.low), float(ci.high)
+    return math.nan, math.nan
+
+
+def _mean(x: Any, axis: int = -1) -> Any:
+    import numpy as np
+
+    return np.mean(x, axis=axis)
+
+
+def _mean_difference(x: Any, y: Any, axis: int = -1) -> Any:
+    import numpy as np
+
+    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+
+def summarize(values: Sequence[float | None], level: float = 0.95, method: str = "t") -> Summary:
+    """The finite `values`' n, mean, std (ddof=1) and a `level` confidence interval of the
+    mean: Student-t, mean ± t_{(1+level)/2, n-1} · std / sqrt(n) (scipy.stats.t), or with
+    `method="bootstrap"` scipy.stats.bootstrap's (fixed seed). NaN where n is too small;
+    [mean, mean] when every value is the same."""
     from scipy import stats as st
 
     xs = [float(x) for x in values if x is not None and math.isfinite(x)]
@@ -53,8 +138,27 @@ def summarize(values: Sequence[float | None], level: float = 0.95) -> Summary:
     std = statistics.stdev(xs)
     if std == 0:
         return Summary(n, mean, 0.0, mean, mean)
-    lo, hi = st.t.interval(level, n - 1, loc=mean, scale=std / math.sqrt(n))
+    if method == "bootstrap":
+        lo, hi = _bootstrap((xs,), _mean, level)
+    else:
+        lo, hi = st.t.interval(level, n - 1, loc=mean, scale=std / math.sqrt(n))
     return Summary(n, mean, std, float(lo), float(hi))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's (1979) step-down adjustment of `pvalues`, in their order; NaN (no test) stays
+    NaN and does not count among the m tests. Written out because scipy has only
+    Benjamini-Hochberg (stats.false_discovery_control) and statsmodels is not a core
+    dependency: with the m p-values sorted, p_(1) <= ... <= p_(m), the adjusted
+    p_(i) = max over j <= i of min(1, (m - j + 1) p_(j))."""
+    order = sorted((p, i) for i, p in enumerate(pvalues) if math.isfinite(p))
+    m = len(order)
+    out = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
 
 
 @dataclass
@@ -69,6 +173,12 @@ class Cell:
     missing: int = 0
     best: bool = False
     paper: float | None = None
+    ci_low: float = math.nan  # the mean's confidence interval (StatsOptions); NaN when n < 2
+    ci_high: float = math.nan
+    values: tuple[float, ...] = ()  # the pooled values, for the tests
+    # Per value: (seed, task.data_seed), what pairs it with a value of another cell; None for
+    # a value measured once per run.
+    pair_keys: tuple[tuple | None, ...] = ()
 
 
 @dataclass
@@ -115,10 +225,12 @@ def build_table(
     cols: Sequence[str],
     metric: str,
     paper: dict[str, Any] | None = None,
+    options: StatsOptions | None = None,
 ) -> Table:
-    """Pivot `metric` over `runs` into rows x cols (see the module docstring)."""
-    import pandas as pd
-
+    """Pivot `metric` over `runs` into rows x cols (see the module docstring): each cell's n,
+    mean, std and confidence interval (`options`, default 95% Student-t) and its values. No
+    bold: that needs the tests of the whole table (`build_tables`)."""
+    options = options or StatsOptions()
     rows, cols = list(rows), list(cols)
     if not rows or not cols:
         raise ReportError("--rows and --cols each need at least one key")
@@ -129,75 +241,55 @@ def build_table(
     check_keys(runs, cols, "--cols")
     check_metric(runs, metric)
 
-    records = []
     run_cell: list[tuple[tuple, tuple]] = []
-    row_id: dict[tuple, int] = {}
-    col_id: dict[tuple, int] = {}
+    # Per cell: its values with their pairing keys, and the count of each state.
+    pooled: dict[tuple[tuple, tuple], list[tuple[float, tuple | None]]] = {}
+    states: dict[tuple[tuple, tuple], dict[str, int]] = {}
     counted: set[tuple] = set()
-    for i, run in enumerate(runs):
+    for run in runs:
         row = tuple(key_value(run, k) for k in rows)
         col = tuple(key_value(run, k) for k in cols)
         run_cell.append((row, col))
-        r, c = row_id.setdefault(row, len(row_id)), col_id.setdefault(col, len(col_id))
         if is_run_level(metric) and run.get("members_index") is not None:
             # The grid points of one population share its run-level figures: count them once.
-            shared = (run.get("path"), r, c)
+            shared = (run.get("path"), row, col)
             if shared in counted:
                 continue
             counted.add(shared)
-        for _, value, state in samples(run, metric):
-            records.append(
-                {
-                    "row": r,
-                    "col": c,
-                    "run": i,
-                    "state": state,
-                    "value": math.nan if value is None else value,
-                }
-            )
-    df = pd.DataFrame.from_records(records)
-    # Pivots: per cell, the statistics of the values that count, and the count of each state.
-    stats = (
-        df[df["state"] == "ok"]
-        .groupby(["row", "col"])["value"]
-        .agg(["mean", "std", "count"])
-        .to_dict("index")
-    )
-    states = df.pivot_table(
-        index=["row", "col"], columns="state", values="run", aggfunc="count", fill_value=0
-    ).to_dict("index")
-    rows_by_id = {v: k for k, v in row_id.items()}
-    cols_by_id = {v: k for k, v in col_id.items()}
+        data_seed = key_value(run, "task.data_seed")
+        for seed, value, state in samples(run, metric):
+            counts = states.setdefault((row, col), {})
+            counts[state] = counts.get(state, 0) + 1
+            if state == "ok" and value is not None:
+                key = None if seed is None else (seed, data_seed)
+                pooled.setdefault((row, col), []).append((float(value), key))
     cells: dict[tuple[tuple, tuple], Cell] = {}
-    for (r, c), counts in states.items():
-        st = stats.get((r, c), {"mean": math.nan, "std": math.nan, "count": 0})
-        cells[(rows_by_id[r], cols_by_id[c])] = Cell(
-            float(st["mean"]),
-            float(st["std"]),
-            int(st["count"]),
-            int(counts.get("diverged", 0)),
-            int(counts.get("failed", 0)),
-            int(counts.get("missing", 0)),
+    for rc, counts in states.items():
+        got = pooled.get(rc, [])
+        s = summarize([v for v, _ in got], options.level, options.ci_method)
+        cells[rc] = Cell(
+            s.mean,
+            s.std,
+            s.n,
+            counts.get("diverged", 0),
+            counts.get("failed", 0),
+            counts.get("missing", 0),
+            ci_low=s.ci_low,
+            ci_high=s.ci_high,
+            values=tuple(v for v, _ in got),
+            pair_keys=tuple(k for _, k in got),
         )
     row_values = sorted({r for r, _ in cells}, key=sort_key)
     col_values = sorted({c for _, c in cells}, key=sort_key)
 
-    better = direction(metric)
-    if better is not None:
-        for row in row_values:
-            scored = [x for col in col_values if (x := cells.get((row, col))) and x.n > 0]
-            if len(scored) < 2:
-                continue
-            pick = min if better == "lower" else max
-            best = pick(x.mean for x in scored)
-            for x in scored:
-                x.best = x.mean == best
-
     table = Table(metric, rows, cols, row_values, col_values, cells)
     unit = "runs (measured once per run, all seeds together)" if is_run_level(metric) else "seeds"
     caption = f"{metric}: mean ± std (ddof=1) over {unit}; n = values pooled per cell"
+    better = direction(metric)
     if better is not None:
-        caption += f"; {better} is better, best of each row in bold"
+        caption += f"; {better} is better, {bold_rule(options)}"
+    if options.show_ci:
+        caption += f"; [lo, hi]: the mean's {options.ci_name()}"
     table.description = caption + "."
     table.notes += _status_notes(runs, run_cell, rows + cols, metric)
     table.notes += _pooling_notes(runs, run_cell, rows + cols)
@@ -206,13 +298,66 @@ def build_table(
     return table
 
 
+def bold_rule(options: StatsOptions) -> str:
+    """What bold means, in words (captions)."""
+    where = f"along {options.compare}" if options.compare else "of each row"
+    return (
+        f"the best {where} in bold only where it beats the runner-up at "
+        f"α = {options.alpha:g} ({options.test_name()}, Holm-corrected)"
+    )
+
+
+@dataclass
+class Comparison:
+    """A test between two cells of one row of one metric: `a` − `b` (columns, `a` first in
+    column order), its confidence interval and p-value (NaN where a cell has fewer than two
+    values), and the p-value Holm-corrected across the table's tests. `shown`: asked for by
+    --compare (otherwise only the bold needed it)."""
+
+    metric: str
+    row: tuple
+    a: tuple
+    b: tuple
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n: tuple[int, int]  # the values each side (paired: the pairs, twice)
+    p_adjusted: float = math.nan
+    shown: bool = False
+
+
+@dataclass
+class CrossRow:
+    """The cross-task summary of one pair of columns for one metric: over the rows where both
+    cells were tested, how often `a` was significantly better (wins), not significantly
+    different (ties) or significantly worse (losses) than `b`, and each one's mean normalised
+    score (`normalised_score`)."""
+
+    metric: str
+    a: tuple
+    b: tuple
+    wins: int
+    ties: int
+    losses: int
+    score_a: float
+    score_b: float
+    rows: int
+    tasks: int
+
+
 @dataclass
 class MultiTable:
     """Several metrics of the same runs pivoted over the same rows x cols: one Table per
-    metric, in the order asked, and the notes of all of them, each said once."""
+    metric, in the order asked, and the notes of all of them, each said once; the options
+    they were built with, the comparisons --compare asked for (every test of the table in
+    `tests`), and the cross-task summary."""
 
     tables: list[Table]
     notes: list[str] = field(default_factory=list)
+    options: StatsOptions = field(default_factory=StatsOptions)
+    tests: list[Comparison] = field(default_factory=list)
+    cross: list[CrossRow] = field(default_factory=list)
 
     @property
     def metrics(self) -> list[str]:
@@ -234,6 +379,26 @@ class MultiTable:
     def cols(self) -> list[tuple]:
         return sorted({c for t in self.tables for c in t.cols}, key=sort_key)
 
+    @property
+    def comparisons(self) -> list[Comparison]:
+        """The tests --compare asked for, in table order."""
+        return [c for c in self.tests if c.shown]
+
+    def table(self, metric: str) -> Table:
+        return next(t for t in self.tables if t.metric == metric)
+
+    def pair_label(self, a: tuple, b: tuple, sep: str = " − ") -> str:
+        """ "gru − lstm"; with more column keys than the compared one, the others after it:
+        "gru − lstm (depth=1)"."""
+        t = self.tables[0]
+        if self.options.compare is None or len(self.col_keys) == 1:
+            return t.col_label(a) + sep + t.col_label(b)
+        i = _compare_index(self.col_keys, self.options.compare)
+        rest = [(k, v) for j, (k, v) in enumerate(zip(self.col_keys, a, strict=True)) if j != i]
+        return (
+            f"{show(a[i])}{sep}{show(b[i])} (" + ", ".join(f"{k}={show(v)}" for k, v in rest) + ")"
+        )
+
     def all_notes(self) -> list[str]:
         """Each metric's description, then the notes: what a reader of the table needs."""
         return [t.description for t in self.tables] + self.notes
@@ -244,23 +409,299 @@ def as_multi(table: Table | MultiTable) -> MultiTable:
     return table if isinstance(table, MultiTable) else MultiTable([table], list(table.notes))
 
 
+def _compare_index(col_keys: Sequence[str], key: str) -> int:
+    canon = [canonical_key(k) for k in col_keys]
+    if canonical_key(key) not in canon:
+        raise ReportError(
+            f"--compare {key}: not a column key (--cols {','.join(col_keys)}); "
+            "the cells compared are the columns of a row"
+        )
+    return canon.index(canonical_key(key))
+
+
 def build_tables(
     runs: list[dict[str, Any]],
     rows: Sequence[str],
     cols: Sequence[str],
     metrics: Sequence[str],
     paper: dict[str, Any] | None = None,
+    options: StatsOptions | None = None,
 ) -> MultiTable:
-    """`build_table` for each of `metrics` (at least one; each checked before any is built).
-    Notes that several metrics share (pooling, failed runs, a citation) are kept once."""
+    """`build_table` for each of `metrics` (at least one; each checked before any is built),
+    then the tests (`analyse`): the bold, and --compare's comparisons. Notes that several
+    metrics share (pooling, failed runs, a citation) are kept once."""
+    options = options or StatsOptions()
     metrics = list(dict.fromkeys(metrics))
     if not metrics:
         raise ReportError("--metric needs at least one metric")
     for metric in metrics:
         check_metric(runs, metric)
-    tables = [build_table(runs, rows, cols, m, paper) for m in metrics]
+    if options.compare is not None:
+        _compare_index(list(cols), options.compare)
+    if options.paired and (once := [m for m in metrics if is_run_level(m)]):
+        raise ReportError(f"--paired: {once[0]} is measured once per run, not per seed")
+    tables = [build_table(runs, rows, cols, m, paper, options) for m in metrics]
     notes = list(dict.fromkeys(n for t in tables for n in t.notes))
-    return MultiTable(tables, notes)
+    multi = MultiTable(tables, notes, options)
+    analyse(multi)
+    return multi
+
+
+def _groups(multi: MultiTable) -> list[list[tuple]]:
+    """The columns that compete for bold (and are compared): all of them, or with --compare
+    those that agree on every column key but the compared one."""
+    if multi.options.compare is None:
+        return [multi.cols]
+    i = _compare_index(multi.col_keys, multi.options.compare)
+    groups: dict[tuple, list[tuple]] = {}
+    for col in multi.cols:
+        groups.setdefault(col[:i] + col[i + 1 :], []).append(col)
+    return list(groups.values())
+
+
+def _where_row(multi: MultiTable, row: tuple) -> str:
+    return _where(multi.row_keys, row)
+
+
+def compare_cells(
+    a: Cell, b: Cell, options: StatsOptions, where: str = "", names: tuple[str, str] = ("", "")
+) -> tuple[float, float, float, float, tuple[int, int]]:
+    """(mean(a) − mean(b), its confidence interval, the two-sided p-value, the n each side)
+    by `options`: Welch's t-test (scipy.stats.ttest_ind, equal_var=False; the interval by
+    Welch–Satterthwaite) or Mann–Whitney U; paired by seed, the paired t-test (ttest_rel) or
+    Wilcoxon's signed-rank test on the differences, which needs both cells to hold the same
+    seeds (ReportError naming `where` and the cells `names` otherwise). With
+    --ci-method bootstrap the interval is scipy.stats.bootstrap's (fixed seed). NaN where a
+    side has fewer than two values."""
+    import numpy as np
+    from scipy import stats as st
+
+    nan4 = (math.nan, math.nan, math.nan)
+    if options.paired:
+        ka, kb = (
+            dict(zip(a.pair_keys, a.values, strict=True)),
+            dict(zip(b.pair_keys, b.values, strict=True)),
+        )
+        keys_ok = (
+            None not in ka
+            and len(ka) == len(a.values)
+            and len(kb) == len(b.values)
+            and set(ka) == set(kb)
+        )
+        if not keys_ok:
+            seeds = lambda c: ", ".join("-" if k is None else str(k[0]) for k in c.pair_keys)
+            raise ReportError(
+                f"--paired: {where}: {names[0]} and {names[1]} do not hold the same seeds "
+                f"and data, each once ({names[0]}: seeds {seeds(a) or 'none'}; "
+                f"{names[1]}: seeds {seeds(b) or 'none'})"
+            )
+        order = sorted(ka, key=str)
+        xa = np.array([ka[k] for k in order])
+        xb = np.array([kb[k] for k in order])
+        n = (len(order), len(order))
+        diff = float(np.mean(xa - xb))
+        if len(order) < 2:
+            return (diff, *nan4, n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            t = st.ttest_rel(xa, xb)
+            if options.test == "welch":
+                p = float(t.pvalue)
+            else:
+                try:
+                    p = float(st.wilcoxon(xa - xb).pvalue)
+                except ValueError:  # every difference zero
+                    p = math.nan
+            if options.ci_method == "bootstrap":
+                lo, hi = _bootstrap((xa - xb,), _mean, options.level)
+            else:
+                ci = t.confidence_interval(options.level)
+                lo, hi = float(ci.low), float(ci.high)
+        return diff, lo, hi, p, n
+    xa, xb = np.array(a.values), np.array(b.values)
+    n = (len(xa), len(xb))
+    diff = float(xa.mean() - xb.mean()) if len(xa) and len(xb) else math.nan
+    if min(n) < 2:
+        return (diff, *nan4, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        t = st.ttest_ind(xa, xb, equal_var=False)
+        if options.test == "welch":
+            p = float(t.pvalue)
+        else:
+            p = float(st.mannwhitneyu(xa, xb, alternative="two-sided").pvalue)
+        if options.ci_method == "bootstrap":
+            lo, hi = _bootstrap((xa, xb), _mean_difference, options.level)
+        else:
+            ci = t.confidence_interval(options.level)
+            lo, hi = float(ci.low), float(ci.high)
+    return diff, lo, hi, p, n
+
+
+def analyse(multi: MultiTable) -> None:
+    """The tests of a table, in place: --compare's comparisons (every pair of columns of a
+    group, per row and metric), the best against the runner-up of each row (and group) of a
+    metric with a direction, Holm's correction across all of them together (each pair tested
+    once), the bold (the best, where its corrected p < alpha), the notes naming the test, the
+    correction and the rows without a significant winner, and the cross-task summary."""
+    opts = multi.options
+    tests: dict[tuple[str, tuple, tuple, tuple], Comparison] = {}
+    order = {c: i for i, c in enumerate(multi.cols)}
+
+    def test(t: Table, row: tuple, a: tuple, b: tuple, shown: bool) -> Comparison:
+        if order[a] > order[b]:
+            a, b = b, a
+        key = (t.metric, row, a, b)
+        if key not in tests:
+            names = (t.col_label(a), t.col_label(b))
+            diff, lo, hi, p, n = compare_cells(
+                t.cells[(row, a)], t.cells[(row, b)], opts, _where_row(multi, row), names
+            )
+            tests[key] = Comparison(t.metric, row, a, b, diff, lo, hi, p, n)
+        tests[key].shown |= shown
+        return tests[key]
+
+    contests: list[tuple[Table, tuple, Cell, Comparison]] = []  # (table, row, best, its test)
+    undecided: dict[str, list[str]] = {}
+    for t in multi.tables:
+        better = direction(t.metric)
+        for row in t.rows:
+            for group in _groups(multi):
+                present = [c for c in group if (row, c) in t.cells and t.cells[(row, c)].n > 0]
+                if opts.compare is not None:
+                    for a, b in itertools.combinations(present, 2):
+                        test(t, row, a, b, shown=True)
+                if better is None or len(present) < 2:
+                    continue
+                ranked = sorted(
+                    present, key=lambda c: t.cells[(row, c)].mean, reverse=better == "higher"
+                )
+                best, runner = ranked[0], ranked[1]
+                contests.append((t, row, t.cells[(row, best)], test(t, row, best, runner, False)))
+    ordered = sorted(
+        tests.values(),
+        key=lambda c: (multi.metrics.index(c.metric), sort_key(c.row), order[c.a], order[c.b]),
+    )
+    for c, adj in zip(ordered, holm([c.p_value for c in ordered]), strict=True):
+        c.p_adjusted = adj
+    multi.tests = ordered
+    for t, row, winner, comp in contests:
+        if comp.p_adjusted < opts.alpha and comp.diff != 0:
+            winner.best = True
+        else:
+            where = _where_row(multi, row)
+            undecided.setdefault(t.metric, [])
+            if where not in undecided[t.metric]:
+                undecided[t.metric].append(where)
+    if tests:
+        multi.notes.append(_tests_note(multi, bool(contests)))
+    for metric, rows in undecided.items():
+        multi.notes.append(
+            f"no bold: {metric} has no significant winner at α = {opts.alpha:g} in "
+            f"{_plural(len(rows), 'row')} ({'; '.join(rows)})."
+        )
+    multi.cross = cross_task_summary(multi)
+    if multi.cross:
+        multi.notes.append(
+            f"across tasks: a win is a row where the first column beats the second with "
+            f"Holm-corrected p < α = {opts.alpha:g}, a loss the reverse, a tie anything else; "
+            "normalised score: the row's best mean over the cell's mean where lower is better "
+            "(the cell's over the best's where higher is), 1 for the best, averaged over rows."
+        )
+
+
+def _tests_note(multi: MultiTable, contests: bool) -> str:
+    """The note naming the test, the interval and the correction."""
+    opts = multi.options
+    m = sum(math.isfinite(c.p_value) for c in multi.tests)
+    what = (["the comparisons"] if multi.comparisons else []) + (
+        ["each row's best against its runner-up"] if contests else []
+    )
+    if opts.ci_method == "bootstrap":
+        ci = opts.ci_name()
+    else:
+        kind = "paired t" if opts.paired else "Welch–Satterthwaite t"
+        ci = f"{100 * opts.level:g}% {kind} interval"
+    diff = "mean difference of the pairs" if opts.paired else "difference of means"
+    untested = len(multi.tests) - m
+    return (
+        f"tests: {opts.test_name()}{' by seed' if opts.paired else ''}, two-sided; {diff} "
+        f"with its {ci}; p-values Holm-corrected across the table's {_plural(m, 'test')} "
+        f"({' and '.join(what)})"
+        + (
+            f"; {_plural(untested, 'pair')} with under two values a side untested"
+            if untested
+            else ""
+        )
+        + "."
+    )
+
+
+def normalised_score(mean: float, best: float, better: str) -> float:
+    """A cell's mean relative to the best mean of its row: best / mean where lower is better,
+    mean / best where higher is; 1 for the best, toward 0 the worse. Scale-free, so tasks of
+    different losses average fairly, and informative with two cells (a min-max scaling would
+    give only 0 or 1); NaN where a mean is not positive."""
+    if not (mean > 0 and best > 0):
+        return math.nan
+    return best / mean if better == "lower" else mean / best
+
+
+def cross_task_summary(multi: MultiTable) -> list[CrossRow]:
+    """With --compare and rows over two or more tasks: per metric with a direction and pair
+    of columns compared, the CrossRow over all rows. Empty otherwise."""
+    opts = multi.options
+    canon = [canonical_key(k) for k in multi.row_keys]
+    if opts.compare is None or "task" not in canon:
+        return []
+    ti = canon.index("task")
+    if len({r[ti] for r in multi.rows}) < 2:
+        return []
+    out = []
+    for t in multi.tables:
+        better = direction(t.metric)
+        if better is None:
+            continue
+        pairs: dict[tuple[tuple, tuple], list[Comparison]] = {}
+        for c in multi.comparisons:
+            if c.metric == t.metric and math.isfinite(c.p_value):
+                pairs.setdefault((c.a, c.b), []).append(c)
+        for (a, b), comps in pairs.items():
+            wins = ties = losses = 0
+            sa, sb = [], []
+            for c in comps:
+                if c.p_adjusted < opts.alpha and c.diff != 0:
+                    a_better = (c.diff < 0) == (better == "lower")
+                    wins, losses = wins + a_better, losses + (not a_better)
+                else:
+                    ties += 1
+                group = next(g for g in _groups(multi) if a in g)
+                means = [
+                    t.cells[(c.row, g)].mean
+                    for g in group
+                    if (c.row, g) in t.cells and t.cells[(c.row, g)].n > 0
+                ]
+                best = (min if better == "lower" else max)(means)
+                score_a = normalised_score(t.cells[(c.row, a)].mean, best, better)
+                score_b = normalised_score(t.cells[(c.row, b)].mean, best, better)
+                if math.isfinite(score_a) and math.isfinite(score_b):
+                    sa.append(score_a)
+                    sb.append(score_b)
+            out.append(
+                CrossRow(
+                    t.metric,
+                    a,
+                    b,
+                    wins,
+                    ties,
+                    losses,
+                    statistics.fmean(sa) if sa else math.nan,
+                    statistics.fmean(sb) if sb else math.nan,
+                    len(comps),
+                    len({c.row[ti] for c in comps}),
+                )
+            )
+    return out
 
 
 def has_values(runs: list[dict[str, Any]], metric: str) -> bool:
