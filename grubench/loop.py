@@ -11,6 +11,7 @@ that inject faults; empty otherwise.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import statistics
@@ -36,6 +37,7 @@ from grubench.program import Evaluator, Placed, check_fits
 from grubench.progress import FILE_ONLY, Progress
 from grubench.results import Results, member_key, member_record, new_record, read, write_json
 from grubench.sharding import primary
+from grubench.targets import time_to_target
 from grubench.tracking import RunContext, Tracker
 
 log = logging.getLogger(__name__)
@@ -523,6 +525,12 @@ def _run(
         for name in final:
             loss = metrics[f"{name}_loss"]
             metrics[f"{name}_{unit}"] = loss / math.log(2) if unit == "bpc" else np.exp(loss)
+    goal = tasks.target(cfg.task)
+    if goal is not None:  # from the curves logged, restored ones included
+        steps_to, seconds_to = time_to_target(map(json.loads, tracker.jsonl.rows), goal, n)
+        metrics["steps_to_target"] = mask(np.array(steps_to))
+        metrics["seconds_to_target"] = mask(np.array(seconds_to))
+        results["target"] = goal.describe()
     metrics["best_val_loss"] = mask(best_val)
     metrics["best_step"] = best_step.astype(float)
     metrics["diverged"] = diverged.astype(float)  # its mean over members: the divergence rate

@@ -21,6 +21,7 @@ from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
 from grubench.errors import RegistryError
+from grubench.targets import Target
 
 PLUGINS_ENV = "GRUBENCH_PLUGINS"
 
@@ -79,7 +80,8 @@ class TaskEntry:
     validate(cfg): raise ConfigError (one line) for a bad task.* value;
     requires: (module, pip package) the task reads its data from, checked before a run;
     complete(cfg) -> {key: value}: task keys the data decides (e.g. the data set a file holds,
-      the length it fixes), set in the run's config before the run is recorded.
+      the length it fixes), set in the run's config before the run is recorded;
+    target: when a run has learned the task (grubench.targets.Target), for its time to target.
     """
 
     name: str
@@ -92,6 +94,7 @@ class TaskEntry:
     requires: tuple[str, str] | None = None
     complete: Callable[[Any], dict[str, Any]] | None = None
     plot_unit: str = "nats"  # what the loss is measured in, for axis labels
+    target: Target | None = None
 
     def completion(self, cfg: Any) -> dict[str, Any]:
         """`complete(cfg)` for the task config node `cfg` (validated); {} for a task whose

@@ -286,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """grubench-report: 0 on success, 2 (one line on stderr) on bad input."""
     try:
         args = _parser().parse_args(argv)
+        if args.ci is not None and 0 < args.ci <= 1:  # 0.95 meant as a fraction
+            raise ReportError(f"--ci {args.ci:g}: give the level in percent, e.g. --ci 95")
         StatsOptions(  # bad --ci / --alpha: said before any file is read
             level=(95.0 if args.ci is None else args.ci) / 100, alpha=args.alpha
         )

@@ -59,6 +59,7 @@ class Results(TypedDict, total=False):
     recall: dict[str, Any]  # tasks with lags: lags, split, accuracy [member][lag], solved_at
     grad_norms_init: dict[str, Any]  # trainer.grad_probe: |dL/dh_t| at step 0 and at the end
     grad_norms: dict[str, Any]
+    target: str  # the task's target (grubench.targets), where it has one: "val/accuracy >= 0.99"
     diverged: dict[str, int]  # member_key -> the step its loss went non-finite
     resumed_from_step: int
     stopped_early_at: int

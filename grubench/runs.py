@@ -324,6 +324,7 @@ def direction(metric: str) -> Literal["lower", "higher"] | None:
             "_ms",
             "_bpc",
             "perplexity",
+            "to_target",
         )
     ):
         return "lower"

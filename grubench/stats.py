@@ -323,8 +323,17 @@ class Comparison:
     ci_high: float
     p_value: float
     n: tuple[int, int]  # the values each side (paired: the pairs, twice)
+    # The test's own estimate of which side is larger: the difference of means (t-tests),
+    # P(a > b) - 1/2 (Mann-Whitney U), the median difference (Wilcoxon).
+    shift: float = math.nan
     p_adjusted: float = math.nan
     shown: bool = False
+
+    def decided(self, alpha: float) -> bool:
+        """Significant at `alpha` after the correction, with the test's own direction the
+        same as the means' (a rank test can find the side with the lower mean larger)."""
+        agree = self.diff != 0 and math.copysign(1, self.shift) == math.copysign(1, self.diff)
+        return self.p_adjusted < alpha and agree and self.shift != 0
 
 
 @dataclass
@@ -465,8 +474,9 @@ def _where_row(multi: MultiTable, row: tuple) -> str:
 
 def compare_cells(
     a: Cell, b: Cell, options: StatsOptions, where: str = "", names: tuple[str, str] = ("", "")
-) -> tuple[float, float, float, float, tuple[int, int]]:
-    """(mean(a) − mean(b), its confidence interval, the two-sided p-value, the n each side)
+) -> tuple[float, float, float, float, tuple[int, int], float]:
+    """(mean(a) − mean(b), its confidence interval, the two-sided p-value, the n each side,
+    the test's own estimate of the direction: `Comparison.shift`)
     by `options`: Welch's t-test (scipy.stats.ttest_ind, equal_var=False; the interval by
     Welch–Satterthwaite) or Mann–Whitney U; paired by seed, the paired t-test (ttest_rel) or
     Wilcoxon's signed-rank test on the differences, which needs both cells to hold the same
@@ -476,7 +486,7 @@ def compare_cells(
     import numpy as np
     from scipy import stats as st
 
-    nan4 = (math.nan, math.nan, math.nan)
+    nan3 = (math.nan, math.nan, math.nan)
     if options.paired:
         ka, kb = (
             dict(zip(a.pair_keys, a.values, strict=True)),
@@ -501,13 +511,14 @@ def compare_cells(
         n = (len(order), len(order))
         diff = float(np.mean(xa - xb))
         if len(order) < 2:
-            return (diff, *nan4, n)
+            return (diff, *nan3, n, math.nan)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             t = st.ttest_rel(xa, xb)
             if options.test == "welch":
-                p = float(t.pvalue)
+                p, shift = float(t.pvalue), diff
             else:
+                shift = float(np.median(xa - xb))
                 try:
                     p = float(st.wilcoxon(xa - xb).pvalue)
                 except ValueError:  # every difference zero
@@ -517,25 +528,26 @@ def compare_cells(
             else:
                 ci = t.confidence_interval(options.level)
                 lo, hi = float(ci.low), float(ci.high)
-        return diff, lo, hi, p, n
+        return diff, lo, hi, p, n, shift
     xa, xb = np.array(a.values), np.array(b.values)
     n = (len(xa), len(xb))
     diff = float(xa.mean() - xb.mean()) if len(xa) and len(xb) else math.nan
     if min(n) < 2:
-        return (diff, *nan4, n)
+        return (diff, *nan3, n, math.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         t = st.ttest_ind(xa, xb, equal_var=False)
         if options.test == "welch":
-            p = float(t.pvalue)
+            p, shift = float(t.pvalue), diff
         else:
-            p = float(st.mannwhitneyu(xa, xb, alternative="two-sided").pvalue)
+            u = st.mannwhitneyu(xa, xb, alternative="two-sided")
+            p, shift = float(u.pvalue), float(u.statistic) / (n[0] * n[1]) - 0.5
         if options.ci_method == "bootstrap":
             lo, hi = _bootstrap((xa, xb), _mean_difference, options.level)
         else:
             ci = t.confidence_interval(options.level)
             lo, hi = float(ci.low), float(ci.high)
-    return diff, lo, hi, p, n
+    return diff, lo, hi, p, n, shift
 
 
 def analyse(multi: MultiTable) -> None:
@@ -554,10 +566,10 @@ def analyse(multi: MultiTable) -> None:
         key = (t.metric, row, a, b)
         if key not in tests:
             names = (t.col_label(a), t.col_label(b))
-            diff, lo, hi, p, n = compare_cells(
+            diff, lo, hi, p, n, shift = compare_cells(
                 t.cells[(row, a)], t.cells[(row, b)], opts, _where_row(multi, row), names
             )
-            tests[key] = Comparison(t.metric, row, a, b, diff, lo, hi, p, n)
+            tests[key] = Comparison(t.metric, row, a, b, diff, lo, hi, p, n, shift)
         tests[key].shown |= shown
         return tests[key]
 
@@ -586,7 +598,7 @@ def analyse(multi: MultiTable) -> None:
         c.p_adjusted = adj
     multi.tests = ordered
     for t, row, winner, comp in contests:
-        if comp.p_adjusted < opts.alpha and comp.diff != 0:
+        if comp.decided(opts.alpha):
             winner.best = True
         else:
             where = _where_row(multi, row)
@@ -624,6 +636,9 @@ def _tests_note(multi: MultiTable, contests: bool) -> str:
         ci = f"{100 * opts.level:g}% {kind} interval"
     diff = "mean difference of the pairs" if opts.paired else "difference of means"
     untested = len(multi.tests) - m
+    few = opts.ci_method == "bootstrap" and any(
+        0 < c.n < 20 for t in multi.tables for c in t.cells.values()
+    )
     return (
         f"tests: {opts.test_name()}{' by seed' if opts.paired else ''}, two-sided; {diff} "
         f"with its {ci}; p-values Holm-corrected across the table's {_plural(m, 'test')} "
@@ -631,6 +646,12 @@ def _tests_note(multi: MultiTable, contests: bool) -> str:
         + (
             f"; {_plural(untested, 'pair')} with under two values a side untested"
             if untested
+            else ""
+        )
+        + (
+            "; bootstrap intervals of fewer than 20 values cover less than their level "
+            "(--ci-method t does not)"
+            if few
             else ""
         )
         + "."
@@ -670,7 +691,7 @@ def cross_task_summary(multi: MultiTable) -> list[CrossRow]:
             wins = ties = losses = 0
             sa, sb = [], []
             for c in comps:
-                if c.p_adjusted < opts.alpha and c.diff != 0:
+                if c.decided(opts.alpha):
                     a_better = (c.diff < 0) == (better == "lower")
                     wins, losses = wins + a_better, losses + (not a_better)
                 else:

@@ -1179,3 +1179,25 @@ def test_cross_task_summary_counts_wins_ties_losses(tmp_path, capsys):
     assert "across tasks: a win is a row where the first column beats the second" in out
     rc, out, _ = run_main(capsys, root)  # without --compare: no summary
     assert "across tasks" not in out and "wins" not in out
+
+
+def test_a_rank_test_bolds_only_where_its_direction_agrees_with_the_means(tmp_path, capsys):
+    """Mann-Whitney U finds gru's losses larger (worse) in 5 of 6 pairs of seeds, while
+    lstm's mean is inflated by one outlier: no bold for gru, whose mean is lower."""
+    write_run(tmp_path, "gru", seeds=range(6), metrics={"test_loss": [10.0] * 6})
+    write_run(
+        tmp_path, "lstm", model="lstm", seeds=range(6), metrics={"test_loss": [1.0] * 5 + [100.0]}
+    )
+    rc, out, _ = run_main(capsys, tmp_path, "--test", "mwu", "--compare", "model")
+    assert rc == 0 and "**" not in out.split("\n\n")[0]
+    assert "no bold: test_loss has no significant winner" in out
+    rc, out, _ = run_main(capsys, tmp_path, "--ci-method", "bootstrap")
+    assert "bootstrap intervals of fewer than 20 values cover less than their level" in out
+
+
+def test_a_ci_level_given_as_a_fraction_is_refused(tmp_path, capsys):
+    write_run(tmp_path, "a")
+    rc, _, err = run_main(capsys, tmp_path, "--ci", "0.95")
+    assert rc == 2 and err.strip() == (
+        "grubench-report: error: --ci 0.95: give the level in percent, e.g. --ci 95"
+    )

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from grubench.registry import TASKS
+from grubench.targets import Target
 from grubench.tasks import (  # noqa: F401 - imported to register the built-in tasks
     adding,
     arrays,
@@ -54,6 +55,12 @@ def baseline(cfg: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def target(cfg: Any) -> Target | None:
+    """When a run has learned the task configured by `cfg` (`grubench.targets`), if the task
+    says."""
+    return TASKS.get(cfg.name).target
+
+
 def complete(cfg: Any) -> Any:
     """The run config `cfg` (with a `task` node) with the task keys its data decides set
     (`TaskEntry.completion`: a file's data set, length, content hash); `cfg` itself where the
@@ -82,4 +89,5 @@ __all__ = [
     "spec",
     "split_rng",
     "synthetic_splits",
+    "target",
 ]

@@ -13,6 +13,7 @@ import numpy as np
 
 from grubench.config import TaskConfig, require
 from grubench.registry import TaskEntry, register_task
+from grubench.targets import Target
 from grubench.tasks.base import Split, TaskSpec, synthetic_splits
 
 
@@ -68,5 +69,6 @@ register_task(
         baseline,
         validate,
         plot_unit="MSE",
+        target=Target("val/loss", 0.01),
     )
 )

@@ -16,6 +16,7 @@ import numpy as np
 
 from grubench.config import TaskConfig, require
 from grubench.registry import TaskEntry, register_task
+from grubench.targets import Target
 from grubench.tasks.base import Split, TaskSpec, synthetic_splits
 
 
@@ -69,5 +70,6 @@ register_task(
         synthetic_splits(generate),
         baseline,
         validate,
+        target=Target("val/accuracy", 0.99),
     )
 )
