@@ -77,10 +77,11 @@ def format_interval(cell: Cell) -> str:
 
 
 def format_p(p: float) -> str:
-    """A p-value to two significant figures, "<0.001" below that, "—" where untested."""
+    """A p-value to two significant figures (three between 0.01 and 0.1, where α usually
+    lies: 0.0496 is not printed as 0.05), "<0.001" below that, "—" where untested."""
     if not math.isfinite(p):
         return "—"
-    return "<0.001" if p < 1e-3 else f"{p:.2g}"
+    return "<0.001" if p < 1e-3 else f"{p:.3g}" if 0.01 <= p < 0.1 else f"{p:.2g}"
 
 
 def format_difference(c: Comparison) -> str:

@@ -648,6 +648,7 @@ def _tests_note(multi: MultiTable, contests: bool) -> str:
             if untested
             else ""
         )
+        + _unreachable(multi)
         + (
             "; bootstrap intervals of fewer than 20 values cover less than their level "
             "(--ci-method t does not)"
@@ -655,6 +656,29 @@ def _tests_note(multi: MultiTable, contests: bool) -> str:
             else ""
         )
         + "."
+    )
+
+
+def _unreachable(multi: MultiTable) -> str:
+    """'; at N values a side, TEST cannot reach α ...' where the smallest p a rank test can
+    give at the table's smallest tested n is not below α (so "not significant" there says
+    nothing about the difference); empty otherwise."""
+    opts = multi.options
+    if opts.test != "mwu":
+        return ""
+    sizes = [c.n for c in multi.tests if math.isfinite(c.p_value)]
+    if not sizes:
+        return ""
+    n1, n2 = min(sizes, key=lambda n: n[0] + n[1])
+    # Two-sided exact minima: Wilcoxon 2 / 2^n (n pairs), Mann-Whitney 2 / C(n1 + n2, n1).
+    least = 2 / 2**n1 if opts.paired else 2 / math.comb(n1 + n2, n1)
+    if least < opts.alpha:
+        return ""
+    size = f"{n1} pairs" if opts.paired else f"{n1} and {n2} values"
+    return (
+        f"; with {size}, {opts.test_name()} cannot give p below {least:.3g}, so it cannot "
+        f"reach α = {opts.alpha:g} there: a tie says nothing about the difference (more "
+        "seeds, or the t-test)"
     )
 
 

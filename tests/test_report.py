@@ -1201,3 +1201,15 @@ def test_a_ci_level_given_as_a_fraction_is_refused(tmp_path, capsys):
     assert rc == 2 and err.strip() == (
         "grubench-report: error: --ci 0.95: give the level in percent, e.g. --ci 95"
     )
+
+
+def test_a_rank_test_that_cannot_reach_alpha_at_this_n_says_so(tmp_path, capsys):
+    write_run(tmp_path, "gru", seeds=range(3), metrics={"test_loss": [1.0, 1.1, 1.2]})
+    write_run(
+        tmp_path, "lstm", model="lstm", seeds=range(3), metrics={"test_loss": [2.0, 2.1, 2.2]}
+    )
+    rc, out, _ = run_main(capsys, tmp_path, "--test", "mwu")
+    # 3 against 3: the smallest two-sided p is 2 / C(6, 3) = 0.1
+    assert rc == 0 and "cannot give p below 0.1, so it cannot reach α = 0.05" in out
+    rc, out, _ = run_main(capsys, tmp_path)  # Welch's t-test can
+    assert "cannot reach" not in out and "**1.10" in out
