@@ -510,7 +510,7 @@ def compare_cells(
         xb = np.array([kb[k] for k in order])
         n = (len(order), len(order))
         diff = float(np.mean(xa - xb))
-        if len(order) < 2:
+        if len(order) < 2 or np.ptp(xa - xb) == 0:  # one pair, or every difference alike
             return (diff, *nan3, n, math.nan)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -532,7 +532,11 @@ def compare_cells(
     xa, xb = np.array(a.values), np.array(b.values)
     n = (len(xa), len(xb))
     diff = float(xa.mean() - xb.mean()) if len(xa) and len(xb) else math.nan
-    if min(n) < 2:
+    per_seed = any(k is not None for k in (*a.pair_keys, *b.pair_keys))
+    if min(n) < 2 or (per_seed and np.ptp(xa) == 0 and np.ptp(xb) == 0):
+        # Seeds alike on both sides (a metric counted in evaluation intervals, say): no
+        # spread to test against, so untested rather than p = 0. (A quantity measured once
+        # per run and the same in each, such as the parameter count, is exact as it is.)
         return (diff, *nan3, n, math.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -540,7 +544,11 @@ def compare_cells(
         if options.test == "welch":
             p, shift = float(t.pvalue), diff
         else:
-            u = st.mannwhitneyu(xa, xb, alternative="two-sided")
+            # Exact by permutation where that is small enough (scipy's normal approximation,
+            # with ties, gives p below the smallest the test can give).
+            exact = math.comb(n[0] + n[1], n[0]) <= 100_000
+            method: Any = st.PermutationMethod(n_resamples=math.inf) if exact else "auto"
+            u = st.mannwhitneyu(xa, xb, alternative="two-sided", method=method)
             p, shift = float(u.pvalue), float(u.statistic) / (n[0] * n[1]) - 0.5
         if options.ci_method == "bootstrap":
             lo, hi = _bootstrap((xa, xb), _mean_difference, options.level)
@@ -548,6 +556,13 @@ def compare_cells(
             ci = t.confidence_interval(options.level)
             lo, hi = float(ci.low), float(ci.high)
     return diff, lo, hi, p, n, shift
+
+
+# Metrics whose values are not independent samples, so no test applies.
+UNTESTED = {
+    "seconds_to_target": "the members of a run share one clock, so their seconds are one "
+    "measurement, not one per seed",
+}
 
 
 def analyse(multi: MultiTable) -> None:
@@ -577,6 +592,9 @@ def analyse(multi: MultiTable) -> None:
     undecided: dict[str, list[str]] = {}
     for t in multi.tables:
         better = direction(t.metric)
+        if t.metric in UNTESTED:
+            multi.notes.append(f"{t.metric}: not tested, no bold ({UNTESTED[t.metric]}).")
+            continue
         for row in t.rows:
             for group in _groups(multi):
                 present = [c for c in group if (row, c) in t.cells and t.cells[(row, c)].n > 0]
@@ -644,7 +662,8 @@ def _tests_note(multi: MultiTable, contests: bool) -> str:
         f"with its {ci}; p-values Holm-corrected across the table's {_plural(m, 'test')} "
         f"({' and '.join(what)})"
         + (
-            f"; {_plural(untested, 'pair')} with under two values a side untested"
+            f"; {_plural(untested, 'pair')} untested (under two values a side, or no spread "
+            "in either)"
             if untested
             else ""
         )
@@ -767,10 +786,10 @@ def _status_notes(
             steps = run.get("diverged") or {}
             what = ", ".join(f"seed {s} at step {st}" for s, st in steps.items())
             diverged.append(f"{where}: {what or run.get('error') or 'seeds not recorded'}")
-        if run.get("status") != "failed" and any(
-            st == "missing" for _, _, st in samples(run, metric)
-        ):
-            missing[where] = missing.get(where, 0) + 1
+        if run.get("status") != "failed":
+            gone = sum(st == "missing" for _, _, st in samples(run, metric))
+            if gone:  # seeds (one per run for a run-level metric)
+                missing[where] = missing.get(where, 0) + gone
     notes = []
     if diverged:
         how = (
@@ -782,11 +801,20 @@ def _status_notes(
     if failed:
         notes.append(f"failed: {_plural(len(failed), 'run')} ({'; '.join(failed)}).")
     if missing:
-        where = "; ".join(w if k == 1 else f"{w}: {k} runs" for w, k in missing.items())
-        notes.append(
-            f"missing: {_plural(sum(missing.values()), 'run')} finished without a "
-            f"finite {metric} ({where})."
-        )
+        unit = "run" if is_run_level(metric) else "seed"
+        where = "; ".join(f"{w}: {_plural(k, unit)}" for w, k in missing.items())
+        if metric.endswith("_to_target"):
+            target = next((r["target"] for r in runs if r.get("target")), "its target")
+            notes.append(
+                f"not reached: {_plural(sum(missing.values()), unit)} never met the task's "
+                f"target ({target}) and are left out of the mean, so a cell's mean is over "
+                f"those that did; compare the counts ({where})."
+            )
+        else:
+            notes.append(
+                f"missing: {_plural(sum(missing.values()), unit)} finished without a finite "
+                f"{metric} ({where})."
+            )
     return notes
 
 

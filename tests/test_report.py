@@ -1213,3 +1213,42 @@ def test_a_rank_test_that_cannot_reach_alpha_at_this_n_says_so(tmp_path, capsys)
     assert rc == 0 and "cannot give p below 0.1, so it cannot reach α = 0.05" in out
     rc, out, _ = run_main(capsys, tmp_path)  # Welch's t-test can
     assert "cannot reach" not in out and "**1.10" in out
+
+
+def test_seeds_alike_on_both_sides_are_not_a_significant_difference(tmp_path, capsys):
+    """steps_to_target moves in evaluation intervals: three seeds each at 140 against three
+    at 160 have no spread to test against (Welch's t would say p = 0), and the seconds to it
+    are one clock reading per run, not one per seed."""
+    write_run(
+        tmp_path,
+        "gru",
+        seeds=range(3),
+        metrics={"steps_to_target": [140.0] * 3, "seconds_to_target": [0.15] * 3},
+    )
+    write_run(
+        tmp_path,
+        "lstm",
+        model="lstm",
+        seeds=range(3),
+        metrics={"steps_to_target": [160.0] * 3, "seconds_to_target": [0.18] * 3},
+    )
+    rc, out, _ = run_main(
+        capsys, tmp_path, "--metric", "steps_to_target,seconds_to_target", "--compare", "model"
+    )
+    assert rc == 0 and "**" not in out
+    assert "untested (under two values a side, or no spread in either)" in out
+    assert "seconds_to_target: not tested, no bold (the members of a run share one clock" in out
+
+
+def test_mann_whitney_with_ties_is_exact_at_small_n(tmp_path, capsys):
+    write_run(tmp_path, "gru", seeds=range(3), metrics={"test_loss": [1.0, 1.0, 2.0]})
+    write_run(
+        tmp_path, "lstm", model="lstm", seeds=range(3), metrics={"test_loss": [3.0, 3.0, 4.0]}
+    )
+    rc, out, _ = run_main(
+        capsys, tmp_path, "--test", "mwu", "--compare", "model", "--alpha", "0.09"
+    )
+    # 3 against 3, completely separated: the exact two-sided p is 2 / C(6, 3) = 0.1 (scipy's
+    # normal approximation with ties says less), so no bold even at alpha 0.09
+    row = next(line for line in out.splitlines() if "gru − lstm" in line)
+    assert "| 0.1 " in row.replace("0.100", "0.1") and "**" not in out
