@@ -35,9 +35,10 @@ def number_format(mean: float, std: float) -> Callable[[float], str]:
     """How `format_mean_std` writes the mean, for other numbers of its cell (the ends of its
     confidence interval): to the decimal place of the std's second significant figure, or
     three significant digits of the mean where there is no std (NaN, one value) or it is 0;
-    scientific notation for a mean under 1e-3."""
-    scale = abs(mean) if mean != 0 else abs(std) if math.isfinite(std) else 0.0
+    scientific notation where the mean and the std are both under 1e-3 (a mean near zero
+    beside a larger std is written in the std's decimals)."""
     spread = math.isfinite(std) and std > 0
+    scale = max(abs(mean), std if spread else 0.0)
     if 0 < scale < 1e-3:
         exp = int(f"{scale:e}".split("e")[1])
         digits = max(0, exp - _last_place(std)) if spread else 2

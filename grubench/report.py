@@ -39,6 +39,7 @@ The table's contract:
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -284,6 +285,14 @@ def _latex_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """grubench-report: 0 on success, 2 (one line on stderr) on bad input."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # the reader (head, less) closed the pipe: nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # as Python's docs do
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = _parser().parse_args(argv)
         if args.ci is not None and 0 < args.ci <= 1:  # 0.95 meant as a fraction

@@ -367,6 +367,12 @@ def _is_numeric(v: Any) -> bool:
 
 def check_metric(runs: list[dict[str, Any]], metric: str) -> None:
     """ReportError unless some run records `metric` and its values are numbers."""
+    if metric not in available_metrics(runs) and all(r.get("status") == "failed" for r in runs):
+        first = runs[0]
+        raise ReportError(
+            f"no run finished: {len(runs)} failed (the first, {first.get('path')}: "
+            f"{first.get('error') or 'no error recorded'})"
+        )
     if metric not in available_metrics(runs):
         raise ReportError(
             f"unknown metric {metric!r}: choose from {', '.join(available_metrics(runs))}"

@@ -1252,3 +1252,36 @@ def test_mann_whitney_with_ties_is_exact_at_small_n(tmp_path, capsys):
     # normal approximation with ties says less), so no bold even at alpha 0.09
     row = next(line for line in out.splitlines() if "gru − lstm" in line)
     assert "| 0.1 " in row.replace("0.100", "0.1") and "**" not in out
+
+
+def test_a_reader_that_stops_reading_is_no_error(tmp_path):
+    """`grubench-report DIR | head -1`: the pipe closes before the table is written."""
+    import os
+    import subprocess
+    import sys
+
+    write_run(tmp_path, "a")
+    r, w = os.pipe()
+    os.close(r)  # nobody will read: the first write gets EPIPE
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "grubench.report", str(tmp_path)],
+            stdout=w,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(w)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+
+
+def test_a_sweep_whose_runs_all_failed_says_so(tmp_path, capsys):
+    done = write_run(tmp_path, "0_gru")
+    (tmp_path / "0_gru" / "results.json").unlink()
+    (tmp_path / "0_gru" / "fingerprint.json").write_text(
+        json.dumps({"fingerprint": "f", "config": done["config"]})
+    )
+    rc, _, err = run_main(capsys, tmp_path)
+    assert rc == 2 and err.startswith("grubench-report: error: no run finished: 1 failed (")
+    assert "no results.json: killed outright" in err and len(err.strip().splitlines()) == 1
