@@ -7,22 +7,18 @@ import csv
 import io
 import math
 import re
-import statistics
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
 from grubench.runs import direction, grid_points, is_run_level, key_value, show, varying_keys
-from grubench.stats import Cell, Comparison, MultiTable, Table, as_multi, bold_rule
+from grubench.stats import Cell, Comparison, MultiTable, Table, as_multi, bold_rule, moments
 
 
 def mean_std_of(values: list[Any]) -> str:
     """`format_mean_std` of the finite values (sample std, ddof=1); "n/a" when there are none."""
-    xs = [x for x in values if x is not None and math.isfinite(x)]
-    if not xs:
-        return "n/a"
-    std = statistics.stdev(xs) if len(xs) > 1 else math.nan
-    return format_mean_std(statistics.fmean(xs), std)
+    _, mean, std = moments(values)
+    return format_mean_std(mean, std)  # "n/a" without a mean
 
 
 def _last_place(std: float) -> int:

@@ -121,6 +121,14 @@ def _mean_difference(x: Any, y: Any, axis: int = -1) -> Any:
     return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
 
+def moments(values: Sequence[float | None]) -> tuple[list[float], float, float]:
+    """(the finite values, their mean, their sample std, ddof=1): NaN where there are too few
+    values for either."""
+    xs = [float(x) for x in values if x is not None and math.isfinite(x)]
+    mean = statistics.fmean(xs) if xs else math.nan
+    return xs, mean, statistics.stdev(xs) if len(xs) > 1 else math.nan
+
+
 def summarize(values: Sequence[float | None], level: float = 0.95, method: str = "t") -> Summary:
     """The finite `values`' n, mean, std (ddof=1) and a `level` confidence interval of the
     mean: Student-t, mean ± t_{(1+level)/2, n-1} · std / sqrt(n) (scipy.stats.t), or with
@@ -128,14 +136,10 @@ def summarize(values: Sequence[float | None], level: float = 0.95, method: str =
     [mean, mean] when every value is the same."""
     from scipy import stats as st
 
-    xs = [float(x) for x in values if x is not None and math.isfinite(x)]
+    xs, mean, std = moments(values)
     n = len(xs)
-    if n == 0:
-        return Summary(0, math.nan, math.nan, math.nan, math.nan)
-    mean = statistics.fmean(xs)
     if n < 2:
-        return Summary(1, mean, math.nan, math.nan, math.nan)
-    std = statistics.stdev(xs)
+        return Summary(n, mean, math.nan, math.nan, math.nan)
     if std == 0:
         return Summary(n, mean, 0.0, mean, mean)
     if method == "bootstrap":
