@@ -263,6 +263,15 @@ def _mean_text(values: np.ndarray) -> str:
     return f"{finite.mean():.4f}" if finite.size else "non-finite"
 
 
+def retained(norms: Any) -> np.ndarray:
+    """log10(|dL/dh_1| / |dL/dh_T|) per member from the grad probe's norms [member, t]: 0 when
+    the gradient reaching the first state is as large as at the last, -10 when it has vanished
+    by ten orders of magnitude (results.json: metrics grad_retained_init, grad_retained_end)."""
+    norms = np.asarray(norms, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log10(norms[:, 0] / norms[:, -1])
+
+
 def _where_member(m: jax.Array, new, old):
     """Per member (leading axis), `new` where the bool [members] `m` else `old`."""
     return jax.tree.map(lambda a, b: jnp.where(m.reshape(-1, *[1] * (a.ndim - 1)), a, b), new, old)
@@ -531,6 +540,11 @@ def _run(
         metrics["steps_to_target"] = mask(np.array(steps_to))
         metrics["seconds_to_target"] = mask(np.array(seconds_to))
         results["target"] = goal.describe()
+    # How much of the loss's gradient reaches the first state, at the start and the end.
+    if "grad_norms_init" in results:
+        metrics["grad_retained_init"] = mask(retained(results["grad_norms_init"]["norm"]))
+    if "grad_norms" in results:
+        metrics["grad_retained_end"] = mask(retained(results["grad_norms"]["norm"]))
     metrics["best_val_loss"] = mask(best_val)
     metrics["best_step"] = best_step.astype(float)
     metrics["diverged"] = diverged.astype(float)  # its mean over members: the divergence rate

@@ -124,14 +124,17 @@ def _columns(multi: MultiTable) -> list[_Column]:
     return out
 
 
-def _label(multi: MultiTable, column: _Column, with_metric: bool) -> str:
-    """A column's header: "gru", "gru (paper)"; "test_loss gru" where several metrics share
-    one header row (`with_metric`)."""
+def _label(multi: MultiTable, column: _Column, with_metric: bool, sides: bool = True) -> str:
+    """A column's header: "gru"; "gru (ours)" beside "gru (paper)" where a paper's column
+    follows it (unless not `sides`); "test_loss gru" where several metrics share one header
+    row (`with_metric`)."""
     t, col, is_paper = column
     label = t.col_label(col)
     if with_metric and len(multi.tables) > 1:
         label = f"{t.metric} {label}"
-    return label + (" (paper)" if is_paper else "")
+    if col not in t.paper_cols or not sides:
+        return label
+    return label + (" (paper)" if is_paper else " (ours)")
 
 
 def _paper_text(cell: Cell | None) -> str:
@@ -488,7 +491,7 @@ def render_csv(table: Table | MultiTable) -> str:
     several = len(multi.tables) > 1
     for t in multi.tables:
         for col in multi.cols:
-            label = _label(multi, (t, col, False), True)
+            label = _label(multi, (t, col, False), True, sides=False)
             head += [f"{label} {s}" for s in CSV_CELL]
             if col in t.paper_cols:
                 head.append(f"{label} paper")

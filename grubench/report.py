@@ -60,7 +60,8 @@ from grubench.runs import (
     read_runs,
     varying_keys,
 )
-from grubench.stats import MultiTable, StatsOptions, build_tables, has_values, select_best
+from grubench.selection import budget_note, default_select, select_best
+from grubench.stats import MultiTable, StatsOptions, build_tables, has_values
 
 try:
     from hydra.experimental.callback import Callback
@@ -188,14 +189,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--select",
         metavar="KEY",
-        help="model selection: per cell keep only the runs with the best value of "
-        "KEY (e.g. trainer.lr), judged by --by",
+        help="model selection: per cell keep only the runs with the best value of KEY, "
+        "judged by --by (default: trainer.lr wherever the runs differ in it and it is not a "
+        "row or column; 'none' pools every run of a cell)",
     )
     p.add_argument(
         "--by",
         metavar="METRIC",
         default="best_val_loss",
         help="the metric --select judges by (default: best_val_loss)",
+    )
+    p.add_argument(
+        "--budget",
+        action="store_true",
+        help="say under the table what each cell was given: the values it was tuned over, "
+        "its seeds and its steps, and whether every cell got the same",
     )
     p.add_argument(
         "--ci",
@@ -302,13 +310,21 @@ def _main(argv: Sequence[str] | None) -> int:
         )
         paper = load_paper(args.paper) if args.paper else None
         runs = read_runs(args.dirs)
-        selected = None
-        if args.select:
-            check_keys(runs, [args.select], "--select")
+        check_keys(runs, _keys(args.rows), "--rows")
+        check_keys(runs, _keys(args.cols), "--cols")
+        cells = _keys(args.rows) + _keys(args.cols)
+        select = default_select(runs, cells) if args.select is None else args.select
+        if select == "none":
+            select = None
+        elif select:
+            check_keys(runs, [select], "--select")
             check_metric(runs, args.by)
-            runs, selected = select_best(
-                runs, _keys(args.rows) + _keys(args.cols), args.select, args.by
-            )
+        budget = budget_note(runs, cells, select) if args.budget else None
+        selected = None
+        if select:
+            runs, selected = select_best(runs, cells, select, args.by)
+            if args.select is None:
+                selected += " (the default where runs differ in it; --select none pools them)"
         latex = _latex_options(args)
         for name, value in (("--figsize", args.figsize), ("--x", args.x)):
             if value and not args.plots:
@@ -325,8 +341,7 @@ def _main(argv: Sequence[str] | None) -> int:
         table = build_tables(
             runs, _keys(args.rows), _keys(args.cols), _keys(args.metric), paper, options
         )
-        if selected:
-            table.notes.append(selected)
+        table.notes += [note for note in (budget, selected) if note]
         text = render_latex(table, **latex) if latex else RENDERERS[args.format](table)
         if args.out:
             try:

@@ -7,9 +7,11 @@ the record's header from the config; the training loop returns the measured fiel
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
+import platform
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +66,7 @@ class Results(TypedDict, total=False):
     resumed_from_step: int
     stopped_early_at: int
     wall_s: float
+    versions: dict[str, str]  # python and PACKAGES, as installed where the run trained
 
 
 def member_key(member: Member) -> str:
@@ -105,7 +108,23 @@ def new_record(
         "baselines": {"loss": baseline},
         "speed": {},
         "memory": {},
+        "versions": versions(),
     }
+
+
+# The packages whose versions decide a run's numbers (results.json "versions").
+PACKAGES = ("grubench", "jax", "jaxlib", "flax", "optax", "numpy")
+
+
+def versions() -> dict[str, str]:
+    """Python's and each of PACKAGES' installed version ("not installed" where absent)."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 def atomic_write(path: str | Path, write: Callable[[IO], object], binary: bool = False) -> None:

@@ -284,6 +284,11 @@ def show(v: Any) -> str:
     return str(v)
 
 
+def cell_label(keys: Sequence[str], values: tuple) -> str:
+    """`key=value, ...` for a table cell's keys and values."""
+    return ", ".join(f"{k}={show(v)}" for k, v in zip(keys, values, strict=True))
+
+
 def sort_key(values: tuple) -> tuple:
     def one(v: Any) -> tuple:
         if isinstance(v, bool):
@@ -308,7 +313,7 @@ def direction(metric: str) -> Literal["lower", "higher"] | None:
     name = metric.lower()
     if name == "gap" or name.endswith("_gap"):
         return None
-    if any(s in name for s in ("accuracy", "tokens_per_s", "solved")):
+    if any(s in name for s in ("accuracy", "tokens_per_s", "solved", "retained")):
         return "higher"
     if any(
         s in name

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from grubench.errors import ReportError
 from grubench.runs import (
     canonical_key,
+    cell_label,
     check_keys,
     check_metric,
     direction,
@@ -213,10 +214,6 @@ class Table:
         if len(self.col_keys) == 1 and canonical_key(self.col_keys[0]) in ("model", "task"):
             return show(col[0])
         return ", ".join(f"{k}={show(v)}" for k, v in zip(self.col_keys, col, strict=True))
-
-
-def _where(keys: Sequence[str], values: tuple) -> str:
-    return ", ".join(f"{k}={show(v)}" for k, v in zip(keys, values, strict=True))
 
 
 def _plural(n: int, word: str) -> str:
@@ -473,7 +470,7 @@ def _groups(multi: MultiTable) -> list[list[tuple]]:
 
 
 def _where_row(multi: MultiTable, row: tuple) -> str:
-    return _where(multi.row_keys, row)
+    return cell_label(multi.row_keys, row)
 
 
 def compare_cells(
@@ -783,7 +780,7 @@ def _status_notes(
     diverged, failed = [], []
     missing: dict[str, int] = {}
     for run, (row, col) in zip(runs, run_cell, strict=True):
-        where = _where(keys, row + col)
+        where = cell_label(keys, row + col)
         if run.get("status") == "failed":
             failed.append(f"{where}: {run.get('error') or 'no error recorded'}")
         elif run.get("diverged") or run.get("status") == "diverged":
@@ -834,7 +831,7 @@ def _pooling_notes(
     for (row, col), idx in by_cell.items():
         if len(idx) < 2:
             continue
-        where = _where(keys, row + col)
+        where = cell_label(keys, row + col)
         differ = tuple(k for k in varying_keys(runs[i] for i in idx) if k not in shown)
         if differ:
             mixed.setdefault(differ, []).append(where)
@@ -898,9 +895,12 @@ def _add_paper(
         )
     ]
     cite = f"paper ({paper['name']}): {paper['citation']}"
+    protocol = f" Its protocol is not ours: {paper['protocol']}" if paper.get("protocol") else ""
     if used:
         details = list(dict.fromkeys(r["source"] for r in used if r.get("source")))
-        table.notes.append(cite + (f" — {'; '.join(details)}." if details else ""))
+        table.notes.append(cite + (f" — {'; '.join(details)}." if details else "") + protocol)
+    elif not paper["results"]:
+        table.notes.append(f"{cite} — it publishes no figures for our tasks.{protocol}")
     else:
         has = sorted(
             {
@@ -913,37 +913,3 @@ def _add_paper(
             f"{cite} — it reports no {table.metric} for these runs' "
             f"task/model/seq_len/dataset (it has: {', '.join(has)})."
         )
-
-
-def select_best(
-    runs: list[dict[str, Any]], keys: Sequence[str], select: str, by: str
-) -> tuple[list[dict[str, Any]], str]:
-    """Model selection: in each cell of `keys`, keep only the runs whose `select` value (e.g.
-    trainer.lr) has the best mean `by` (e.g. best_val_loss) over its seeds; and a note saying
-    what was chosen where. Failed runs and diverged seeds do not score."""
-    better = direction(by)
-    if better is None:
-        raise ReportError(f"--by {by}: cannot tell whether lower or higher is better")
-    cells: dict[tuple, dict[Any, list[dict[str, Any]]]] = {}
-    for r in runs:
-        cell = tuple(key_value(r, k) for k in keys)
-        cells.setdefault(cell, {}).setdefault(key_value(r, select), []).append(r)
-    kept: list[dict[str, Any]] = []
-    chosen = []
-    for where in sorted(cells, key=sort_key):
-        scores: dict[Any, float] = {}
-        for value, members in cells[where].items():
-            got = [v for r in members for _, v, st in samples(r, by) if v is not None]
-            if got:
-                scores[value] = statistics.fmean(got)
-        if not scores:
-            continue
-        pick = (min if better == "lower" else max)(scores, key=lambda k: scores[k])
-        kept += cells[where][pick]
-        chosen.append(f"{_where(list(keys), where)}: {show(pick)}")
-    note = (
-        f"selected: in each cell the {select} with the {better} mean {by} over seeds — "
-        + "; ".join(chosen)
-        + "."
-    )
-    return kept, note

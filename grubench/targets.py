@@ -1,15 +1,18 @@
 """Time to a target: when a run has learned its task, in steps and in training seconds.
 
 A task registers a `Target` (grubench.registry.TaskEntry.target): a validation curve of
-metrics.jsonl (`val/accuracy`, `val/loss`) and the threshold that says the task is learned
-(copy: val accuracy >= 0.99; adding: val MSE <= 0.01). `time_to_target` reads the curves a run
-logged and gives, per member, the first evaluated step at which the target holds and the
-training seconds (`train/seconds`: steps alone, no compilation or evaluation) spent to get
-there; NaN where the member never got there.
+metrics.jsonl (`val/accuracy`, `val/loss`) and the threshold that says the task is learned.
+`time_to_target` reads the curves a run logged and gives, per member, the first evaluated step
+at which the target holds and the training seconds (`train/seconds`: steps alone, no
+compilation or evaluation) spent to get there; NaN where the member never got there.
 
-The threshold is absolute, the same for every model, so the times compare across models. A
-target relative to a run's own best (e.g. within 1% of it) would not: a model that never
-learns meets its own best at once.
+Two kinds of threshold:
+- absolute, the same for every model (copy: val accuracy >= 0.99; adding: val MSE <= 0.01), so
+  the times compare across models as "time to learn the task";
+- relative to the member's own best value of the curve (chorales: val NLL within 1% of its
+  best), for tasks with no level every model reaches. This is time to converge, to the
+  member's own plateau: it compares across models only beside their best values, since a model
+  that learns little reaches its own best early.
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ __all__ = ["Target", "time_to_target"]
 @dataclass(frozen=True)
 class Target:
     """`metric` (a per-member curve of metrics.jsonl) reaching `value`: at least `value` for an
-    accuracy, at most `value` otherwise (a loss)."""
+    accuracy, at most `value` otherwise (a loss). `relative`: `value` is a fraction of the
+    member's own best instead, the target being within it (loss <= best * (1 + value),
+    accuracy >= best * (1 - value))."""
 
     metric: str
     value: float
+    relative: bool = False
 
     @property
     def higher(self) -> bool:
@@ -36,12 +42,24 @@ class Target:
         return "accuracy" in self.metric
 
     def describe(self) -> str:
-        """'val/accuracy >= 0.99', 'val/loss <= 0.01'."""
+        """'val/accuracy >= 0.99', 'val/loss <= 0.01', 'val/loss within 1% of its best'."""
+        if self.relative:
+            return f"{self.metric} within {100 * self.value:g}% of its best"
         return f"{self.metric} {'>=' if self.higher else '<='} {self.value:g}"
 
-    def met(self, v: float) -> bool:
-        """Whether the value `v` of the metric meets the target."""
-        return v >= self.value if self.higher else v <= self.value
+    def threshold(self, best: float) -> float:
+        """The value to reach, for a member whose best value of the metric is `best`."""
+        if not self.relative:
+            return self.value
+        return best * (1 - self.value) if self.higher else best * (1 + self.value)
+
+    def met(self, v: float, threshold: float) -> bool:
+        """Whether the value `v` of the metric meets `threshold`."""
+        return v >= threshold if self.higher else v <= threshold
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
 
 
 def time_to_target(
@@ -51,15 +69,19 @@ def time_to_target(
     meets the target, and `train/seconds` at that row (NaN where a row has none, as in files
     written before that column); NaN for a member that never met it. One evaluation meeting
     the target counts (the resolution is the evaluation interval)."""
+    curves = [r for r in rows if isinstance(r.get(target.metric), list)]
+    pick = max if target.higher else min
+    thresholds = []
+    for i in range(members):
+        seen = [r[target.metric][i] for r in curves if i < len(r[target.metric])]
+        finite = [v for v in seen if _finite(v)]
+        thresholds.append(target.threshold(pick(finite)) if finite else math.nan)
     steps = [math.nan] * members
     times = [math.nan] * members
-    for row in rows:
-        values = row.get(target.metric)
-        if not isinstance(values, list):
-            continue
+    for row in curves:
         seconds = row.get("train/seconds")
-        for i, v in enumerate(values[:members]):
-            if math.isnan(steps[i]) and v is not None and math.isfinite(v) and target.met(v):
+        for i, v in enumerate(row[target.metric][:members]):
+            if math.isnan(steps[i]) and _finite(v) and target.met(v, thresholds[i]):
                 steps[i] = float(row["step"])
                 times[i] = math.nan if seconds is None else float(seconds)
     return steps, times

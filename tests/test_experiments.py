@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from grubench.cli import CONF_DIR, compose
-from grubench.model import count_params
+from grubench.model import count_params, with_budget
 from grubench.report import main as report_main
 from grubench.tasks.data import available
 
@@ -103,6 +103,28 @@ def test_chung2014():
     # wider with 100 units)
     assert max(params.values()) < 1.4 * min(params.values())
     assert params["gru"] > params["lstm"] > 20_000
+
+
+def test_bai2018():
+    """Table 1's tasks and model sizes: adding at T = 600 (~70k parameters), copy at T = 1000
+    (~16k), each cell sized to its budget."""
+    for task, seq_len, budget in (("adding", 600, 70_000), ("copy", 1000, 16_000)):
+        for model in ("gru", "lstm"):
+            cfg = compose("+experiment=bai2018", f"+bai2018={task}", f"model={model}")
+            assert (cfg.task.name, cfg.task.seq_len, cfg.model.name) == (task, seq_len, model)
+            assert abs(count_params(with_budget(cfg)) - budget) < 0.05 * budget
+
+
+@pytest.mark.slow
+def test_jozefowicz2015(tmp_path, capsys):
+    runs = sweep("jozefowicz2015", tmp_path, *SYNTHETIC, "task=adding", "task.seq_len=4")
+    cells = [(r["model"], r["config"]["model"].get("forget_bias")) for r in runs]
+    assert cells == [("gru", None), ("lstm", 0.0), ("lstm", 1.0)]
+    argv = [str(tmp_path / "jozefowicz2015"), "--rows", "task", "--cols", "model,model.forget_bias"]
+    assert report_main([*argv, "--budget"]) == 0
+    out = capsys.readouterr().out
+    assert "model=lstm, model.forget_bias=0" in out and "model=lstm, model.forget_bias=1" in out
+    assert "budget: every cell the same — 4 values of trainer.lr (0.0003 … 0.01) × 5 seeds" in out
 
 
 @pytest.mark.slow

@@ -341,6 +341,10 @@ def test_gradient_probe_records_dL_dh_t_at_start_and_end(tmp_path):
     assert not np.allclose(norms, np.asarray(init["norm"]))  # training changed the profile
     on_disk = json.loads((tmp_path / "results.json").read_text())
     np.testing.assert_allclose(on_disk["grad_norms"]["norm"], norms, rtol=1e-6)
+    for when, profile in (("init", init), ("end", end)):  # log10(|dL/dh_1| / |dL/dh_T|)
+        n = np.asarray(profile["norm"])
+        expected = np.log10(n[:, 0] / n[:, -1])
+        np.testing.assert_allclose(res["metrics"][f"grad_retained_{when}"], expected, rtol=1e-6)
 
 
 def test_recall_accuracy_is_recorded_per_lag(tmp_path):

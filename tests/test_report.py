@@ -390,17 +390,18 @@ def test_paper_numbers_sit_beside_ours(tmp_path, capsys):
     assert head == [
         "task",
         "seq_len",
-        "gru",
+        "gru (ours)",
         "gru (paper)",
-        "lstm",
+        "lstm (ours)",
         "lstm (paper)",
-        "rnn",
+        "rnn (ours)",
         "rnn (paper)",
     ]
     cells = dict(zip(head[2:], rows[("chorales", "100")], strict=True))
-    assert cells["gru (paper)"] == "8.54" and cells["gru"] == "9.70 ± 0.14 (n=2)"
+    assert cells["gru (paper)"] == "8.54" and cells["gru (ours)"] == "9.70 ± 0.14 (n=2)"
     assert cells["lstm (paper)"] == "8.67" and cells["rnn (paper)"] == "9.1"
     assert "Empirical Evaluation of Gated Recurrent Neural Networks" in out
+    assert "Its protocol is not ours: one number per model, trained with RMSProp" in out
     rc, out, _ = run_main(capsys, root, "--paper", "chung2014", "--metric", "train_loss")
     assert "| 6.94 " in out
     rc, out, _ = run_main(capsys, root, "--paper", "chung2014", "--format", "csv")
@@ -413,9 +414,12 @@ def test_paper_values_match_seq_len_where_the_paper_fixes_one(tmp_path, capsys):
         write_run(root, f"gru_{seq_len}", task="adding", seq_len=seq_len)
     rc, out, _ = run_main(capsys, root, "--paper", "bai2018")
     rows = table_rows(out)
-    assert rows[()] == ["task", "seq_len", "gru", "gru (paper)"]
+    assert rows[()] == ["task", "seq_len", "gru (ours)", "gru (paper)"]
     assert rows[("adding", "600")][1] == "5.3e-05" and rows[("adding", "50")][1] == "—"
     assert "Bai, J. Zico Kolter, Vladlen Koltun" in out
+    rc, out, _ = run_main(capsys, root, "--paper", "jozefowicz2015")
+    assert rc == 0 and table_rows(out)[()] == ["task", "seq_len", "gru"]  # no figures to add
+    assert "it publishes no figures for our tasks. Its protocol is not ours" in out
 
 
 def test_out_writes_the_file_not_stdout(sweep, capsys, tmp_path):
@@ -449,7 +453,7 @@ def bad_cases(tmp_path: Path) -> list[tuple[list, str]]:
         ([good, "--rows", "trainer.lrr"], "unknown key 'trainer.lrr'"),
         ([good, "--cols", "trainer"], "unknown key 'trainer'"),
         ([good, "--rows", "model", "--cols", "model"], "in both --rows and --cols"),
-        ([good, "--paper", "nobody2020"], "known papers are bai2018, chung2014"),
+        ([good, "--paper", "nobody2020"], "known papers are bai2018, chung2014, jozefowicz2015"),
         ([good, "--format", "xml"], "invalid choice"),
         ([good, "--out", tmp_path / "no" / "dir" / "t.md"], "cannot write"),
         ([good, "--plots", good / "a" / "results.json"], "cannot create the plots directory"),
@@ -526,12 +530,13 @@ def test_format_mean_std():
     assert f(float("nan"), float("nan")) == "n/a"
 
 
-def test_select_keeps_the_learning_rate_with_the_best_validation_loss(tmp_path, capsys):
-    root = tmp_path / "s"
+def lr_sweep(root: Path, lrs=(1e-3, 1e-2), extra_lstm=()) -> dict:
+    """gru and lstm, each over `lrs` (lstm also over `extra_lstm`), 2 seeds each: the gru is
+    best at 1e-3, the lstm at 1e-2 (lower best_val_loss); {model: (lr, mean test_loss)} of the
+    picks."""
     picks = {}
     for model in ("gru", "lstm"):
-        for i, lr in enumerate((1e-3, 1e-2)):
-            # gru is best at 1e-3, lstm at 1e-2 (lower best_val_loss)
+        for i, lr in enumerate(lrs + (extra_lstm if model == "lstm" else ())):
             good = (model == "gru") == (lr == 1e-3)
             val = [0.1, 0.12] if good else [0.3, 0.32]
             test = [0.2 + i, 0.22 + i]
@@ -544,26 +549,49 @@ def test_select_keeps_the_learning_rate_with_the_best_validation_loss(tmp_path, 
             )
             if good:
                 picks[model] = (lr, np.mean(test))
-    rc = main(
-        [
-            str(root),
-            "--rows",
-            "task",
-            "--cols",
-            "model",
-            "--select",
-            "trainer.lr",
-            "--by",
-            "best_val_loss",
-        ]
-    )
-    out = capsys.readouterr().out
-    assert rc == 0
+    return picks
+
+
+@pytest.mark.parametrize("given", [True, False], ids=["given", "default"])
+def test_select_keeps_the_learning_rate_with_the_best_validation_loss(tmp_path, capsys, given):
+    picks = lr_sweep(tmp_path / "s")
+    argv = [tmp_path / "s", "--rows", "task", "--cols", "model"]
+    argv += ["--select", "trainer.lr", "--by", "best_val_loss"] if given else []
+    rc, out, err = run_main(capsys, *argv)
+    assert rc == 0, err
     row = next(line for line in out.splitlines() if line.startswith("| copy"))
     assert f"{picks['gru'][1]:.3g}" in row and f"{picks['lstm'][1]:.3g}" in row
     assert "(n=2)" in row  # only the chosen runs are pooled
     assert "selected: in each cell the trainer.lr with the lower mean best_val_loss" in out
     assert "model=gru: 0.001" in out and "model=lstm: 0.01" in out
+    assert ("(the default where runs differ in it" in out) is not given
+    assert "budget:" not in out
+
+
+def test_select_none_pools_and_a_table_over_the_rate_selects_nothing(tmp_path, capsys):
+    lr_sweep(tmp_path / "s")
+    rc, out, _ = run_main(capsys, tmp_path / "s", "--rows", "task", "--select", "none")
+    assert rc == 0 and "selected:" not in out
+    row = next(line for line in out.splitlines() if line.startswith("| copy"))
+    assert row.count("(n=4)") == 2  # both rates pooled
+    rc, out, _ = run_main(capsys, tmp_path / "s", "--rows", "model", "--cols", "trainer.lr")
+    assert rc == 0 and "selected:" not in out
+
+
+def test_budget_says_what_each_cell_was_tuned_over(tmp_path, capsys):
+    lr_sweep(tmp_path / "same")
+    rc, out, _ = run_main(capsys, tmp_path / "same", "--rows", "task", "--budget")
+    assert rc == 0
+    assert (
+        "budget: every cell the same — 2 values of trainer.lr (0.001 … 0.01) × 2 seeds × "
+        "200 steps." in out
+    )
+    lr_sweep(tmp_path / "unequal", extra_lstm=(1e-1,))
+    rc, out, _ = run_main(capsys, tmp_path / "unequal", "--rows", "task", "--budget")
+    assert rc == 0
+    assert "budget: cells differ, so the comparison is not at equal budgets" in out
+    assert "model=gru: 2 values of trainer.lr (0.001 … 0.01)" in out
+    assert "model=lstm: 3 values of trainer.lr (0.001 … 0.1)" in out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,17 +34,24 @@ def test_a_target_says_what_it_is():
     assert Target("val/loss", 0.01).describe() == "val/loss <= 0.01"
 
 
+def test_a_relative_target_is_within_a_fraction_of_the_members_own_best():
+    target = Target("val/loss", 0.5, relative=True)  # within 50% of its best
+    assert target.describe() == "val/loss within 50% of its best"
+    steps, seconds = time_to_target(ROWS, target, 2)
+    # member 0: best 0.99, threshold 1.485, met at step 20; member 1: best 0.5, threshold 0.75
+    assert steps == [20, 20] and seconds == [2.5, 2.5]
+    steps, _ = time_to_target(ROWS, Target("val/accuracy", 0.1, relative=True), 2)
+    assert steps == [20, 10]  # >= 0.9 * 0.999 and >= 0.9 * 0.98
+
+
 @pytest.mark.parametrize(
     "task, rule",
     [
         ("copy", "val/accuracy >= 0.99"),
         ("adding", "val/loss <= 0.01"),
+        ("chorales", "val/loss within 1% of its best"),
+        ("polyphonic", "val/loss within 1% of its best"),
     ],
 )
 def test_the_issues_tasks_have_their_targets(task, rule):
     assert TASKS.get(task).target.describe() == rule
-
-
-def test_no_target_where_no_threshold_is_the_same_for_every_model():
-    # Relative to a run's own best, a model that never learns would be the fastest.
-    assert TASKS.get("chorales").target is None

@@ -44,6 +44,7 @@ from grubench.tasks.base import Split, Splits, TaskSpec
 from grubench.tasks.chorales import (
     LOWEST_MIDI,
     N_PITCHES,
+    NLL_TARGET,
     bernoulli_nll,
     pitch_frequencies,
     sequences,
@@ -337,5 +338,6 @@ register_task(
         baseline,
         validate,
         complete=complete,
+        target=NLL_TARGET,
     )
 )
