@@ -89,9 +89,18 @@ def matmul_peak_gflops(n: int | None = None, iters: int = 10) -> float:
     return 2 * n**3 / (ms * 1e-3) / 1e9
 
 
-def _jax_trainer(loss: Callable, params: Any, x: jax.Array, y: jax.Array):
-    """A zero-argument training step (grad of `loss`, Adam) that updates params in place."""
-    tx = optax.adam(1e-3)
+# What a timed train step ends with: an Adam update (the default), a plain SGD update, or
+# nothing after the gradients ("none": forward, backward and the loss alone).
+OPTIMIZERS = ("adam", "sgd", "none")
+
+
+def _jax_trainer(loss: Callable, params: Any, x: jax.Array, y: jax.Array, optimizer: str = "adam"):
+    """A zero-argument training step (grad of `loss`, then `optimizer`'s update) that updates
+    params in place; with optimizer "none", the gradients alone."""
+    if optimizer == "none":
+        grad = jax.jit(jax.grad(loss))
+        return lambda: grad(params, x, y)
+    tx = optax.adam(1e-3) if optimizer == "adam" else optax.sgd(1e-3)
 
     @jax.jit
     def step(params, opt, x, y):
@@ -126,6 +135,7 @@ def ours(
     matmul_dtype: str = "float32",
     scan: str = "auto",
     forward: bool = False,
+    optimizer: str = "adam",
 ):
     from flax import nnx
 
@@ -151,10 +161,12 @@ def ours(
 
     if forward:
         return _jax_forward(apply, params, x)
-    return _jax_trainer(lambda p, x, y: jnp.mean((apply(p, x) - y) ** 2), params, x, y)
+    return _jax_trainer(lambda p, x, y: jnp.mean((apply(p, x) - y) ** 2), params, x, y, optimizer)
 
 
-def flax_linen(cell: str, b: int, t: int, d: int, h: int, forward: bool = False):
+def flax_linen(
+    cell: str, b: int, t: int, d: int, h: int, forward: bool = False, optimizer: str = "adam"
+):
     import flax.linen as nn
 
     cls = nn.GRUCell if cell == "gru" else nn.OptimizedLSTMCell
@@ -164,15 +176,19 @@ def flax_linen(cell: str, b: int, t: int, d: int, h: int, forward: bool = False)
     params = model.init(jax.random.key(0), x)
     if forward:
         return _jax_forward(model.apply, params, x)
-    return _jax_trainer(lambda p, x, y: jnp.mean((model.apply(p, x) - y) ** 2), params, x, y)
+    return _jax_trainer(
+        lambda p, x, y: jnp.mean((model.apply(p, x) - y) ** 2), params, x, y, optimizer
+    )
 
 
-def torch_peer(cell: str, b: int, t: int, d: int, h: int, forward: bool = False):
+def torch_peer(
+    cell: str, b: int, t: int, d: int, h: int, forward: bool = False, optimizer: str = "adam"
+):
     import torch
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     rnn = (torch.nn.GRU if cell == "gru" else torch.nn.LSTM)(d, h, batch_first=True).to(dev)
-    opt = torch.optim.Adam(rnn.parameters(), lr=1e-3)
+    opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(rnn.parameters(), lr=1e-3)
     x = torch.randn(b, t, d, device=dev)
     y = torch.randn(b, t, h, device=dev)
 
@@ -183,7 +199,8 @@ def torch_peer(cell: str, b: int, t: int, d: int, h: int, forward: bool = False)
         opt.zero_grad(set_to_none=True)
         out, _ = rnn(x)
         torch.mean((out - y) ** 2).backward()
-        opt.step()
+        if optimizer != "none":
+            opt.step()
         return out
 
     def sync(_):
@@ -193,6 +210,32 @@ def torch_peer(cell: str, b: int, t: int, d: int, h: int, forward: bool = False)
     return run, sync
 
 
+# The implementations timed against each other, in table order.
+IMPLS = ("grubench", "flax", "torch")
+
+
+def time_impl(
+    impl: str,
+    cell: str,
+    shape: tuple[int, int, int, int],
+    warmup: int,
+    iters: int,
+    forward: bool = False,
+    optimizer: str = "adam",
+    **ours_kw,
+) -> dict[str, Any]:
+    """One implementation's result row on one shape (`_timed_row`)."""
+    b, t, d, h = shape
+    sync: Callable = jax.block_until_ready
+    if impl == "grubench":
+        run = ours(cell, b, t, d, h, forward=forward, optimizer=optimizer, **ours_kw)
+    elif impl == "flax":
+        run = flax_linen(cell, b, t, d, h, forward, optimizer)
+    else:
+        run, sync = torch_peer(cell, b, t, d, h, forward, optimizer)
+    return _timed_row(cell, impl, shape, run, sync, warmup, iters, forward)
+
+
 def run_bench(
     shapes: list[tuple[int, int, int, int]],
     cells: list[str],
@@ -200,28 +243,20 @@ def run_bench(
     iters: int,
     with_torch: bool,
     forward: bool = False,
+    optimizer: str = "adam",
     **ours_kw,
 ) -> dict[str, Any]:
-    """Ours against the peers on every shape: training steps, or (`forward`) forward passes."""
-    rows = []
-    for cell in cells:
-        for b, t, d, h in shapes:
-            impls: list[tuple[str, Callable, Callable]] = [
-                (
-                    "grubench",
-                    ours(cell, b, t, d, h, forward=forward, **ours_kw),
-                    jax.block_until_ready,
-                ),
-                ("flax", flax_linen(cell, b, t, d, h, forward), jax.block_until_ready),
-            ]
-            if with_torch:
-                run, sync = torch_peer(cell, b, t, d, h, forward)
-                impls.append(("torch", run, sync))
-            rows += [
-                _timed_row(cell, impl, (b, t, d, h), run, sync, warmup, iters, forward)
-                for impl, run, sync in impls
-            ]
-    return _result(rows, options={**ours_kw, "forward": forward})
+    """Ours against the peers on every shape, all in this process: training steps, or
+    (`forward`) forward passes."""
+    impls = IMPLS if with_torch else IMPLS[:2]
+    rows = [
+        time_impl(impl, cell, shape, warmup, iters, forward, optimizer, **ours_kw)
+        for cell in cells
+        for shape in shapes
+        for impl in impls
+    ]
+    options = {**ours_kw, "forward": forward, "optimizer": optimizer}
+    return _result(rows, mode="shared", options=options)
 
 
 # Our layer's implementation options, each timed against the default (fused backward, unroll
@@ -362,11 +397,30 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     geo = ", ".join(f"{c}: {float(np.exp(np.mean(np.log(v)))):.2f}" for c, v in ratios.items())
     lines.append("")
-    what = "forward pass" if result.get("options", {}).get("forward") else "train step"
+    options = result.get("options", {})
+    if options.get("forward"):
+        what = "forward pass"
+    else:
+        what = {"adam": "train step (Adam)", "sgd": "train step (SGD)"}.get(
+            options.get("optimizer", "adam"), "forward + backward (no optimizer update)"
+        )
     lines.append(
         f"device {result['device']}; ms per {what}; matmul peak {peak:.1f} GFLOP/s; "
         f"geometric mean of ours / best peer: {geo}"
     )
+    if result.get("mode") == "isolated":
+        spread = max(result["rows"], key=lambda r: r["spread"])
+        lines.append(
+            f"isolated: each implementation in a fresh process with its own settings, "
+            f"best of {result['rounds']} interleaved rounds; the largest spread between "
+            f"rounds, (max - min) / min, is {100 * spread['spread']:.0f}% ({spread['impl']} "
+            f"{spread['cell']} at {', '.join(map(str, spread['shape']))})"
+        )
+    else:
+        lines.append(
+            "shared: every implementation in this one process, under grubench's process "
+            "settings (--isolated times each in its own)"
+        )
     return "\n".join(lines)
 
 
@@ -379,8 +433,14 @@ def _emit(result: dict[str, Any], table: str, json_path: str | None) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage block
+        print(f"grubench-bench: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="grubench-bench", description=__doc__.splitlines()[0])
+    p = _Parser(prog="grubench-bench", description=__doc__.splitlines()[0])
     p.add_argument("--json", help="write the results here as JSON")
     p.add_argument("--cells", default="gru,lstm", help="comma-separated: gru,lstm")
     p.add_argument("--shapes", help="B,T,D,H;B,T,D,H;... (default: the four standard shapes)")
@@ -421,6 +481,24 @@ def main(argv: list[str] | None = None) -> int:
         help="time the forward pass alone (evaluation, inference), not a train step",
     )
     p.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default="adam",
+        help="what each timed train step ends with: an Adam update (default), an SGD "
+        "update, or none (forward, backward and the loss alone)",
+    )
+    p.add_argument(
+        "--isolated",
+        action="store_true",
+        help="each implementation in a fresh process of its own, with its own defaults "
+        "(ours with grubench's process settings, as grubench-train runs; Flax and torch "
+        "without), in --rounds interleaved rounds; the best round per shape is reported "
+        "with the spread",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=3, help="with --isolated: rounds per implementation (3)"
+    )
+    p.add_argument(
         "--population",
         action="store_true",
         help="instead: K members in one program against one member (grubench-train's step "
@@ -442,10 +520,14 @@ def main(argv: list[str] | None = None) -> int:
         help="with --scaling: minGRU / minLSTM's scan (default auto: sequential on "
         "CPU, parallel on an accelerator)",
     )
-    a = p.parse_args(argv)
+    try:
+        a = p.parse_args(argv)
+    except SystemExit as e:  # --help (0), or a bad argument said in one line (2)
+        return int(e.code or 0)
     from grubench import runtime
 
-    runtime.configure()
+    if not a.isolated:  # isolated: each worker process applies its own settings, or none
+        runtime.configure()
     try:
         cells = a.cells.split(",")
         # --scaling and --population time any registered cell; the peers exist for the GRU and
@@ -474,6 +556,18 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(
                 "--forward times a forward pass against the peers: it does not "
                 "combine with --scaling, --variants or --backward"
+            )
+        if a.isolated and (a.scaling or a.variants or a.population):
+            raise ValueError(
+                "--isolated times ours against the peers: it does not combine with "
+                "--scaling, --variants or --population"
+            )
+        if a.rounds < 1 or (a.rounds != 3 and not a.isolated):
+            raise ValueError("--rounds applies to --isolated and must be >= 1")
+        if a.optimizer != "adam" and (a.forward or a.scaling or a.variants or a.population):
+            raise ValueError(
+                "--optimizer applies to the train step against the peers: it does not "
+                "combine with --forward, --scaling, --variants or --population"
             )
         if a.scan != "auto" and not a.scaling:
             raise ValueError("--scan applies to --scaling, where minGRU / minLSTM run")
@@ -521,17 +615,29 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             with_torch = False
-    result = run_bench(
-        shapes,
-        cells,
-        a.warmup,
-        a.iters,
-        with_torch,
-        a.forward,
-        backward=a.backward,
-        unroll=a.unroll,
-        matmul_dtype=a.matmul_dtype,
-    )
+    ours_kw = {"backward": a.backward, "unroll": a.unroll, "matmul_dtype": a.matmul_dtype}
+    if a.isolated:
+        from grubench.bench_isolated import run_isolated
+
+        try:
+            result = run_isolated(
+                shapes,
+                cells,
+                a.warmup,
+                a.iters,
+                with_torch,
+                a.forward,
+                a.optimizer,
+                a.rounds,
+                ours_kw,
+            )
+        except GrubenchError as e:
+            print(f"grubench-bench: error: {e}", file=sys.stderr)
+            return 1
+    else:
+        result = run_bench(
+            shapes, cells, a.warmup, a.iters, with_torch, a.forward, a.optimizer, **ours_kw
+        )
     return _emit(result, format_table(result), a.json)
 
 

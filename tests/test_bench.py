@@ -59,6 +59,29 @@ def test_forward_mode_times_forward_passes(tmp_path, capsys):
     assert "ms per forward pass" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_isolated_mode_times_each_implementation_in_its_own_process(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)  # the workers start from a user's shell
+    out = tmp_path / "isolated.json"
+    argv = "--isolated --rounds 2 --optimizer none --shapes 4,6,3,5 --iters 2 --warmup 1"
+    argv += " --no-torch --cells gru --json"
+    assert bench.main([*argv.split(), str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["mode"] == "isolated" and res["rounds"] == 2 and res["peak_gflops"] > 0
+    assert res["options"]["optimizer"] == "none"
+    rows = {r["impl"]: r for r in res["rows"]}
+    assert set(rows) == {"grubench", "flax"}
+    for r in rows.values():
+        assert len(r["rounds_ms"]) == 2 and r["step_ms"] == min(r["rounds_ms"])
+        assert r["spread"] == pytest.approx((max(r["rounds_ms"]) - r["step_ms"]) / r["step_ms"])
+    # ours ran with grubench's process settings, Flax with JAX's own defaults
+    assert "--xla_cpu_multi_thread_eigen=false" in rows["grubench"]["xla_flags"]
+    assert "xla_cpu_multi_thread_eigen" not in rows["flax"]["xla_flags"]
+    table = capsys.readouterr().out
+    assert "isolated: each implementation in a fresh process" in table
+    assert "ms per forward + backward (no optimizer update)" in table
+
+
 def test_flop_count():
     # GRU: 3 gates; forward 2*B*T*3H*(D+H), backward twice that.
     assert bench.step_flops("gru", 2, 3, 4, 5) == 3 * 2 * 2 * 3 * 3 * 5 * 9
@@ -83,6 +106,11 @@ def test_flop_count():
         ["--population", "--members", "1,100000000"],
         ["--population", "--scaling"],
         ["--population", "--hidden", "0"],
+        ["--isolated", "--scaling"],
+        ["--isolated", "--rounds", "0"],
+        ["--rounds", "2"],
+        ["--optimizer", "sgd", "--forward"],
+        ["--optimizer", "rmsprop"],
     ],
 )
 def test_bad_arguments_are_one_line(args, capsys):
