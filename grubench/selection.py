@@ -52,6 +52,7 @@ def select_best(
     cells = _cells(runs, keys, select)
     kept: list[dict[str, Any]] = []
     chosen = []
+    edge = 0  # cells whose pick is the grid's smallest or largest value (of three or more)
     for where in sorted(cells, key=sort_key):
         scores: dict[Any, float] = {}
         for value, members in cells[where].items():
@@ -63,11 +64,18 @@ def select_best(
         pick = (min if better == "lower" else max)(scores, key=lambda k: scores[k])
         kept += cells[where][pick]
         chosen.append(f"{cell_label(list(keys), where)}: {show(pick)}")
+        ends = sorted(cells[where], key=lambda v: sort_key((v,)))
+        edge += len(ends) >= 3 and pick in (ends[0], ends[-1])
     note = (
         f"selected: in each cell the {select} with the {better} mean {by} over seeds — "
         + "; ".join(chosen)
         + "."
     )
+    if edge:
+        note += (
+            f" In {edge} of {len(chosen)} cells the choice is at the end of the grid: a wider "
+            "grid might do better there."
+        )
     return kept, note
 
 

@@ -221,6 +221,13 @@ def _cell(c: Cell | None) -> str:
     return f"{text} (n={c.n}{f', {missing} without a value' if missing else ''})"
 
 
+def _ratio(s: Setting) -> str:
+    """GRU's mean over the other's, where both are positive: "0.73×"."""
+    if s.gru is None or s.other is None or not (s.gru.mean > 0 and s.other.mean > 0):
+        return "—"
+    return f"{s.gru.mean / s.other.mean:.2f}×"
+
+
 def _versions(roots: Sequence[dict[str, Any]]) -> str:
     seen = {tuple(sorted((r.get("versions") or {}).items())) for r in roots}
     seen.discard(())
@@ -263,9 +270,9 @@ def render(root: Path, alpha: float = 0.05, claims: Sequence[Claim] = CLAIMS) ->
         "",
         "## Evidence",
         "",
-        "| claim | preset | metric | setting | GRU | other | GRU − other [95% CI] | p (Holm) "
-        "| reading |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| claim | preset | metric | setting | GRU | other | GRU − other [95% CI] | GRU / other "
+        "| p (Holm) | reading |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for claim, settings, _ in blocks:
         for s in settings:
@@ -275,8 +282,8 @@ def render(root: Path, alpha: float = 0.05, claims: Sequence[Claim] = CLAIMS) ->
             diff = format_difference(s.test) if s.test is not None else "—"
             lines.append(
                 f"| {claim.text} | `{e.preset}` | {e.metric} ({e.kind}) | {s.where} | "
-                f"{_cell(s.gru)} | {e.other}: {_cell(s.other)} | {diff} | {format_p(p)} | "
-                f"{reading} |"
+                f"{_cell(s.gru)} | {e.other}: {_cell(s.other)} | {diff} | {_ratio(s)} | "
+                f"{format_p(p)} | {reading} |"
             )
     lines += ["", "## How each line was chosen", ""]
     for claim, _, notes in blocks:

@@ -578,6 +578,16 @@ def test_select_none_pools_and_a_table_over_the_rate_selects_nothing(tmp_path, c
     assert rc == 0 and "selected:" not in out
 
 
+def test_a_choice_at_the_end_of_the_grid_is_said(tmp_path, capsys):
+    for i, lr in enumerate((1e-3, 1e-2, 1e-1)):
+        val = [0.5 - 0.1 * i] * 2  # best at the largest rate
+        metrics = {"best_val_loss": val, "test_loss": val, "val_loss": val}
+        write_run(tmp_path / "s", f"gru-{i}", lr=lr, metrics=metrics)
+    rc, out, _ = run_main(capsys, tmp_path / "s", "--rows", "task")
+    assert rc == 0 and "model=gru: 0.1." in out
+    assert "In 1 of 1 cells the choice is at the end of the grid" in out
+
+
 def test_budget_says_what_each_cell_was_tuned_over(tmp_path, capsys):
     lr_sweep(tmp_path / "same")
     rc, out, _ = run_main(capsys, tmp_path / "same", "--rows", "task", "--budget")
