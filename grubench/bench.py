@@ -440,7 +440,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(prog="grubench-bench", description=__doc__.splitlines()[0])
+    # No abbreviations: the entry point looks for --isolated as written, before parsing.
+    p = _Parser(prog="grubench-bench", description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--json", help="write the results here as JSON")
     p.add_argument("--cells", default="gru,lstm", help="comma-separated: gru,lstm")
     p.add_argument("--shapes", help="B,T,D,H;B,T,D,H;... (default: the four standard shapes)")
@@ -496,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         "with the spread",
     )
     p.add_argument(
-        "--rounds", type=int, default=3, help="with --isolated: rounds per implementation (3)"
+        "--rounds", type=int, help="with --isolated: rounds per implementation (default 3)"
     )
     p.add_argument(
         "--population",
@@ -562,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--isolated times ours against the peers: it does not combine with "
                 "--scaling, --variants or --population"
             )
-        if a.rounds < 1 or (a.rounds != 3 and not a.isolated):
+        if a.rounds is not None and (a.rounds < 1 or not a.isolated):
             raise ValueError("--rounds applies to --isolated and must be >= 1")
         if a.optimizer != "adam" and (a.forward or a.scaling or a.variants or a.population):
             raise ValueError(
@@ -628,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
                 with_torch,
                 a.forward,
                 a.optimizer,
-                a.rounds,
+                a.rounds or 3,
                 ours_kw,
             )
         except GrubenchError as e:

@@ -36,7 +36,10 @@ def _spawn(impl: str, spec: dict[str, Any]) -> Any:
     lines = p.stdout.strip().splitlines()
     if p.returncode != 0 or not lines:
         raise GrubenchError(f"the {impl} worker process failed (exit {p.returncode})")
-    return json.loads(lines[-1])
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError:
+        raise GrubenchError(f"the {impl} worker process ended without its JSON line") from None
 
 
 def run_isolated(
@@ -52,7 +55,8 @@ def run_isolated(
 ) -> dict[str, Any]:
     """grubench-bench's result (`grubench.bench.format_table`'s input) with mode "isolated":
     per (cell, implementation, shape) `step_ms` is the best round, `rounds_ms` every round,
-    `spread` (max − min) / min, and `xla_flags` what the worker's JAX ran with."""
+    `spread` (max − min) / min, and `xla_flags` and `devices` what the worker's JAX ran
+    with."""
     impls = ["grubench", "flax"] + (["torch"] if with_torch else [])
     spec = {
         "shapes": [list(s) for s in shapes],
@@ -112,7 +116,9 @@ def worker(argv: Sequence[str]) -> int:
             "device": jax.devices()[0].device_kind,
         }
     else:
-        flags = os.environ.get("XLA_FLAGS", "")
+        import jax
+
+        process = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "devices": jax.device_count()}
         answer = [
             bench.time_impl(
                 impl,
@@ -124,7 +130,7 @@ def worker(argv: Sequence[str]) -> int:
                 spec["optimizer"],
                 **spec["ours"],
             )
-            | {"xla_flags": flags}
+            | process
             for cell in spec["cells"]
             for shape in spec["shapes"]
         ]

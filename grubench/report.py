@@ -60,7 +60,7 @@ from grubench.runs import (
     read_runs,
     varying_keys,
 )
-from grubench.selection import budget_note, default_select, select_best
+from grubench.selection import BY, TUNED, budget_note, default_select, select_best
 from grubench.stats import MultiTable, StatsOptions, build_tables, has_values
 
 try:
@@ -107,9 +107,9 @@ def default_table(runs: list[dict[str, Any]]) -> MultiTable:
     runs are populations over learning rates, each cell's rate is chosen on validation
     (best_val_loss) and scored on test, never averaged over rates."""
     grid = {k for r in runs for m in r.get("members") or [] for k in m["values"]}
-    select = "trainer.lr" in grid
+    select = TUNED in grid
     rows = ["task", "seq_len"]
-    shown = {"task", "seq_len", "model"} | ({"trainer.lr"} if select else set())
+    shown = {"task", "seq_len", "model"} | ({TUNED} if select else set())
     for key in varying_keys(runs):
         if canonical_key(key) in shown:
             continue
@@ -121,7 +121,7 @@ def default_table(runs: list[dict[str, Any]]) -> MultiTable:
             rows.append(key)
     note = None
     if select:
-        runs, note = select_best(runs, [*rows, "model"], "trainer.lr", "best_val_loss")
+        runs, note = select_best(runs, [*rows, "model"], TUNED, BY)
     metrics = [m for m in DEFAULT_METRICS if has_values(runs, m)] or ["test_loss"]
     table = build_tables(runs, rows, ["model"], metrics, None)
     if note:
@@ -129,13 +129,15 @@ def default_table(runs: list[dict[str, Any]]) -> MultiTable:
     return table
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage block
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are a ReportError (one line), not a usage block."""
+
+    def error(self, message: str):
         raise ReportError(message)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="grubench-report",
         description="Tables (and plots) comparing runs: every results.json below DIR..., "
         "one or more metrics pivoted over rows x cols, mean ± std over seeds per cell.",
@@ -196,8 +198,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--by",
         metavar="METRIC",
-        default="best_val_loss",
-        help="the metric --select judges by (default: best_val_loss)",
+        default=BY,
+        help=f"the metric --select judges by (default: {BY})",
     )
     p.add_argument(
         "--budget",
@@ -314,6 +316,13 @@ def _main(argv: Sequence[str] | None) -> int:
         check_keys(runs, _keys(args.cols), "--cols")
         cells = _keys(args.rows) + _keys(args.cols)
         select = default_select(runs, cells) if args.select is None else args.select
+        unselected = None
+        if select and args.select is None and args.by not in available_metrics(runs):
+            unselected = (
+                f"not selected: the runs differ in {select} but record no {args.by} to choose "
+                "by, so each cell pools them (--select none says so without this note)."
+            )
+            select = None
         if select == "none":
             select = None
         elif select:
@@ -324,7 +333,12 @@ def _main(argv: Sequence[str] | None) -> int:
         if select:
             runs, selected = select_best(runs, cells, select, args.by)
             if args.select is None:
-                selected += " (the default where runs differ in it; --select none pools them)"
+                selected = selected.replace(
+                    "selected:",
+                    f"selected (the default where runs differ in {select}; --select none "
+                    "pools them):",
+                    1,
+                )
         latex = _latex_options(args)
         for name, value in (("--figsize", args.figsize), ("--x", args.x)):
             if value and not args.plots:
@@ -341,7 +355,7 @@ def _main(argv: Sequence[str] | None) -> int:
         table = build_tables(
             runs, _keys(args.rows), _keys(args.cols), _keys(args.metric), paper, options
         )
-        table.notes += [note for note in (budget, selected) if note]
+        table.notes += [note for note in (budget, selected, unselected) if note]
         text = render_latex(table, **latex) if latex else RENDERERS[args.format](table)
         if args.out:
             try:

@@ -16,8 +16,10 @@ from typing import Any
 from grubench.errors import ReportError
 from grubench.runs import canonical_key, cell_label, direction, key_value, samples, show, sort_key
 
-# The key a report selects on by default: the one every comparison preset tunes per cell.
+# The key a report selects on by default (the one every comparison preset tunes per cell) and
+# the validation metric it judges by.
 TUNED = "trainer.lr"
+BY = "best_val_loss"
 
 
 def default_select(runs: list[dict[str, Any]], keys: Sequence[str]) -> str | None:
@@ -45,7 +47,9 @@ def select_best(
 ) -> tuple[list[dict[str, Any]], str]:
     """Model selection: in each cell of `keys`, keep only the runs whose `select` value (e.g.
     trainer.lr) has the best mean `by` (e.g. best_val_loss) over its seeds; and a note saying
-    what was chosen where. Failed runs and diverged seeds do not score."""
+    what was chosen where. A value some of whose seeds diverged, failed or have no `by` ranks
+    after every value whose seeds all have one (its survivors alone would flatter it); a cell
+    where no value has any keeps all its runs, so the table still counts them."""
     better = direction(by)
     if better is None:
         raise ReportError(f"--by {by}: cannot tell whether lower or higher is better")
@@ -54,14 +58,17 @@ def select_best(
     chosen = []
     edge = 0  # cells whose pick is the grid's smallest or largest value (of three or more)
     for where in sorted(cells, key=sort_key):
-        scores: dict[Any, float] = {}
+        scores: dict[Any, tuple[int, float]] = {}  # value -> (seeds without `by`, ranked mean)
         for value, members in cells[where].items():
-            got = [v for r in members for _, v, st in samples(r, by) if v is not None]
-            if got:
-                scores[value] = statistics.fmean(got)
+            got = [(v, st) for r in members for _, v, st in samples(r, by)]
+            ok = [v for v, _ in got if v is not None]
+            if ok:
+                mean = statistics.fmean(ok)
+                scores[value] = (len(got) - len(ok), mean if better == "lower" else -mean)
         if not scores:
+            kept += [r for members in cells[where].values() for r in members]
             continue
-        pick = (min if better == "lower" else max)(scores, key=lambda k: scores[k])
+        pick = min(scores, key=lambda k: scores[k])
         kept += cells[where][pick]
         chosen.append(f"{cell_label(list(keys), where)}: {show(pick)}")
         ends = sorted(cells[where], key=lambda v: sort_key((v,)))
@@ -73,8 +80,8 @@ def select_best(
     )
     if edge:
         note += (
-            f" In {edge} of {len(chosen)} cells the choice is at the end of the grid: a wider "
-            "grid might do better there."
+            f" The choice is at the end of the grid in {edge} of the {len(chosen)} "
+            f"cell{'' if len(chosen) == 1 else 's'}: a wider grid might do better there."
         )
     return kept, note
 
@@ -102,13 +109,28 @@ def _budget(groups: dict[Any, list[dict[str, Any]]], select: str | None) -> str:
 def budget_note(runs: list[dict[str, Any]], keys: Sequence[str], select: str | None) -> str:
     """What each cell of `keys` was given, before selection: the values of `select` it was
     tuned over, its seeds per value and its steps; one line when every cell got the same,
-    else each cell's with a warning that the comparison is not at equal budgets."""
-    cells = _cells(runs, keys, select)
-    budgets = {where: _budget(groups, select) for where, groups in cells.items()}
+    else each cell's with a warning that the comparison is not at equal budgets. Runs that did
+    not finish (failed, killed, still running) are counted apart: they were given nothing yet."""
+    finished = [r for r in runs if r.get("status") != "failed"]
+    cells = _cells(finished, keys, select)
+    for where in _cells(runs, keys, select):
+        cells.setdefault(where, {})
+    budgets = {
+        where: _budget(groups, select) if groups else "no finished run"
+        for where, groups in cells.items()
+    }
+    failed = len(runs) - len(finished)
+    unfinished = (
+        f" ({failed} run{'' if failed == 1 else 's'} that did not finish not counted)"
+        if failed
+        else ""
+    )
     if len(set(budgets.values())) == 1:
-        return f"budget: every cell the same — {next(iter(budgets.values()))}."
+        return f"budget: every cell the same — {next(iter(budgets.values()))}{unfinished}."
     listed = "; ".join(
         f"{cell_label(list(keys), where)}: {budgets[where]}"
         for where in sorted(budgets, key=sort_key)
     )
-    return f"budget: cells differ, so the comparison is not at equal budgets — {listed}."
+    return (
+        f"budget: cells differ, so the comparison is not at equal budgets — {listed}{unfinished}."
+    )

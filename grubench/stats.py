@@ -473,6 +473,19 @@ def _where_row(multi: MultiTable, row: tuple) -> str:
     return cell_label(multi.row_keys, row)
 
 
+def _rank_test(xa: Any, xb: Any) -> tuple[float, float]:
+    """Mann-Whitney U, two-sided: (p, P(a > b) - 1/2). Exact by permutation where that is small
+    enough (scipy's normal approximation, with ties, gives p below the smallest the test can
+    give)."""
+    from scipy import stats as st
+
+    n = (len(xa), len(xb))
+    exact = math.comb(n[0] + n[1], n[0]) <= 100_000
+    method: Any = st.PermutationMethod(n_resamples=math.inf) if exact else "auto"
+    u = st.mannwhitneyu(xa, xb, alternative="two-sided", method=method)
+    return float(u.pvalue), float(u.statistic) / (n[0] * n[1]) - 0.5
+
+
 def compare_cells(
     a: Cell, b: Cell, options: StatsOptions, where: str = "", names: tuple[str, str] = ("", "")
 ) -> tuple[float, float, float, float, tuple[int, int], float]:
@@ -534,23 +547,24 @@ def compare_cells(
     n = (len(xa), len(xb))
     diff = float(xa.mean() - xb.mean()) if len(xa) and len(xb) else math.nan
     per_seed = any(k is not None for k in (*a.pair_keys, *b.pair_keys))
-    if min(n) < 2 or (per_seed and np.ptp(xa) == 0 and np.ptp(xb) == 0):
-        # Seeds alike on both sides (a metric counted in evaluation intervals, say): no
-        # spread to test against, so untested rather than p = 0. (A quantity measured once
-        # per run and the same in each, such as the parameter count, is exact as it is.)
+    if min(n) < 2:
         return (diff, *nan3, n, math.nan)
+    if per_seed and np.ptp(xa) == 0 and np.ptp(xb) == 0:
+        # Seeds alike within each cell (a metric counted in evaluation intervals, a 0/1 such
+        # as `diverged`): no spread for a t-test. Alike across the cells too, nothing to test;
+        # else the exact rank test, whose p for two cells set apart is 2 / C(n1 + n2, n1).
+        # (A quantity measured once per run, such as the parameter count, is exact as it is.)
+        if xa[0] == xb[0]:
+            return (diff, *nan3, n, math.nan)
+        p, shift = _rank_test(xa, xb)
+        return diff, math.nan, math.nan, p, n, shift
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         t = st.ttest_ind(xa, xb, equal_var=False)
         if options.test == "welch":
             p, shift = float(t.pvalue), diff
         else:
-            # Exact by permutation where that is small enough (scipy's normal approximation,
-            # with ties, gives p below the smallest the test can give).
-            exact = math.comb(n[0] + n[1], n[0]) <= 100_000
-            method: Any = st.PermutationMethod(n_resamples=math.inf) if exact else "auto"
-            u = st.mannwhitneyu(xa, xb, alternative="two-sided", method=method)
-            p, shift = float(u.pvalue), float(u.statistic) / (n[0] * n[1]) - 0.5
+            p, shift = _rank_test(xa, xb)
         if options.ci_method == "bootstrap":
             lo, hi = _bootstrap((xa, xb), _mean_difference, options.level)
         else:
@@ -655,6 +669,8 @@ def _tests_note(multi: MultiTable, contests: bool) -> str:
         ci = f"{100 * opts.level:g}% {kind} interval"
     diff = "mean difference of the pairs" if opts.paired else "difference of means"
     untested = len(multi.tests) - m
+    # compare_cells gives a p without an interval only where it fell back to the rank test
+    ranked = sum(math.isfinite(c.p_value) and not math.isfinite(c.ci_low) for c in multi.tests)
     few = opts.ci_method == "bootstrap" and any(
         0 < c.n < 20 for t in multi.tables for c in t.cells.values()
     )
@@ -663,9 +679,15 @@ def _tests_note(multi: MultiTable, contests: bool) -> str:
         f"with its {ci}; p-values Holm-corrected across the table's {_plural(m, 'test')} "
         f"({' and '.join(what)})"
         + (
-            f"; {_plural(untested, 'pair')} untested (under two values a side, or no spread "
-            "in either)"
+            f"; {_plural(untested, 'pair')} untested (under two values a side, or every "
+            "value the same)"
             if untested
+            else ""
+        )
+        + (
+            f"; {_plural(ranked, 'pair')} with every seed alike within each cell took the "
+            "exact Mann–Whitney U test instead, without an interval"
+            if ranked and opts.test == "welch" and not opts.paired
             else ""
         )
         + _unreachable(multi)

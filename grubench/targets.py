@@ -29,8 +29,8 @@ __all__ = ["Target", "time_to_target"]
 class Target:
     """`metric` (a per-member curve of metrics.jsonl) reaching `value`: at least `value` for an
     accuracy, at most `value` otherwise (a loss). `relative`: `value` is a fraction of the
-    member's own best instead, the target being within it (loss <= best * (1 + value),
-    accuracy >= best * (1 - value))."""
+    member's own best instead, the target being within it (loss <= best + value * |best|,
+    accuracy >= best - value * |best|)."""
 
     metric: str
     value: float
@@ -51,7 +51,8 @@ class Target:
         """The value to reach, for a member whose best value of the metric is `best`."""
         if not self.relative:
             return self.value
-        return best * (1 - self.value) if self.higher else best * (1 + self.value)
+        margin = self.value * abs(best)  # a negative loss (a log-density) works too
+        return best - margin if self.higher else best + margin
 
     def met(self, v: float, threshold: float) -> bool:
         """Whether the value `v` of the metric meets `threshold`."""

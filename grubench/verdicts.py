@@ -7,35 +7,37 @@ ROOT holds one sweep directory per preset, named as the preset (`grubench-train 
 table rows that bear on it and what it predicts for the GRU against the other cell. Every
 setting (a table row) is scored as `grubench-report` scores it: each cell's learning rate
 chosen on validation from the preset's grid (`grubench.selection`), GRU − other with a 95%
-Welch interval and Welch's t-test, Holm-corrected across the settings of one line of evidence
-(`grubench.stats`). A setting counts for or against a claim only where that test is
-significant at α; the verdict says how many did, and "undecided" where none did.
+Welch interval and Welch's t-test (`grubench.stats`). The p-values of all a claim's tested
+settings are Holm-corrected together, and a setting counts for or against the claim only
+where its test is significant at α; the verdict says how many did, and "undecided" where none
+did.
 
 Three kinds of evidence:
 - test: values per seed, tested as above;
 - exact: a deterministic measurement (XLA's memory accounting), one value per setting; its
   sign counts;
-- context: shown beside the claim, not counted (a per-step time measured once per run, or
-  seconds on a clock all of a population's members share).
+- context: shown beside the claim, not counted (a per-step time measured once per run,
+  seconds on a clock all of a population's members share, or a quantity that bears on the
+  claim only in part).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from grubench.errors import GrubenchError, ReportError
 from grubench.render import format_difference, format_mean_std, format_p
+from grubench.report import Parser
 from grubench.results import atomic_write_text
 from grubench.runs import cell_label, read_runs
-from grubench.selection import budget_note, default_select, select_best
-from grubench.stats import Cell, Comparison, StatsOptions, build_tables
+from grubench.selection import BY, budget_note, default_select, select_best
+from grubench.stats import Cell, Comparison, StatsOptions, build_tables, holm
 
 Kind = Literal["test", "exact", "context"]
 
@@ -108,7 +110,8 @@ CLAIMS: tuple[Claim, ...] = (
         "GRU is less stable across learning rates",
         (
             Evidence("lr_sensitivity", "diverged", ("trainer.lr",), "higher"),
-            Evidence("lr_sensitivity", "test_loss", ("trainer.lr",), "higher"),
+            # a higher loss at a rate is slower learning as much as instability: shown only
+            Evidence("lr_sensitivity", "test_loss", ("trainer.lr",), "higher", kind="context"),
         ),
     ),
     Claim(
@@ -123,79 +126,115 @@ def presets(claims: Sequence[Claim] = CLAIMS) -> list[str]:
     return list(dict.fromkeys(e.preset for c in claims for e in c.evidence))
 
 
+Reading = Literal["for", "against", "undecided", "untested", "no data", "shown"]
+
+
 @dataclass
 class Setting:
-    """One row of one line of evidence: both cells, their test, and how it reads."""
+    """One row of one line of evidence: both cells, their test (p_adjusted: Holm across the
+    claim's tested settings), and how it reads, with why where it is not for or against."""
 
     evidence: Evidence
     where: str
     gru: Cell | None
     other: Cell | None
     test: Comparison | None
-    reading: Literal["for", "against", "undecided", "shown"]
+    reading: Reading = "undecided"
+    why: str = ""
 
 
-def _reading(
-    e: Evidence, c: Comparison | None, alpha: float
-) -> Literal["for", "against", "undecided", "shown"]:
+def _unreached(c: Cell | None) -> int:
+    return 0 if c is None else c.missing + c.diverged + c.failed
+
+
+def _read(s: Setting, alpha: float) -> None:
+    """Set `s.reading` (and `s.why`) from its cells and its test."""
+    e, c = s.evidence, s.test
     if e.kind == "context":
-        return "shown"
-    if c is None or not math.isfinite(c.diff):
-        return "undecided"
-    if e.kind == "test" and not c.decided(alpha):
-        return "undecided"
-    if c.diff == 0:
-        return "undecided"
-    lower = c.diff < 0
-    return "for" if lower == (e.expects == "lower") else "against"
+        s.reading = "shown"
+    elif s.gru is None or s.other is None or not (s.gru.n and s.other.n):
+        s.reading, s.why = "no data", "a cell has no finished value"
+    elif e.metric.endswith("_to_target") and (_unreached(s.gru) or _unreached(s.other)):
+        # Seeds that never reached the target are not in the mean: a cell whose few seeds
+        # that got there did so early would look fast. Counted only where every seed did.
+        k = s.gru.n + _unreached(s.gru), s.other.n + _unreached(s.other)
+        s.reading = "undecided"
+        s.why = f"reached in {s.gru.n}/{k[0]} vs {s.other.n}/{k[1]} seeds"
+    elif c is None or not math.isfinite(c.diff) or c.diff == 0:
+        s.reading, s.why = "undecided", "no difference"
+    elif e.kind == "exact":
+        lower = c.diff < 0
+        s.reading = "for" if lower == (e.expects == "lower") else "against"
+    elif not math.isfinite(c.p_value):
+        s.reading, s.why = "untested", "under two values a side, or every value the same"
+    elif not c.decided(alpha):
+        s.reading = "undecided"
+    else:
+        lower = c.diff < 0
+        s.reading = "for" if lower == (e.expects == "lower") else "against"
 
 
-def score(e: Evidence, root: Path, alpha: float) -> tuple[list[Setting], list[str]]:
-    """The settings of one line of evidence, and the notes on how they were chosen."""
+def _gru_first(c: Comparison) -> Comparison:
+    """`c` as GRU − other (columns sort by name, so the other cell may come first)."""
+    if c.a == ("gru",):
+        return c
+    return replace(
+        c,
+        a=c.b,
+        b=c.a,
+        diff=-c.diff,
+        ci_low=-c.ci_high,
+        ci_high=-c.ci_low,
+        n=c.n[::-1],
+        shift=-c.shift,
+    )
+
+
+def score(e: Evidence, root: Path) -> tuple[list[Setting], list[str]]:
+    """The settings of one line of evidence (unread: `judge` reads a claim's together), and
+    the notes on how their cells were chosen."""
     runs = [r for r in read_runs([root / e.preset]) if r.get("model") in ("gru", e.other)]
     if not {r.get("model") for r in runs} >= {"gru", e.other}:
-        raise ReportError(f"{root / e.preset}: no finished gru and {e.other} runs to compare")
+        raise ReportError(f"{root / e.preset}: no gru and {e.other} runs to compare")
     keys = [*e.rows, "model"]
     notes = []
     select = default_select(runs, keys)
     if select:
         notes.append(budget_note(runs, keys, select))
-        runs, note = select_best(runs, keys, select, "best_val_loss")
+        runs, note = select_best(runs, keys, select, BY)
         notes.append(note)
-    options = StatsOptions(compare="model", alpha=alpha)
-    multi = build_tables(runs, list(e.rows), ["model"], [e.metric], None, options)
+    multi = build_tables(
+        runs, list(e.rows), ["model"], [e.metric], None, StatsOptions(compare="model")
+    )
     table = multi.tables[0]
     notes += multi.notes
-    tests = {c.row: c for c in multi.comparisons}
-    settings = []
-    for row in table.rows:
-        c = tests.get(row)
-        if c is not None and c.a != ("gru",):  # columns sort by name: flip to GRU − other
-            c = Comparison(
-                c.metric,
-                c.row,
-                c.b,
-                c.a,
-                -c.diff,
-                -c.ci_high,
-                -c.ci_low,
-                c.p_value,
-                c.n[::-1],
-                -c.shift,
-                c.p_adjusted,
-                c.shown,
-            )
-        settings.append(
-            Setting(
-                e,
-                cell_label(list(e.rows), row),
-                table.cells.get((row, ("gru",))),
-                table.cells.get((row, (e.other,))),
-                c,
-                _reading(e, c, alpha),
-            )
+    tests = {c.row: _gru_first(c) for c in multi.comparisons}
+    settings = [
+        Setting(
+            e,
+            cell_label(list(e.rows), row),
+            table.cells.get((row, ("gru",))),
+            table.cells.get((row, (e.other,))),
+            tests.get(row),
         )
+        for row in table.rows
+    ]
     return settings, notes
+
+
+def judge(settings: list[Setting], alpha: float) -> None:
+    """Read a claim's settings, in place: the p-values of its tested settings Holm-corrected
+    together (the claim is decided on all of them at once), then each setting's reading."""
+    tested = [
+        s
+        for s in settings
+        if s.evidence.kind == "test" and s.test is not None and math.isfinite(s.test.p_value)
+    ]
+    for s, p in zip(tested, holm([s.test.p_value for s in tested if s.test]), strict=True):
+        assert s.test is not None
+        s.test = replace(s.test, p_adjusted=p)
+    for s in settings:
+        _read(s, alpha)
 
 
 def verdict(settings: Sequence[Setting]) -> str:
@@ -204,13 +243,15 @@ def verdict(settings: Sequence[Setting]) -> str:
     n = len(counted)
     pro = sum(s.reading == "for" for s in counted)
     con = sum(s.reading == "against" for s in counted)
+    idle = sum(s.reading in ("untested", "no data") for s in counted)
+    aside = f"; {idle} without a test or data" if idle else ""
     if pro and con:
-        return f"mixed: for in {pro}, against in {con} of {n} settings"
+        return f"mixed: for in {pro}, against in {con} of {n} settings{aside}"
     if pro:
-        return f"supported in {pro} of {n} settings, against in none"
+        return f"supported in {pro} of {n} settings, against in none{aside}"
     if con:
-        return f"contradicted in {con} of {n} settings, for in none"
-    return f"undecided: no setting of {n} differs significantly"
+        return f"contradicted in {con} of {n} settings, for in none{aside}"
+    return f"undecided: no setting of {n} differs significantly{aside}"
 
 
 def _cell(c: Cell | None) -> str:
@@ -222,8 +263,8 @@ def _cell(c: Cell | None) -> str:
 
 
 def _ratio(s: Setting) -> str:
-    """GRU's mean over the other's, where both are positive: "0.73×"."""
-    if s.gru is None or s.other is None or not (s.gru.mean > 0 and s.other.mean > 0):
+    """GRU's mean over the other's, where both are at least 0 and the other's is not: "0.73×"."""
+    if s.gru is None or s.other is None or not (s.gru.mean >= 0 and s.other.mean > 0):
         return "—"
     return f"{s.gru.mean / s.other.mean:.2f}×"
 
@@ -243,9 +284,10 @@ def render(root: Path, alpha: float = 0.05, claims: Sequence[Claim] = CLAIMS) ->
         settings: list[Setting] = []
         notes = []
         for e in claim.evidence:
-            got, said = score(e, root, alpha)
+            got, said = score(e, root)
             settings += got
             notes.append((e, said))
+        judge(settings, alpha)
         blocks.append((claim, settings, notes))
     runs = read_runs([root / p for p in presets(claims)])
     lines = [
@@ -259,10 +301,17 @@ def render(root: Path, alpha: float = 0.05, claims: Sequence[Claim] = CLAIMS) ->
         f"grubench-verdicts ROOT --alpha {alpha:g} --out docs/verdicts.md",
         "```",
         "",
-        f"Versions of the runs: {_versions(runs)}. Each setting's learning rate was chosen per "
-        "cell on validation (best_val_loss) from its preset's grid; GRU − other is the "
-        "difference of means with its 95% Welch interval; p is Welch's t-test, Holm-corrected "
-        f"across the settings of one line of evidence; a setting counts only at p < {alpha:g}.",
+        f"Versions of the runs: {_versions(runs)}.",
+        "",
+        "Where a preset tunes the learning rate (a grid), each cell's rate was chosen on "
+        "validation (best_val_loss) and its seeds at that rate are scored; the notes at the end "
+        "say what was chosen. GRU − other is the difference of means with its 95% Welch "
+        "interval. A *test* setting counts for or against a claim where Welch's t-test (the "
+        "exact Mann–Whitney U where every seed of each cell is alike) gives p < "
+        f"{alpha:g} after a Holm correction across all the tested settings of that claim; an "
+        "*exact* setting (a deterministic measurement) counts by its sign; *context* is shown, "
+        "not counted. A `_to_target` setting counts only where every seed of both cells "
+        "reached the target.",
         "",
         "| claim | verdict |",
         "|---|---|",
@@ -279,6 +328,7 @@ def render(root: Path, alpha: float = 0.05, claims: Sequence[Claim] = CLAIMS) ->
             e = s.evidence
             p = s.test.p_adjusted if s.test is not None else math.nan
             reading = {"shown": "context, not counted"}.get(s.reading, s.reading)
+            reading += f" ({s.why})" if s.why else ""
             diff = format_difference(s.test) if s.test is not None else "—"
             lines.append(
                 f"| {claim.text} | `{e.preset}` | {e.metric} ({e.kind}) | {s.where} | "
@@ -292,14 +342,9 @@ def render(root: Path, alpha: float = 0.05, claims: Sequence[Claim] = CLAIMS) ->
     return "\n".join(lines) + "\n"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage block
-        raise ReportError(message)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """grubench-verdicts: 0 on success, 2 (one line on stderr) on bad input."""
-    p = _Parser(
+    p = Parser(
         prog="grubench-verdicts",
         description="The GRU-folklore verdict table from the presets' sweeps under ROOT "
         "(one directory per preset, named as the preset).",
@@ -311,13 +356,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = p.parse_args(argv)
         StatsOptions(alpha=args.alpha)
         root = Path(args.root)
-        missing = [n for n in presets() if not (root / n).is_dir()]
+        missing = [n for n in presets(CLAIMS) if not (root / n).is_dir()]
         if missing:
             raise ReportError(
                 f"{root}: no sweep of {', '.join(missing)} (run grubench-train -m "
                 f"+experiment=NAME hydra.sweep.dir={root}/NAME for each)"
             )
-        text = render(root, args.alpha)
+        text = render(root, args.alpha, CLAIMS)
         if args.out:
             try:
                 atomic_write_text(args.out, text)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from grubench import bench
+from grubench import bench, runtime
 
 
 @pytest.mark.slow
@@ -77,6 +77,8 @@ def test_isolated_mode_times_each_implementation_in_its_own_process(tmp_path, ca
     # ours ran with grubench's process settings, Flax with JAX's own defaults
     assert "--xla_cpu_multi_thread_eigen=false" in rows["grubench"]["xla_flags"]
     assert "xla_cpu_multi_thread_eigen" not in rows["flax"]["xla_flags"]
+    assert rows["flax"]["devices"] == 1  # JAX's default: one CPU device
+    assert rows["grubench"]["devices"] == runtime.cpu_devices()  # one per core, as it ran
     table = capsys.readouterr().out
     assert "isolated: each implementation in a fresh process" in table
     assert "ms per forward + backward (no optimizer update)" in table
@@ -109,6 +111,7 @@ def test_flop_count():
         ["--isolated", "--scaling"],
         ["--isolated", "--rounds", "0"],
         ["--rounds", "2"],
+        ["--iso"],
         ["--optimizer", "sgd", "--forward"],
         ["--optimizer", "rmsprop"],
     ],

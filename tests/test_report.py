@@ -5,6 +5,7 @@ and the per-sweep summary kept as it was."""
 import csv
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -562,9 +563,10 @@ def test_select_keeps_the_learning_rate_with_the_best_validation_loss(tmp_path, 
     row = next(line for line in out.splitlines() if line.startswith("| copy"))
     assert f"{picks['gru'][1]:.3g}" in row and f"{picks['lstm'][1]:.3g}" in row
     assert "(n=2)" in row  # only the chosen runs are pooled
-    assert "selected: in each cell the trainer.lr with the lower mean best_val_loss" in out
+    assert "in each cell the trainer.lr with the lower mean best_val_loss" in out
     assert "model=gru: 0.001" in out and "model=lstm: 0.01" in out
-    assert ("(the default where runs differ in it" in out) is not given
+    default = "selected (the default where runs differ in trainer.lr; --select none pools them):"
+    assert (default in out) is not given
     assert "budget:" not in out
 
 
@@ -585,7 +587,7 @@ def test_a_choice_at_the_end_of_the_grid_is_said(tmp_path, capsys):
         write_run(tmp_path / "s", f"gru-{i}", lr=lr, metrics=metrics)
     rc, out, _ = run_main(capsys, tmp_path / "s", "--rows", "task")
     assert rc == 0 and "model=gru: 0.1." in out
-    assert "In 1 of 1 cells the choice is at the end of the grid" in out
+    assert "The choice is at the end of the grid in 1 of the 1 cell: a wider grid" in out
 
 
 def test_budget_says_what_each_cell_was_tuned_over(tmp_path, capsys):
@@ -1253,29 +1255,28 @@ def test_a_rank_test_that_cannot_reach_alpha_at_this_n_says_so(tmp_path, capsys)
     assert "cannot reach" not in out and "**1.10" in out
 
 
-def test_seeds_alike_on_both_sides_are_not_a_significant_difference(tmp_path, capsys):
-    """steps_to_target moves in evaluation intervals: three seeds each at 140 against three
-    at 160 have no spread to test against (Welch's t would say p = 0), and the seconds to it
-    are one clock reading per run, not one per seed."""
-    write_run(
-        tmp_path,
-        "gru",
-        seeds=range(3),
-        metrics={"steps_to_target": [140.0] * 3, "seconds_to_target": [0.15] * 3},
-    )
-    write_run(
-        tmp_path,
-        "lstm",
-        model="lstm",
-        seeds=range(3),
-        metrics={"steps_to_target": [160.0] * 3, "seconds_to_target": [0.18] * 3},
-    )
-    rc, out, _ = run_main(
-        capsys, tmp_path, "--metric", "steps_to_target,seconds_to_target", "--compare", "model"
-    )
-    assert rc == 0 and "**" not in out
-    assert "untested (under two values a side, or no spread in either)" in out
+@pytest.mark.parametrize("n, significant", [(3, False), (5, True)])
+def test_seeds_alike_within_each_cell_take_the_exact_rank_test(tmp_path, capsys, n, significant):
+    """steps_to_target moves in evaluation intervals: n seeds each at 140 against n at 160 have
+    no spread for a t-test (Welch's t would say p = 0); the exact rank test gives
+    2 / C(2n, n): 0.1 at 3 against 3, 0.0079 at 5 against 5. The seconds to it are one clock
+    reading per run, not one per seed, and seeds alike across both cells are not tested."""
+    for root, other in ((tmp_path / "apart", 160.0), (tmp_path / "same", 140.0)):
+        for model, s in (("gru", 140.0), ("lstm", other)):
+            metrics = {"steps_to_target": [s] * n, "seconds_to_target": [s / 1000] * n}
+            write_run(root, model, model=model, seeds=range(n), metrics=metrics)
+    argv = ["--metric", "steps_to_target,seconds_to_target", "--compare", "model"]
+    rc, out, _ = run_main(capsys, tmp_path / "apart", *argv)
+    assert rc == 0
+    p = 2 / math.comb(2 * n, n)
+    line = next(ln for ln in out.splitlines() if "steps_to_target | gru − lstm" in ln)
+    assert f"{p:.2g}" in line or f"{p:.3g}" in line
+    assert ("**140" in out) is significant
+    assert "1 pair with every seed alike within each cell took the exact Mann–Whitney U" in out
+    assert "untested" not in out
     assert "seconds_to_target: not tested, no bold (the members of a run share one clock" in out
+    rc, out, _ = run_main(capsys, tmp_path / "same", *argv)
+    assert "1 pair untested (under two values a side, or every value the same)" in out
 
 
 def test_mann_whitney_with_ties_is_exact_at_small_n(tmp_path, capsys):
