@@ -78,7 +78,7 @@ def format_p(p: float) -> str:
     lies: 0.0496 is not printed as 0.05), "<0.001" below that, "—" where untested."""
     if not math.isfinite(p):
         return "—"
-    return "<0.001" if p < 1e-3 else f"{p:.3g}" if 0.01 <= p < 0.1 else f"{p:.2g}"
+    return "<0.001" if p < 1e-3 else f"{p:#.3g}" if 0.01 <= p < 0.1 else f"{p:#.2g}"
 
 
 def format_difference(c: Comparison) -> str:

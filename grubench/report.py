@@ -316,6 +316,12 @@ def _main(argv: Sequence[str] | None) -> int:
         check_keys(runs, _keys(args.cols), "--cols")
         cells = _keys(args.rows) + _keys(args.cols)
         select = default_select(runs, cells) if args.select is None else args.select
+        if args.by != BY:  # asked for: it must exist, and be chosen on, never test
+            check_metric(runs, args.by)
+        if args.by.startswith("test"):
+            raise ReportError(
+                f"--by {args.by}: choose on validation (best_val_loss, val_*), never on test"
+            )
         unselected = None
         if select and args.select is None and args.by not in available_metrics(runs):
             unselected = (

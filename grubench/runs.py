@@ -85,8 +85,27 @@ def read_runs(dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
                 f"{path}: not a grubench results file of schema "
                 f"{' or '.join(map(str, READABLE))} (schema {got})"
             )
+        if (problem := _malformed(res)) is not None:
+            raise ReportError(f"{path}: not a grubench results file ({problem})")
         runs += grid_points(res | {"path": str(path.parent)})
     return sorted(runs, key=lambda r: r["path"])
+
+
+def _malformed(res: dict[str, Any]) -> str | None:
+    """What in a results record has not the shape the readers rely on; None when all has."""
+    members = res.get("members")
+    if members is not None and (
+        not isinstance(members, list)
+        or not all(isinstance(m, dict) and isinstance(m.get("values", {}), dict) for m in members)
+    ):
+        return "members is not a list of {seed, values, ...} records"
+    for field in ("metrics", "config", "speed", "memory"):
+        if not isinstance(res.get(field) or {}, dict):
+            return f"{field} is not a mapping"
+    for name, values in (res.get("metrics") or {}).items():
+        if not isinstance(values, list):
+            return f"metrics {name!r} is not a list of one value per member"
+    return None
 
 
 UNFINISHED = "no results.json: killed outright, or still running (its command resumes it)"
@@ -385,7 +404,7 @@ def check_metric(runs: list[dict[str, Any]], metric: str) -> None:
     raws = [v for r in runs if (v := _raw_metric(r, metric)) is not _MISSING]
     values = [x for v in raws for x in (v if isinstance(v, list) else [v])]
     if not all(_is_numeric(x) for x in values):
-        raise ReportError(f"metric {metric!r} is not numeric")
+        raise ReportError(f"metric {metric!r} is not numeric in every run that records it")
 
 
 def samples(run: dict[str, Any], metric: str) -> list[tuple[int | None, float | None, str]]:

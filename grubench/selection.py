@@ -69,20 +69,26 @@ def select_best(
             kept += [r for members in cells[where].values() for r in members]
             continue
         pick = min(scores, key=lambda k: scores[k])
+        by_mean = min(scores, key=lambda k: scores[k][1])
         kept += cells[where][pick]
-        chosen.append(f"{cell_label(list(keys), where)}: {show(pick)}")
+        chosen.append(
+            f"{cell_label(list(keys), where)}: {show(pick)}"
+            + (
+                f" (not {show(by_mean)}, whose mean is better but {scores[by_mean][0]} of "
+                "whose seeds diverged, failed or lack it)"
+                if by_mean != pick
+                else ""
+            )
+        )
         ends = sorted(cells[where], key=lambda v: sort_key((v,)))
         edge += len(ends) >= 3 and pick in (ends[0], ends[-1])
     note = (
-        f"selected: in each cell the {select} with the {better} mean {by} over seeds — "
-        + "; ".join(chosen)
-        + "."
+        f"selected: in each cell the {select} with the {better.replace('er', 'est')} mean "
+        f"{by} over seeds — " + "; ".join(chosen) + "."
     )
     if edge:
-        note += (
-            f" The choice is at the end of the grid in {edge} of the {len(chosen)} "
-            f"cell{'' if len(chosen) == 1 else 's'}: a wider grid might do better there."
-        )
+        where = "every cell" if edge == len(chosen) else f"{edge} of the {len(chosen)} cells"
+        note += f" The choice is at the end of the grid in {where}: a wider grid might do better."
     return kept, note
 
 

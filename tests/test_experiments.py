@@ -83,7 +83,7 @@ def test_copy(tmp_path):
     # The sweep's report.md scores each cell's rate chosen on validation, never a mean over
     # the rates; summary.md has a row per grid point, naming it.
     report = (tmp_path / "copy" / "report.md").read_text()
-    assert "selected: in each cell the trainer.lr with the lower mean best_val_loss" in report
+    assert "selected: in each cell the trainer.lr with the lowest mean best_val_loss" in report
     assert "(n=1)" in report  # one seed of the chosen rate, not four rates pooled
     assert "trainer.lr=0.0003" in (tmp_path / "copy" / "summary.md").read_text()
 

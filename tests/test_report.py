@@ -437,7 +437,14 @@ def bad_cases(tmp_path: Path) -> list[tuple[list, str]]:
     broken = tmp_path / "broken" / "run"
     broken.mkdir(parents=True)
     (broken / "results.json").write_text("{not json")
+    shapes = {"members": "x", "metrics": {"test_loss": 5}}
+    for field, value in shapes.items():  # valid JSON, not the record's shape
+        write_run(tmp_path / f"bad_{field}", "run", extra={field: value})
     return [
+        ([tmp_path / "bad_members"], "members is not a list of {seed, values, ...} records"),
+        ([tmp_path / "bad_metrics"], "metrics 'test_loss' is not a list of one value per"),
+        ([good, "--by", "nosuch"], "unknown metric 'nosuch'"),
+        ([good, "--by", "test_loss"], "--by test_loss: choose on validation"),
         ([tmp_path / "nowhere"], "no such directory"),
         ([tmp_path / "empty"], "no results.json found"),
         ([good / "a" / "metrics.jsonl"], "not a directory"),
@@ -563,7 +570,7 @@ def test_select_keeps_the_learning_rate_with_the_best_validation_loss(tmp_path, 
     row = next(line for line in out.splitlines() if line.startswith("| copy"))
     assert f"{picks['gru'][1]:.3g}" in row and f"{picks['lstm'][1]:.3g}" in row
     assert "(n=2)" in row  # only the chosen runs are pooled
-    assert "in each cell the trainer.lr with the lower mean best_val_loss" in out
+    assert "in each cell the trainer.lr with the lowest mean best_val_loss" in out
     assert "model=gru: 0.001" in out and "model=lstm: 0.01" in out
     default = "selected (the default where runs differ in trainer.lr; --select none pools them):"
     assert (default in out) is not given
@@ -580,6 +587,16 @@ def test_select_none_pools_and_a_table_over_the_rate_selects_nothing(tmp_path, c
     assert rc == 0 and "selected:" not in out
 
 
+def test_a_rate_with_diverged_seeds_ranks_after_complete_ones(tmp_path, capsys):
+    # at 0.01 the surviving seed is best, but its other seed diverged
+    write_run(tmp_path / "s", "gru-0", lr=1e-3, metrics={"best_val_loss": [0.3, 0.3]})
+    write_run(
+        tmp_path / "s", "gru-1", lr=1e-2, diverged={1: 50}, metrics={"best_val_loss": [0.1, 0.1]}
+    )
+    rc, out, _ = run_main(capsys, tmp_path / "s", "--rows", "task", "--metric", "best_val_loss")
+    assert rc == 0 and "model=gru: 0.001 (not 0.01, whose mean is better but 1 of whose" in out
+
+
 def test_a_choice_at_the_end_of_the_grid_is_said(tmp_path, capsys):
     for i, lr in enumerate((1e-3, 1e-2, 1e-1)):
         val = [0.5 - 0.1 * i] * 2  # best at the largest rate
@@ -587,7 +604,7 @@ def test_a_choice_at_the_end_of_the_grid_is_said(tmp_path, capsys):
         write_run(tmp_path / "s", f"gru-{i}", lr=lr, metrics=metrics)
     rc, out, _ = run_main(capsys, tmp_path / "s", "--rows", "task")
     assert rc == 0 and "model=gru: 0.1." in out
-    assert "The choice is at the end of the grid in 1 of the 1 cell: a wider grid" in out
+    assert "The choice is at the end of the grid in every cell: a wider grid" in out
 
 
 def test_budget_says_what_each_cell_was_tuned_over(tmp_path, capsys):
@@ -1290,7 +1307,7 @@ def test_mann_whitney_with_ties_is_exact_at_small_n(tmp_path, capsys):
     # 3 against 3, completely separated: the exact two-sided p is 2 / C(6, 3) = 0.1 (scipy's
     # normal approximation with ties says less), so no bold even at alpha 0.09
     row = next(line for line in out.splitlines() if "gru − lstm" in line)
-    assert "| 0.1 " in row.replace("0.100", "0.1") and "**" not in out
+    assert "| 0.10 " in row and "**" not in out
 
 
 def test_a_reader_that_stops_reading_is_no_error(tmp_path):

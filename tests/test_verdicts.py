@@ -92,6 +92,8 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert "\n" not in err
     assert verdicts.main([str(tmp_path), "--alpha", "2"]) == 2
     assert "--alpha 2" in capsys.readouterr().err
+    assert verdicts.main([str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip().endswith("nowhere: no such directory")
 
 
 def toy(root: Path, values: dict, metric: str = "test_loss") -> Path:
