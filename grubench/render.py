@@ -225,7 +225,9 @@ def cross_grid(multi: MultiTable) -> list[list[str]]:
 def latex_escape(text: str) -> str:
     """Text safe in LaTeX: special characters escaped, ± and — as math and dashes."""
     out = []
-    for ch in text:
+    for i, ch in enumerate(text):
+        if ch == "-" and i and text[i - 1] == "-":  # "--select" stays two hyphens, no en dash
+            out.append("{}")
         out.append(
             {
                 "\\": r"\textbackslash{}",
@@ -247,6 +249,7 @@ def latex_escape(text: str) -> str:
                 "<": r"$<$",
                 ">": r"$>$",
                 "α": r"$\alpha$",
+                "…": r"\ldots{}",
             }.get(ch, ch)
         )
     return "".join(out)

@@ -1341,3 +1341,11 @@ def test_a_sweep_whose_runs_all_failed_says_so(tmp_path, capsys):
     rc, _, err = run_main(capsys, tmp_path)
     assert rc == 2 and err.startswith("grubench-report: error: no run finished: 1 failed (")
     assert "no results.json: killed outright" in err and len(err.strip().splitlines()) == 1
+
+
+def test_latex_escape_keeps_options_and_dashes_apart():
+    from grubench.render import latex_escape
+
+    assert latex_escape("--select none") == "-{}-select none"  # not an en dash
+    assert latex_escape("0.3 … 1 — 2 – 3 − 4") == r"0.3 \ldots{} 1 --- 2 -- 3 $-$ 4"
+    assert latex_escape("best_val_loss 5%") == r"best\_val\_loss 5\%"
