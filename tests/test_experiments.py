@@ -298,6 +298,6 @@ def test_dropout(tmp_path):
     by_point = {}
     for m in r["members"]:
         by_point.setdefault(m["values"]["model.dropout"], []).append(m["metrics"]["train_loss"])
-    assert list(by_point) == [0.0, 0.5] and all(len(v) == 4 * 3 for v in by_point.values())
+    assert list(by_point) == [0.0, 0.5] and all(len(v) == 4 * 5 for v in by_point.values())
     # Dropout changes training, not evaluation: the members differ.
     assert by_point[0.0] != by_point[0.5]
