@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grubench.cli import CONF_DIR, compose
+from grubench.cli import CONF_DIR, check_overrides, compose
 from grubench.model import count_params, with_budget
 from grubench.report import main as report_main
 from grubench.tasks.data import available
@@ -66,6 +66,13 @@ def test_every_preset_is_tested_here():
     presets = {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")}
     tested = {n[len("test_") :] for n in globals() if n.startswith("test_")} & presets
     assert presets == tested
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_every_job_of_a_preset_at_full_size_is_valid(name):
+    """The checks grubench-train makes before it starts, on each job of the preset's sweep as
+    shipped (e.g. a batch no larger than the smallest training set swept)."""
+    check_overrides(["-m", f"+experiment={name}"])
 
 
 @pytest.mark.slow
