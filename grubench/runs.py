@@ -18,10 +18,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from omegaconf import OmegaConf
+
 from grubench.config import ADDED_KEYS, LEGACY_KEYS, is_free_key
-from grubench.errors import ReportError
+from grubench.errors import GrubenchError, ReportError
 from grubench.population import Member
-from grubench.results import READABLE, SCHEMA, member_key, read
+from grubench.population import members as population_members
+from grubench.results import READABLE, SCHEMA, member_key, member_record, read
 from grubench.rundir import FINGERPRINT
 
 __all__ = ["ReportError"]  # re-exported: the error every reader of runs raises
@@ -73,7 +76,7 @@ def read_runs(dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
                 unfinished.append(run)
     if not found and not unfinished:
         raise ReportError(f"no results.json found under {', '.join(map(str, dirs))}")
-    runs = list(unfinished)
+    runs = [point for run in unfinished for point in grid_points(run)]
     for path in sorted(found):
         try:
             res = read(path)
@@ -117,10 +120,9 @@ def _unfinished(path: Path) -> dict[str, Any] | None:
     fingerprint cannot be read."""
     try:
         config = json.loads((path / FINGERPRINT).read_text())["config"]
-        model, task, trainer = config["model"], config["task"], config["trainer"]
-        seed = int(config.get("seed", 0))
-        seeds = list(range(seed, seed + int(trainer.get("seeds", 1))))
-    except (OSError, ValueError, KeyError, TypeError):
+        model, task = config["model"], config["task"]
+        population = population_members(OmegaConf.create(config))  # seeds x grid points
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, GrubenchError):
         return None
     return {
         "schema": SCHEMA,
@@ -134,8 +136,8 @@ def _unfinished(path: Path) -> dict[str, Any] | None:
         "seq_len": task.get("seq_len"),
         "train_size": task.get("train_size"),
         "params": None,
-        "seeds": seeds,
-        "members": [],
+        "seeds": [m.seed for m in population],
+        "members": [member_record(m, "failed", {}, i) for i, m in enumerate(population)],
         "metrics": {},
         "baselines": {"loss": None},
         "speed": {},

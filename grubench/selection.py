@@ -87,8 +87,10 @@ def select_best(
         f"{by} over seeds — " + "; ".join(chosen) + "."
     )
     if edge:
-        where = "every cell" if edge == len(chosen) else f"{edge} of the {len(chosen)} cells"
-        note += f" The choice is at the end of the grid in {where}: a wider grid might do better."
+        cells_at = "every cell" if edge == len(chosen) else f"{edge} of the {len(chosen)} cells"
+        note += (
+            f" The choice is at the end of the grid in {cells_at}: a wider grid might do better."
+        )
     return kept, note
 
 

@@ -1053,6 +1053,18 @@ def test_a_run_killed_before_its_results_is_counted_and_named(tmp_path, capsys):
     assert (lstm["lstm n"], lstm["lstm failed"]) == ("0", "2")
 
 
+def test_a_killed_population_counts_every_member_of_its_grid(tmp_path):
+    done = write_run(tmp_path, "0_gru")
+    killed = tmp_path / "1_lstm"
+    killed.mkdir()
+    trainer = {**done["config"]["trainer"], "grid": {"lr": [1e-3, 1e-2]}}
+    config = {**done["config"], "model": {"name": "lstm"}, "trainer": trainer}
+    (killed / "fingerprint.json").write_text(json.dumps({"fingerprint": "f", "config": config}))
+    points = [r for r in read_runs([tmp_path]) if r["model"] == "lstm"]
+    assert sorted(r["config"]["trainer"]["lr"] for r in points) == [1e-3, 1e-2]
+    assert all(r["status"] == "failed" and r["seeds"] == [0, 1] for r in points)
+
+
 def test_which_way_is_better_by_the_metrics_name():
     from grubench.runs import direction
 
