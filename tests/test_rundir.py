@@ -101,12 +101,12 @@ def test_a_sweep_whose_job_directories_only_the_jobs_know_is_checked_by_each_job
 
 def test_a_preset_sweep_numbers_its_jobs_as_hydra_does(tmp_path):
     """A preset's own sweep (hydra.sweeper.params) numbers the jobs, before the command
-    line's: job 0 of +experiment=data_size is the GRU on 10 sequences."""
+    line's: job 0 of +experiment=data_size is the GRU on 100 sequences."""
     from grubench.cli import _jobs
 
     jobs = _jobs(["+experiment=data_size", f"hydra.sweep.dir={tmp_path}"], True)
-    assert jobs[0][:2] == ["model=gru", "task.train_size=10"]
-    assert len(jobs) == 10
+    assert jobs[0][:2] == ["model=gru", "task.train_size=100"]
+    assert len(jobs) == 8
 
 
 def test_a_new_config_in_a_directory_that_left_nothing_keeps_the_old_curves_aside(tmp_path):
