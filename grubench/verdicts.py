@@ -150,11 +150,16 @@ def _unreached(c: Cell | None) -> int:
 def _read(s: Setting, alpha: float) -> None:
     """Set `s.reading` (and `s.why`) from its cells and its test."""
     e, c = s.evidence, s.test
+    to_target = e.metric.endswith("_to_target")
     if e.kind == "context":
         s.reading = "shown"
-    elif s.gru is None or s.other is None or not (s.gru.n and s.other.n):
+    elif s.gru is None or s.other is None or not (s.gru.n or _unreached(s.gru)):
+        s.reading, s.why = "no data", "a cell has no run"
+    elif to_target and not (s.gru.n or s.other.n) and not (s.gru.failed or s.other.failed):
+        s.reading, s.why = "undecided", "no seed of either reached the target"
+    elif not (s.gru.n and s.other.n) and not to_target:
         s.reading, s.why = "no data", "a cell has no finished value"
-    elif e.metric.endswith("_to_target") and (_unreached(s.gru) or _unreached(s.other)):
+    elif to_target and (_unreached(s.gru) or _unreached(s.other)):
         # Seeds that never reached the target are not in the mean: a cell whose few seeds
         # that got there did so early would look fast. Counted only where every seed did.
         k = s.gru.n + _unreached(s.gru), s.other.n + _unreached(s.other)

@@ -138,12 +138,15 @@ def test_the_difference_is_always_gru_minus_the_other(tmp_path):
 def test_time_to_target_counts_only_where_every_seed_got_there(tmp_path):
     fast = [100.0, 100.0, math.nan, math.nan, math.nan]  # 2 seeds got there early, 3 never
     slow = [400.0, 420.0, 440.0, 460.0, 480.0]
+    never = [math.nan] * 5
     values = {("gru", 10): fast, ("lstm", 10): slow, ("gru", 20): slow[::-1], ("lstm", 20): slow}
+    values |= {("gru", 30): never, ("lstm", 30): never}
     root = toy(tmp_path, values, "steps_to_target")
     settings, _ = scored(claim("lower", metric="steps_to_target"), root)
-    first, second = settings
+    first, second, third = settings
     assert first.reading == "undecided" and first.why == "reached in 2/5 vs 5/5 seeds"
     assert second.reading == "undecided" and second.why == "no difference"
+    assert third.reading == "undecided" and third.why == "no seed of either reached the target"
 
 
 def test_a_failed_cell_is_no_data_not_undecided(tmp_path):
