@@ -36,7 +36,7 @@ from grubench.render import format_difference, format_mean_std, format_p
 from grubench.report import Parser
 from grubench.results import atomic_write_text
 from grubench.runs import cell_label, read_runs
-from grubench.selection import BY, budget_note, default_select, select_best
+from grubench.selection import BY, TUNED, budget_note, default_select, select_best
 from grubench.stats import Cell, Comparison, StatsOptions, build_tables, holm
 
 Kind = Literal["test", "exact", "context"]
@@ -209,6 +209,10 @@ def score(e: Evidence, root: Path) -> tuple[list[Setting], list[str]]:
         notes.append(budget_note(runs, keys, select))
         runs, note = select_best(runs, keys, select, BY)
         notes.append(note)
+    elif TUNED in e.rows:
+        notes.append(f"no selection: {TUNED} is the setting itself.")
+    else:
+        notes.append(f"no selection: one value of {TUNED}.")
     multi = build_tables(
         runs, list(e.rows), ["model"], [e.metric], None, StatsOptions(compare="model")
     )
