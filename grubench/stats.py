@@ -827,7 +827,13 @@ def _status_notes(
         unit = "run" if is_run_level(metric) else "seed"
         where = "; ".join(f"{w}: {_plural(k, unit)}" for w, k in missing.items())
         if metric.endswith("_to_target"):
-            target = next((r["target"] for r in runs if r.get("target")), "its target")
+            targets = {r.get("task"): r["target"] for r in runs if r.get("target")}
+            target = (
+                next(iter(targets.values()))
+                if len(set(targets.values())) == 1
+                else "; ".join(f"{task}: {rule}" for task, rule in sorted(targets.items()))
+                or "its target"
+            )
             notes.append(
                 f"not reached: {_plural(sum(missing.values()), unit)} never met the task's "
                 f"target ({target}) and are left out of the mean, so a cell's mean is over "

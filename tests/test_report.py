@@ -1361,3 +1361,15 @@ def test_latex_escape_keeps_options_and_dashes_apart():
     assert latex_escape("--select none") == "-{}-select none"  # not an en dash
     assert latex_escape("0.3 … 1 — 2 – 3 − 4") == r"0.3 \ldots{} 1 --- 2 -- 3 $-$ 4"
     assert latex_escape("best_val_loss 5%") == r"best\_val\_loss 5\%"
+
+
+def test_seeds_that_never_met_their_target_are_counted_under_their_tasks_target(tmp_path, capsys):
+    nan = float("nan")
+    for task, rule in (("adding", "val/loss <= 0.01"), ("copy", "val/accuracy >= 0.99")):
+        metrics = {"steps_to_target": [100.0, nan]}
+        write_run(tmp_path, task, task=task, metrics=metrics, extra={"target": rule})
+    rc, out, _ = run_main(capsys, tmp_path, "--rows", "task", "--metric", "steps_to_target")
+    assert rc == 0 and "(n=1, 1 missing)" in out
+    assert (
+        "not reached: 2 seeds never met the task's target (adding: val/loss <= 0.01; copy: " in out
+    )
