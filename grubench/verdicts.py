@@ -280,12 +280,16 @@ def _ratio(s: Setting) -> str:
     return f"{s.gru.mean / s.other.mean:.2f}×"
 
 
-def _versions(roots: Sequence[dict[str, Any]]) -> str:
-    seen = {tuple(sorted((r.get("versions") or {}).items())) for r in roots}
+def _versions(runs: Sequence[dict[str, Any]]) -> str:
+    """The package versions the runs record, each set once; how many runs record none."""
+    seen = {tuple(sorted((r.get("versions") or {}).items())) for r in runs}
     seen.discard(())
-    if not seen:
-        return "not recorded in these runs"
-    return " | ".join(", ".join(f"{k} {v}" for k, v in s) for s in sorted(seen))
+    without = {r["path"] for r in runs if not r.get("versions")}
+    text = " | ".join(", ".join(f"{k} {v}" for k, v in s) for s in sorted(seen))
+    if not without:
+        return text
+    total = len({r["path"] for r in runs})
+    return f"{text or 'none recorded'} ({len(without)} of {total} runs record none)"
 
 
 def render(root: Path, alpha: float = 0.05, claims: Sequence[Claim] = CLAIMS) -> str:
