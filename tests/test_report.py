@@ -1373,3 +1373,12 @@ def test_seeds_that_never_met_their_target_are_counted_under_their_tasks_target(
     assert (
         "not reached: 2 seeds never met the task's target (adding: val/loss <= 0.01; copy: " in out
     )
+
+
+def test_seconds_to_target_has_no_interval(tmp_path, capsys):
+    metrics = {"seconds_to_target": [2.0, 2.0, 2.0], "steps_to_target": [100.0, 120.0, 140.0]}
+    write_run(tmp_path, "gru", seeds=range(3), metrics=metrics)
+    rc, out, _ = run_main(capsys, tmp_path, "--metric", "seconds_to_target,steps_to_target", "--ci")
+    row = next(line for line in out.splitlines() if line.startswith("| copy"))
+    seconds, steps = [c.strip() for c in row.strip("|").split("|")[2:4]]
+    assert rc == 0 and "[" not in seconds and "[" in steps
