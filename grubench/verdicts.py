@@ -167,16 +167,12 @@ def _read(s: Setting, alpha: float) -> None:
         s.why = f"reached in {s.gru.n}/{k[0]} vs {s.other.n}/{k[1]} seeds"
     elif c is None or not math.isfinite(c.diff) or c.diff == 0:
         s.reading, s.why = "undecided", "no difference"
-    elif e.kind == "exact":
-        lower = c.diff < 0
-        s.reading = "for" if lower == (e.expects == "lower") else "against"
-    elif not math.isfinite(c.p_value):
+    elif e.kind == "test" and not math.isfinite(c.p_value):
         s.reading, s.why = "untested", "under two values a side, or every value the same"
-    elif not c.decided(alpha):
+    elif e.kind == "test" and not c.decided(alpha):
         s.reading = "undecided"
-    else:
-        lower = c.diff < 0
-        s.reading = "for" if lower == (e.expects == "lower") else "against"
+    else:  # an exact measurement counts by its sign; a test, where it decided
+        s.reading = "for" if (c.diff < 0) == (e.expects == "lower") else "against"
 
 
 def _gru_first(c: Comparison) -> Comparison:
@@ -269,7 +265,7 @@ def _cell(c: Cell | None) -> str:
     if c is None:
         return "—"
     text = format_mean_std(c.mean, c.std)
-    missing = c.missing + c.diverged + c.failed
+    missing = _unreached(c)
     return f"{text} (n={c.n}{f', {missing} without a value' if missing else ''})"
 
 
