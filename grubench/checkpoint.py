@@ -34,9 +34,12 @@ __all__ = ["CheckpointError", "Checkpoints", "config_difference"]
 
 
 def _to_leaves(state: Any) -> list[Any]:
-    """PRNG keys become their raw uint32 data; orbax stores plain arrays."""
+    """PRNG keys become their raw uint32 data, on the host; orbax stores plain arrays (and,
+    of several processes, takes no array that lives on one process's device)."""
     return [
-        jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+        np.asarray(jax.random.key_data(x))
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+        else x
         for x in jax.tree.leaves(state)
     ]
 

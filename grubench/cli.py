@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from grubench import population, rundir
+from grubench import population, rundir, slurm
 from grubench.config import ConfigError, no_such_key, store, validate
 from grubench.process import srun_task
 from grubench.registry import CELLS, TASKS
@@ -77,6 +77,8 @@ def check_overrides(argv: list[str], run_dirs: list[Path | None] | None = None) 
                 cfg.hydra.job.num = num
         asked = _resolved(cfg, job)
         _validate(cfg, job)
+        if multirun:  # before anything is submitted: each start must be able to progress
+            slurm.check_time_limit(cfg.hydra.launcher, cfg.trainer)
         request = rundir.request(asked, cfg.task)
         population.check_not_shadowed(cfg, job)
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"

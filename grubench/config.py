@@ -31,6 +31,8 @@ FREE_KEYS = (
     "trainer.progress",
     "trainer.resume",
     "trainer.checkpoint_every",
+    "trainer.checkpoint_every_s",
+    "trainer.start_allowance_s",
     "trainer.keep_checkpoints",
     "trainer.hang_timeout_s",
     "logger.",
@@ -200,6 +202,13 @@ class TrainerConfig:
     # (results.json: grad_norms_init, grad_norms).
     grad_probe: bool = False
     checkpoint_every: int = 500  # also at the end; 0: only at the end
+    # Also checkpoint once this many seconds of the start have passed since the last one (a
+    # hard kill loses at most this much work); 0: on steps only.
+    checkpoint_every_s: float = 0.0
+    # Seconds a start needs before its first step (start-up, data, compilation): a SLURM time
+    # limit must leave this plus checkpoint_every_s before the pre-emption signal
+    # (grubench/slurm.py).
+    start_allowance_s: float = 60.0
     keep_checkpoints: int = 2
     resume: str | None = None  # a run or checkpoints directory to continue from
     # No step finished for this long: the XLA CPU runtime is stuck (a rare upstream hang);
@@ -386,6 +395,8 @@ def validate(cfg: DictConfig | Config) -> None:
         tr.checkpoint_every,
         "an integer >= 0 (0: only at the end)",
     )
+    for key in ("checkpoint_every_s", "start_allowance_s"):
+        require(tr[key] >= 0, f"trainer.{key}", tr[key], "a number of seconds >= 0")
     require(
         tr.keep_checkpoints >= 1,
         "trainer.keep_checkpoints",

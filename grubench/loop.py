@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 from omegaconf import DictConfig, OmegaConf
 
-from grubench import measure, population, rundir, sharding, tasks
+from grubench import measure, population, rundir, sharding, slurm, tasks
 from grubench.checkpoint import CheckpointError, Checkpoints
 from grubench.config import FREE_KEYS, config_difference, require, validate
 from grubench.model import param_count, with_budget
@@ -37,6 +37,7 @@ from grubench.program import Evaluator, Placed, check_fits
 from grubench.progress import FILE_ONLY, Progress
 from grubench.results import Results, member_key, member_record, new_record, read, write_json
 from grubench.sharding import primary
+from grubench.starts import StartLog
 from grubench.targets import time_to_target
 from grubench.tracking import RunContext, Tracker
 
@@ -201,13 +202,17 @@ def _train(
         exit_or_restart(message, restart_argv)
 
     tracker = Tracker(out_dir, cfg, config_dict, members=pop, context=context, primary=primary())
+    log_of_starts = StartLog(out_dir, primary())
     dog = Watchdog(cfg.trainer.hang_timeout_s, on_hang)
     t_start = time.perf_counter()
     failing = refused = set_up = preempted = False
+    ending: str | None = None  # how this start ended, where not by finishing
     try:
         # The run yields what it has measured so far (set-up, then the whole run): a run that
         # fails part-way still records its parameter count, data size and memory.
-        for fields in _run(cfg, pop, splits, tracker, out_dir, config_dict, dog, stop_signal):
+        for fields in _run(
+            cfg, pop, splits, tracker, out_dir, config_dict, dog, stop_signal, log_of_starts
+        ):
             results.update(fields)
             if not set_up:  # W&B once the run has set up: a refused resume leaves it alone
                 tracker.start(int(results.get("resumed_from_step") or 0))
@@ -219,15 +224,21 @@ def _train(
         if not refused:
             results["status"] = "failed"
             results["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+            ending = f"failed: {results['error']}"
         raise
     except BaseException as e:
         failing, preempted = True, isinstance(e, Preempted)
         results["status"] = "failed"
         results["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+        ending = e.what if isinstance(e, Preempted) else f"failed: {results['error']}"
         raise
     finally:
         dog.stop()
         results["wall_s"] = time.perf_counter() - t_start
+        if set_up:  # this start began (its first step is known): say how it ended
+            log_of_starts.end(ending or str(results["status"]))
+        results["starts"] = log_of_starts.starts()
+        results["slurm"] = slurm.job()
         try:
             tracker.flush()
         except Exception as e:
@@ -243,6 +254,13 @@ def _train(
             # it finishes at once (the requeue waits on this).
             tracker.finish(results, preempted=preempted)
     return results
+
+
+def _preempted(step: int, stop_signal: StopSignals) -> Preempted:
+    """The stop at `step` the signal asked for; for SIGTERM under SLURM, with what SLURM did
+    (asked once the checkpoint is safe: SLURM's KillWait runs from the signal)."""
+    why = slurm.why_terminated() if stop_signal.raised == "SIGTERM" else None
+    return Preempted(step, stop_signal.raised or "SIGTERM", stop_signal.requeue, why)
 
 
 def evaluation_interval(tr: Any) -> int:
@@ -300,6 +318,7 @@ def _run(
     config_dict: dict,
     dog: Watchdog,
     stop_signal: StopSignals,
+    log_of_starts: StartLog,
 ) -> Iterator[Results]:
     """Train every member of the population `pop`, yielding the fields of the results record
     the run has measured: once after the set-up (parameters, data size, memory, resume step),
@@ -350,8 +369,11 @@ def _run(
             results["grad_norms_init"] = meta["grad_norms_init"]
         results["resumed_from_step"] = start
         log.info("resumed from the checkpoint of step %d (%s)", start, source.directory)
+    log_of_starts.begin(start)
+    last_saved = time.monotonic()
 
     def checkpoint(done: int) -> None:
+        nonlocal last_saved
         ckpts.save(
             done,
             layout.trim(state),
@@ -369,6 +391,8 @@ def _run(
             },
         )
         log.info("checkpoint saved at step %d", done)
+        log_of_starts.saved(done)
+        last_saved = time.monotonic()
 
     t0 = time.perf_counter()
     with dog.paused():
@@ -389,9 +413,7 @@ def _run(
         evaluate(state["params"], splits.val.take(evaluate.batch_size))
     probe = None
     if tr.grad_probe:
-        probe_batch = jax.device_put(
-            splits.val.take(evaluate.batch_size).arrays(), layout.replicated
-        )
+        probe_batch = layout.place(splits.val.take(evaluate.batch_size).arrays(), layout.replicated)
         with dog.paused():
             probe_fn = (
                 jax.jit(
@@ -427,7 +449,12 @@ def _run(
         yield results.copy()
         _after_step("start")
         if stop_signal.raised:  # while setting up: the checkpoints on disk are all there is
-            raise Preempted(start, stop_signal.raised, stop_signal.requeue)
+            log.warning(
+                "%s arrived before this start trained a step: a time limit needs to leave more "
+                "than the start-up and compilation (docs/slurm.md)",
+                stop_signal.raised,
+            )
+            raise _preempted(start, stop_signal)
         progress.begin()
         for step in range(start, end):
             args = placed.inputs(step)
@@ -437,7 +464,7 @@ def _run(
             dog.tick()
             step_times.append(time.perf_counter() - t)
             train_seconds += step_times[-1]
-            done = step + 1
+            done = log_of_starts.step = step + 1
             row: dict[str, Any] = {}
             if done % tr.log_every == 0 or done == tr.steps:
                 loss = layout.gather(out["loss"])
@@ -485,17 +512,21 @@ def _run(
                     state["stopped"] = layout.put_mask(stopped_at > 0)
             progress.advance()
             stop = bool(tr.patience) and bool(np.all(since_best >= tr.patience))
-            if (
+            saved = (
                 (tr.checkpoint_every and done % tr.checkpoint_every == 0)
                 or done == tr.steps
                 or stop
-            ):
+                or (
+                    tr.checkpoint_every_s and time.monotonic() - last_saved >= tr.checkpoint_every_s
+                )
+            )
+            if saved:
                 checkpoint(done)
             _after_step(str(done))
             if stop_signal.raised:
-                if done % (tr.checkpoint_every or tr.steps + 1) and done != tr.steps and not stop:
-                    checkpoint(done)  # (not saved above already)
-                raise Preempted(done, stop_signal.raised, stop_signal.requeue)
+                if not saved:
+                    checkpoint(done)
+                raise _preempted(done, stop_signal)
             if stop:
                 results["stopped_early_at"] = done
                 break

@@ -64,7 +64,7 @@ def _one_device_bytes(x: Any) -> int:
 
 def device_peak_bytes() -> int | None:
     """The device's peak bytes in use so far, where the backend reports it (GPU), else None."""
-    stats = jax.devices()[0].memory_stats() or {}
+    stats = jax.local_devices()[0].memory_stats() or {}
     return int(stats["peak_bytes_in_use"]) if "peak_bytes_in_use" in stats else None
 
 

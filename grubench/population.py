@@ -166,7 +166,7 @@ def device_bytes() -> tuple[int | None, bool]:
     limit, each its own; on CPU the host's physical memory, shared by every CPU device."""
     import jax
 
-    dev = jax.devices()[0]
+    dev = jax.local_devices()[0]
     stats = dev.memory_stats() if dev.platform != "cpu" else None
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"]), False

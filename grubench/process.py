@@ -114,12 +114,20 @@ def exit_or_restart(message: str, argv: Sequence[str] | None) -> None:
 class Preempted(BaseException):
     """A pre-emption signal (or Ctrl-C) arrived; the state was checkpointed at `step`.
     `requeue`, when set, is the job scheduler's handler (submitit's): it requeues the job and
-    exits. A BaseException, like KeyboardInterrupt: a request to stop, which an `except
-    Exception` around a run must not swallow."""
+    exits. `why`, for SIGTERM under SLURM: "requeued" or "ended" (`grubench.slurm`). A
+    BaseException, like KeyboardInterrupt: a request to stop, which an `except Exception`
+    around a run must not swallow."""
 
-    def __init__(self, step: int, signal_name: str = "SIGTERM", requeue: Any = None):
+    def __init__(
+        self, step: int, signal_name: str = "SIGTERM", requeue: Any = None, why: str | None = None
+    ):
         how = "interrupted (Ctrl-C)" if signal_name == "SIGINT" else f"preempted by {signal_name}"
-        super().__init__(f"{how} at step {step}: run the same command to resume")
+        if why == "requeued":
+            how += " (SLURM requeued the job)"
+        elif why == "ended":
+            how = f"stopped by {signal_name} (SLURM ended the job: scancel or its time limit)"
+        self.what = f"{how} at step {step}"  # what happened, without the advice
+        super().__init__(f"{self.what}: run the same command to resume")
         self.step = step
         self.signal_name = signal_name
         self.requeue = requeue

@@ -242,7 +242,7 @@ class Placed:
         self.layout = layout = Layout(len(members), tr.shard)
         self.padded = layout.pad(members)
         self.hp = population.hyperparams(cfg, self.padded)
-        self.data = jax.device_put(train.arrays(), layout.replicated)
+        self.data = layout.place(train.arrays(), layout.replicated)
         self.order = DataOrder([m.seed for m in self.padded], len(train), tr.batch_size)
         self.step_fn = jax.jit(
             jax.vmap(self.program.train_step, in_axes=(0, None, 0, None)),
@@ -258,8 +258,8 @@ class Placed:
     def inputs(self, step: int) -> tuple[jax.Array, jax.Array]:
         """(step, the rows of every member at `step`), placed as the step function takes them."""
         return (
-            jax.device_put(jnp.int32(step), self.layout.replicated),
-            jax.device_put(self.order.indices(step), self.layout.rows),
+            self.layout.place(np.int32(step), self.layout.replicated),
+            self.layout.place(self.order.indices(step), self.layout.rows),
         )
 
 
@@ -291,7 +291,7 @@ class Evaluator:
                     for k, v in chunk.items()
                 }
             if self.layout is not None:
-                chunk = jax.device_put(chunk, self.layout.replicated)
+                chunk = self.layout.place(chunk, self.layout.replicated)
             sums = self.fn(params, chunk)
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
         gather = self.layout.gather if self.layout is not None else np.asarray

@@ -17,6 +17,9 @@ import os
 import sys
 import warnings
 
+# The device-count flag `configure_xla` put into XLA_FLAGS, for a child process to tell it from
+# one its user set.
+_DEVICES_ADDED = "GRUBENCH_XLA_DEVICES_ADDED"
 # mallopt(3) parameter numbers, from glibc's malloc.h.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -2, -4, -8
 _MALLOC_ENV = (
@@ -37,22 +40,34 @@ def configure_xla() -> None:
     With one thread per program, a population would use one core: the host platform gets one
     device per core (`cpu_devices`), and the population's members are sharded over them
     (grubench/sharding.py), each device running its share on its own core. An explicit
-    --xla_force_host_platform_device_count in XLA_FLAGS wins."""
+    --xla_force_host_platform_device_count in XLA_FLAGS wins. One this function added in a
+    parent process (a launcher whose environment a SLURM job inherits) is worked out afresh:
+    the job's cores are its own."""
     flags = os.environ.get("XLA_FLAGS", "")
+    inherited = os.environ.pop(_DEVICES_ADDED, "")
+    if inherited and inherited in flags.split():
+        flags = " ".join(f for f in flags.split() if f != inherited)
     if "xla_cpu_multi_thread_eigen" not in flags:
         flags = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
     if "xla_force_host_platform_device_count" not in flags and (n := cpu_devices()) > 1:
-        flags = f"{flags} --xla_force_host_platform_device_count={n}"
+        ours = f"--xla_force_host_platform_device_count={n}"
+        flags = f"{flags} {ours}"
+        os.environ[_DEVICES_ADDED] = ours
     os.environ["XLA_FLAGS"] = flags
 
 
 def cpu_devices() -> int:
     """CPU devices to create: GRUBENCH_CPU_DEVICES if set (1: one device, as JAX's default),
-    else the cores this process may run on."""
+    else the cores this process may run on, and no more than a SLURM task's cpus-per-task
+    (SLURM_CPUS_PER_TASK: a cluster that does not bind tasks to cores leaves each task of a
+    job step every core)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if per_task.isdigit() and int(per_task) >= 1:
+        cores = min(cores, int(per_task))
     given = os.environ.get("GRUBENCH_CPU_DEVICES", "").strip()
     if not given:
         return cores

@@ -87,17 +87,26 @@ class Layout:
             self.members = NamedSharding(self.mesh, P(AXIS))
             self.rows = NamedSharding(self.mesh, P(AXIS, None))
 
+    def place(self, tree: Any, sharding: NamedSharding) -> Any:
+        """`tree` (host arrays, or arrays on this process's devices, the same in every
+        process) placed with `sharding`. One process: `jax.device_put`. Several: each process
+        fills the shards on its own devices (`jax.make_array_from_callback`), since
+        `device_put` takes only shardings of this process's devices."""
+        if jax.process_count() == 1:
+            return jax.device_put(tree, sharding)
+        return jax.tree.map(lambda a: _global(a, sharding), tree)
+
     def pad(self, items: list) -> list:
         """`items` (one per member) with the last repeated up to `padded`."""
         return items + [items[-1]] * (self.padded - len(items))
 
     def put_mask(self, mask: np.ndarray) -> jax.Array:
         """A host bool [n] (one per member) padded and placed like the members' state."""
-        return jax.device_put(np.asarray(self.pad(list(mask)), bool), self.members)
+        return self.place(np.asarray(self.pad(list(mask)), bool), self.members)
 
     def put(self, state: Any) -> Any:
         """A state of `padded` members placed with the member sharding."""
-        return jax.device_put(state, self.members)
+        return self.place(state, self.members)
 
     def trim(self, state: Any) -> Any:
         """The first `n` members of a padded state, on the host: numpy arrays (PRNG keys as
@@ -116,8 +125,8 @@ class Layout:
         with the member sharding (through a copy on every device only where there is padding
         to add, once, when a checkpoint is restored)."""
         if self.padded == self.n:
-            return jax.device_put(state, self.members)
-        return self._pad(jax.device_put(state, self.replicated))
+            return self.place(state, self.members)
+        return self._pad(self.place(state, self.replicated))
 
     @functools.cached_property
     def _pad(self) -> Callable[[Any], Any]:
@@ -141,3 +150,12 @@ class Layout:
 
             x = multihost_utils.process_allgather(x, tiled=True)
         return np.asarray(x)[: self.n]
+
+
+def _global(a: Any, sharding: NamedSharding) -> jax.Array:
+    """One array of `Layout.place` with several processes (PRNG keys through their data)."""
+    if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        data = _global(jax.random.key_data(a), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+    host = np.asarray(a)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])

@@ -73,8 +73,13 @@ def flip_a_bit(path, where: float = 0.5) -> None:
 
 
 def array_file(step_dir):
-    """The file holding a checkpoint's array data (the largest orbax wrote)."""
-    files = [f for f in step_dir.rglob("*") if f.is_file() and "ocdbt.process" not in str(f)]
+    """The file holding a checkpoint's array data (the largest of TensorStore's data files,
+    in a `d/` directory)."""
+    files = [
+        f
+        for f in step_dir.rglob("*")
+        if f.is_file() and f.parent.name == "d" and "ocdbt.process" not in str(f)
+    ]
     return max(files, key=lambda f: f.stat().st_size)
 
 

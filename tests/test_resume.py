@@ -98,6 +98,37 @@ def test_sigterm_checkpoints_exits_cleanly_and_resumes(reference, tmp_path):
     assert res["resumed_from_step"] == 7 and measured(res["metrics"]) == measured(
         reference[0]["metrics"]
     )
+    # Each start's steps and ending, in results.json; outside SLURM no job is named.
+    assert [(s["from_step"], s["to_step"], s["ended"], s["slurm"]) for s in res["starts"]] == [
+        (0, 7, "preempted by SIGTERM at step 7", None),
+        (7, 12, "completed", None),
+    ]
+    assert res["slurm"] is None
+
+
+@pytest.mark.slow
+def test_a_killed_start_is_recorded_up_to_its_last_checkpoint(reference, tmp_path):
+    """A start killed at step 7 (checkpoint at 5) left no word on how it ended: its record
+    runs to 5, where the next start took over."""
+    assert run(tmp_path, "kill@7").returncode == -9
+    assert run(tmp_path).returncode == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert [(s["from_step"], s["to_step"], s["ended"]) for s in res["starts"]] == [
+        (0, 5, None),
+        (5, 12, "completed"),
+    ]
+
+
+@pytest.mark.slow
+def test_checkpoints_on_time_as_well_as_on_steps(reference, tmp_path):
+    """trainer.checkpoint_every_s: a checkpoint once that much time has passed since the last,
+    here after every step; the numbers are those of the run that saved at 5 and 10."""
+    p = run(tmp_path, None, "trainer.checkpoint_every=0", "trainer.checkpoint_every_s=1e-9")
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert measured(res["metrics"]) == measured(reference[0]["metrics"])
+    events = [json.loads(x) for x in (tmp_path / "starts.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "checkpoint"] == list(range(1, 13))
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from grubench import runtime
 
 
 def test_xla_flag_added_once_and_user_choice_kept(monkeypatch):
+    monkeypatch.delenv(runtime._DEVICES_ADDED, raising=False)
     monkeypatch.setenv("GRUBENCH_CPU_DEVICES", "1")  # JAX's own default: no device flag
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/nowhere")
     runtime.configure_xla()
@@ -72,6 +73,8 @@ def test_malloc_tuned_on_glibc(monkeypatch, mode):
 
 def test_one_cpu_device_per_core_unless_told(monkeypatch, capsys):
     monkeypatch.delenv("GRUBENCH_CPU_DEVICES", raising=False)
+    monkeypatch.delenv(runtime._DEVICES_ADDED, raising=False)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda _: {0, 1, 2}, raising=False)
     monkeypatch.setenv("XLA_FLAGS", "")
     runtime.configure_xla()
@@ -91,6 +94,33 @@ def test_one_cpu_device_per_core_unless_told(monkeypatch, capsys):
     assert runtime.cpu_devices() == 3
     (line,) = capsys.readouterr().err.strip().splitlines()  # one line, then the default
     assert "GRUBENCH_CPU_DEVICES=two is not an integer >= 1: using 3" in line
+
+
+def test_a_slurm_job_counts_its_own_cores_not_its_launchers(monkeypatch):
+    """A launcher's XLA_FLAGS reach its SLURM jobs (sbatch exports the environment): the device
+    count grubench added there is worked out again from the job's cores, SLURM's cpus-per-task
+    included; one the user set stays."""
+    monkeypatch.delenv("GRUBENCH_CPU_DEVICES", raising=False)
+    monkeypatch.delenv(runtime._DEVICES_ADDED, raising=False)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda _: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/nowhere")
+    runtime.configure_xla()  # the launcher
+    assert "--xla_force_host_platform_device_count=4" in runtime.os.environ["XLA_FLAGS"]
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
+    runtime.configure_xla()  # a job of one task with 2 CPUs, in the launcher's environment
+    assert runtime.os.environ["XLA_FLAGS"].split() == [
+        "--xla_dump_to=/nowhere",
+        "--xla_cpu_multi_thread_eigen=false",
+        "--xla_force_host_platform_device_count=2",
+    ]
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    runtime.configure_xla()  # one core: JAX's one device, no flag
+    assert "device_count" not in runtime.os.environ["XLA_FLAGS"]
+    monkeypatch.delenv(runtime._DEVICES_ADDED, raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")  # the user's
+    runtime.configure_xla()
+    assert "--xla_force_host_platform_device_count=3" in runtime.os.environ["XLA_FLAGS"]
 
 
 def test_configure_applies_the_xla_flag_and_the_malloc_settings(monkeypatch):

@@ -7,7 +7,10 @@ GRUBENCH_FAULT=kill@N sends the process SIGKILL at the end of step N (after its 
 one falls there; `end`: after the last step, before the final evaluation), term@N SIGTERM
 (pre-emption), usr2@N SIGUSR2 (submitit's pre-emption and time-out signal); hang@N blocks
 forever as a wedged runtime would, in the first process of a command only (not after a
-watchdog restart), stuck@N in every process.
+watchdog restart), stuck@N in every process. hold@N, in a job's first start only (not once
+SLURM has requeued it), creates the file GRUBENCH_FAULT_FLAG names and then waits until a
+signal arrives (SIGTERM or SIGUSR2, from scancel, scontrol requeue or a time limit), which the
+run then handles as it would at the end of any step: a test acts on a job known to be at step N.
 """
 
 import os
@@ -23,9 +26,34 @@ def _inject(point: str) -> None:
 
     if FAULT == f"stuck@{point}" or (FAULT == f"hang@{point}" and not os.environ.get(RESTARTS_ENV)):
         threading.Event().wait()
+    if FAULT == f"hold@{point}" and not int(os.environ.get("SLURM_RESTART_COUNT") or 0):
+        _hold_until_signalled()
     for name, sig in (("kill", signal.SIGKILL), ("term", signal.SIGTERM), ("usr2", signal.SIGUSR2)):
         if FAULT == f"{name}@{point}":
             os.kill(os.getpid(), sig)
+
+
+def _hold_until_signalled() -> None:
+    import pathlib
+    import signal
+    import time
+
+    got: list[int] = []
+    olds = {}
+    for sig in (signal.SIGTERM, signal.SIGUSR2):
+        olds[sig] = old = signal.getsignal(sig)
+
+        def note(signum, frame, old=old):
+            got.append(signum)
+            if callable(old):
+                old(signum, frame)
+
+        signal.signal(sig, note)
+    pathlib.Path(os.environ["GRUBENCH_FAULT_FLAG"]).touch()
+    while not got:
+        time.sleep(0.05)
+    for sig, old in olds.items():
+        signal.signal(sig, old)
 
 
 if FAULT:
