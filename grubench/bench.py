@@ -270,7 +270,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "unroll8": {"unroll": 8},
     "time_major": {"time_major": True},
     "bf16": {"matmul_dtype": "bfloat16"},
+    # The Pallas kernels (grubench.persistent): timed on a GPU only, since elsewhere Pallas
+    # interprets them, and for the cells that have them.
+    "persistent": {"backward": "persistent"},
 }
+
+
+def _variant_applies(name: str, cell: str) -> bool:
+    if name != "persistent":
+        return True
+    from grubench.persistent import interpret_here
+
+    return CELLS.get(cell).persistent and not interpret_here()
 
 
 def run_variants(
@@ -291,6 +302,7 @@ def run_variants(
                     iters,
                 )
                 for name, kw in VARIANTS.items()
+                if _variant_applies(name, cell)
             ]
     return _result(rows)
 
@@ -305,7 +317,10 @@ def format_variants(result: dict[str, Any]) -> str:
     for (cell, shape), got in by_key.items():
         base = got["default"]
         cells = [
-            f"{got[n]:.2f}" + ("" if n == "default" else f" ({got[n] / base:.2f})") for n in names
+            "—"  # not timed for this cell (a variant it does not have)
+            if n not in got
+            else f"{got[n]:.2f}" + ("" if n == "default" else f" ({got[n] / base:.2f})")
+            for n in names
         ]
         lines.append(f"| {cell} | {', '.join(map(str, shape))} | " + " | ".join(cells) + " |")
     lines.append("")

@@ -21,6 +21,8 @@ from grubench.errors import ConfigError
 from grubench.registry import CELLS, TASKS
 
 OPTIMIZERS = ("adamw", "rmsprop")
+# How a recurrent layer's backward pass runs (grubench.layers.Recurrent).
+BACKWARDS = ("fused", "autodiff", "persistent")
 SHARDS = ("members", "batch")
 LOGGERS = ("none", "wandb")
 
@@ -122,7 +124,8 @@ class ModelConfig:
     embed_dim: int = 0  # encoder width; 0 feeds one-hot tokens / raw reals straight in
     unroll: int = 0  # jax.lax.scan unroll factor; 0: 1 on CPU, 8 on GPU (layers.default_unroll)
     # fused: the cell's hand-written layer backward (grubench/fused.py), where it has one;
-    # autodiff: JAX's own reverse of the scan. The same gradients.
+    # autodiff: JAX's own reverse of the scan; persistent (gru, lstm): the whole time loop in
+    # one Pallas kernel each way (grubench/persistent.py). The same gradients.
     backward: str = "fused"
     # bfloat16: matmul operands cast to bfloat16, float32 accumulation, carries and gates (GPU
     # tensor cores); needs a cell with a fused backward and backward=fused, or a cell linear in
@@ -286,7 +289,15 @@ def validate(cfg: DictConfig | Config) -> None:
         m.unroll,
         "an integer >= 0 (0: 1 on CPU, 8 on an accelerator)",
     )
-    require(m.backward in ("fused", "autodiff"), "model.backward", m.backward, "fused or autodiff")
+    require(m.backward in BACKWARDS, "model.backward", m.backward, ", ".join(BACKWARDS))
+    if m.backward == "persistent":
+        have = ", ".join(n for n in CELLS.names() if CELLS.get(n).persistent)
+        require(
+            cell.persistent,
+            "model.backward",
+            m.backward,
+            f"fused or autodiff for model={m.name} (persistent: {have})",
+        )
     require(
         m.matmul_dtype in ("float32", "bfloat16"),
         "model.matmul_dtype",

@@ -13,8 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from grubench import fused
+from grubench import fused, persistent
 from grubench.cells import CELLS, Carry, make_cell
+from grubench.config import BACKWARDS
 from grubench.remat import checkpointed_scan
 
 
@@ -162,6 +163,8 @@ class Recurrent(nnx.Module):
     `backward="fused"` (default) gives a cell with a fused kernel (GRU, LSTM, tanh-RNN) the
     hand-written backward pass of `grubench.fused` (dh-only reverse scan, weight gradients as
     one matmul after it);
+    `"persistent"` (GRU, LSTM) runs forward and backward as Pallas kernels that loop over time
+    inside one kernel (`grubench.persistent`; interpreted off a GPU);
     `"autodiff"` leaves the backward pass to JAX's transpose of the scan. `matmul_dtype=
     "bfloat16"` (with the fused backward, or for minGRU / minLSTM, whose only matmul is the
     projection) casts every matmul's operands to bfloat16 and accumulates in float32; carries
@@ -222,15 +225,18 @@ class Recurrent(nnx.Module):
         self.reverse = reverse
         self.remat = remat
         self.remat_chunk = remat_chunk
-        if backward not in ("autodiff", "fused"):
-            raise ValueError(f"backward must be 'autodiff' or 'fused', not {backward!r}")
+        if backward not in BACKWARDS:
+            raise ValueError(f"backward must be one of {', '.join(BACKWARDS)}, not {backward!r}")
         if matmul_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"matmul_dtype must be 'float32' or 'bfloat16', not {matmul_dtype!r}")
         # Cells without a fused kernel (minGRU, minLSTM: no recurrent matmul) keep autodiff.
         kernel = self.cell.fused_kernel() if hasattr(self.cell, "fused_kernel") else None
-        if matmul_dtype != "float32" and backward != "fused" and kernel is not None:
+        if backward == "persistent" and not getattr(kernel, "persistent", False):
+            raise ValueError(f"backward='persistent' has no kernel for {cell}")
+        if matmul_dtype != "float32" and backward == "autodiff" and kernel is not None:
             raise ValueError(f"matmul_dtype={matmul_dtype} needs backward='fused' for {cell}")
         self.fused_kernel = kernel if backward == "fused" else None
+        self.persistent_kernel = kernel if backward == "persistent" else None
         self.matmul_dtype = matmul_dtype
         if scan not in ("auto", "parallel", "sequential"):
             raise ValueError(f"scan must be 'auto', 'parallel' or 'sequential', not {scan!r}")
@@ -308,7 +314,8 @@ class Recurrent(nnx.Module):
         cell = self.cell
         # The fused scan adds bi inside its step, fused with the gate arithmetic, instead of in
         # a pass of its own over [T, B, G*H] (docs/performance.md).
-        xp = cell.project(xs, self.matmul_dtype, bias=self.fused_kernel is None)
+        own_bias = self.fused_kernel is not None or self.persistent_kernel is not None
+        xp = cell.project(xs, self.matmul_dtype, bias=not own_bias)
         if getattr(cell, "linear_in_h", False):  # minGRU / minLSTM
             xp = xp[::-1] if reverse else xp
             if self.min_scan == "parallel":
@@ -322,6 +329,17 @@ class Recurrent(nnx.Module):
                 self.unroll,
                 self.matmul_dtype,
                 per_gate,
+                cell.wh[...],
+                cell.bh[...],
+                cell.bi[...],
+                xp[::-1] if reverse else xp,
+                carry,
+            )
+            return (ys[::-1] if reverse else ys), carry
+        if self.persistent_kernel is not None:
+            ys, carry = persistent.scan(
+                self.persistent_kernel,
+                self.matmul_dtype,
                 cell.wh[...],
                 cell.bh[...],
                 cell.bi[...],

@@ -62,6 +62,12 @@ class CellEntry:
         return ("parallel", "sequential") if self.linear_in_h else ()
 
     @property
+    def persistent(self) -> bool:
+        """The cell, with this name's options, runs under model.backward=persistent."""
+        has = getattr(self.cls, "has_persistent", None)
+        return bool(has(self.defaults)) if has is not None else False
+
+    @property
     def fused(self) -> bool:
         """The cell has a hand-written layer backward (model.backward=fused uses it)."""
         from grubench.cells.base import Cell

@@ -170,7 +170,8 @@ def test_variants_mode_times_each_option_against_the_default(tmp_path, capsys):
     )
     res = json.loads(out.read_text())
     got = {r["impl"]: r["step_ms"] for r in res["rows"]}
-    assert set(got) == set(bench.VARIANTS) and res["peak_gflops"] > 0
+    # The Pallas kernels are timed on a GPU only (interpreted elsewhere).
+    assert set(got) == set(bench.VARIANTS) - {"persistent"} and res["peak_gflops"] > 0
     row = next(
         line
         for line in capsys.readouterr().out.splitlines()

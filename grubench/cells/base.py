@@ -16,6 +16,8 @@ The contract a cell class meets (duck-typed; `Cell` is a convenient base):
 Optional:
   fused_kernel() -> a grubench.fused.Kernel   a hand-written layer backward (weights wh, bh,
                                               bi as `nnx.Param`s [H, G*H], [G*H], [G*H])
+  has_persistent(options) (class method)      whether the kernel, for these options, also
+                                              offers `step_backward` (grubench.persistent)
   linear_in_h = True with coefficients/parallel/sequential (see grubench.cells.linear).
 
 Gated cells keep their parameters fused per operand, gates in PyTorch's order (a contract,
@@ -74,6 +76,11 @@ class Cell(nnx.Module):
     def fused_kernel(self) -> Any:
         """The hand-written layer backward (grubench.fused), or None to use autodiff."""
         return None
+
+    @classmethod
+    def has_persistent(cls, options: dict[str, Any]) -> bool:
+        """Whether a cell made with `options` runs under model.backward=persistent."""
+        return False
 
     def __call__(self, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Array]:
         """One step on raw input x [B, D]: (carry', h [B, H])."""

@@ -65,11 +65,29 @@ class GRUKernel:
 
     reset_after: bool
 
+    @property
+    def persistent(self) -> bool:
+        """Whether `step_backward` applies (grubench.persistent): the reset-after form."""
+        return self.reset_after
+
     def forward(self, wh, bh, h, xp, dtype=None):
         return gru_forward(wh, bh, h, xp, self.reset_after, dtype)
 
     def output(self, h):
         return h
+
+    def step_backward(self, wh_t, dh, dy, hp, acts, dt=None):
+        """One reverse step of the reset-after form: from dL/dh_t (carried `dh` plus the
+        output's `dy`), h_{t-1} `hp` and the step's activations, (dL/dh_{t-1}, dL/dxp_t,
+        dL/d(h_{t-1} Wh + bh)) — the last two [B, 3H], differing in the candidate's block,
+        which the reset gate scales on the recurrent side."""
+        r, z, n, hn = acts
+        dh = dh + dy
+        dn = dh * (1.0 - z) * tanh_grad(n)
+        dr = dn * hn * sig_grad(r)
+        dz = dh * (hp - n) * sig_grad(z)
+        dhp = jnp.concatenate([dr, dz, dn * r], axis=-1)
+        return dh * z + matmul(dhp, wh_t, dt), jnp.concatenate([dr, dz, dn], -1), dhp
 
     def backward(self, wh, dt, unroll, ys, acts, h0, dys, dh_last):
         h_prev = prev(h0, ys)
@@ -77,13 +95,9 @@ class GRUKernel:
             wh_t = wh.T
 
             def step(dh, inp):
-                dy, hp, (r, z, n, hn) = inp
-                dh = dh + dy
-                dn = dh * (1.0 - z) * tanh_grad(n)
-                dr = dn * hn * sig_grad(r)
-                dz = dh * (hp - n) * sig_grad(z)
-                dhp = jnp.concatenate([dr, dz, dn * r], axis=-1)
-                return dh * z + matmul(dhp, wh_t, dt), (jnp.concatenate([dr, dz, dn], -1), dhp)
+                dy, hp, step_acts = inp
+                dh, dxp, dhp = self.step_backward(wh_t, dh, dy, hp, step_acts, dt)
+                return dh, (dxp, dhp)
 
             dh0, (dxp, dhp) = jax.lax.scan(
                 step, dh_last, (dys, h_prev, acts), reverse=True, unroll=unroll
@@ -131,6 +145,10 @@ class GRUCell(RecurrentKernelCell):
 
     def fused_kernel(self) -> GRUKernel:
         return GRUKernel(self.reset_after)
+
+    @classmethod
+    def has_persistent(cls, options: dict[str, Any]) -> bool:
+        return bool(options.get("reset_after", True))  # GRUKernel.persistent
 
 
 register_cell(

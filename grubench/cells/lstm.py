@@ -63,11 +63,34 @@ class LSTMKernel:
     """The LSTM's fused layer step and backward (grubench.fused): a reverse scan carrying
     (dc, dh), one [B, 4H] x [4H, H] matmul per step; dbi = dbh = sum of dxp."""
 
+    persistent: ClassVar[bool] = True  # `step_backward` applies (grubench.persistent)
+
     def forward(self, wh, bh, carry, xp, dtype=None):
         return lstm_forward(wh, bh, carry, xp, dtype)
 
     def output(self, carry):
         return carry[1]
+
+    def step_backward(self, wh_t, dcarry, dy, carry_prev, acts, dt=None):
+        """One reverse step: from dL/d(c_t, h_t) (carried `dcarry`, plus the output's `dy`),
+        (c_{t-1}, h_{t-1}) and the step's activations, (dL/d(c_{t-1}, h_{t-1}), dL/dxp_t,
+        dL/d(h_{t-1} Wh + bh)); the last two are the same [B, 4H] gate gradients."""
+        dc, dh = dcarry
+        i, f, g, o, c = acts
+        cp = carry_prev[0]
+        dh = dh + dy
+        tc = jnp.tanh(c)
+        dc = dc + dh * o * tanh_grad(tc)
+        dgates = jnp.concatenate(
+            [
+                dc * g * sig_grad(i),
+                dc * cp * sig_grad(f),
+                dc * i * tanh_grad(g),
+                dh * tc * sig_grad(o),
+            ],
+            axis=-1,
+        )
+        return (dc * f, matmul(dgates, wh_t, dt)), dgates, dgates
 
     def backward(self, wh, dt, unroll, ys, acts, carry0, dys, dcarry):
         i, f, g, o, cs = acts
@@ -75,24 +98,12 @@ class LSTMKernel:
         wh_t = wh.T
 
         def step(dcarry, inp):
-            dc, dh = dcarry
-            dy, (i, f, g, o, c, cp) = inp
-            dh = dh + dy
-            tc = jnp.tanh(c)
-            dc = dc + dh * o * tanh_grad(tc)
-            dgates = jnp.concatenate(
-                [
-                    dc * g * sig_grad(i),
-                    dc * cp * sig_grad(f),
-                    dc * i * tanh_grad(g),
-                    dh * tc * sig_grad(o),
-                ],
-                axis=-1,
-            )
-            return (dc * f, matmul(dgates, wh_t, dt)), dgates
+            dy, cp, step_acts = inp
+            dcarry, dgates, _ = self.step_backward(wh_t, dcarry, dy, (cp, None), step_acts, dt)
+            return dcarry, dgates
 
         dcarry0, dxp = jax.lax.scan(
-            step, dcarry, (dys, (i, f, g, o, cs, c_prev)), reverse=True, unroll=unroll
+            step, dcarry, (dys, c_prev, (i, f, g, o, cs)), reverse=True, unroll=unroll
         )
         db = dxp.sum((0, 1))
         return outer_sum(h_prev, dxp, dt), db, db, dxp, dcarry0
@@ -118,6 +129,10 @@ class LSTMCell(RecurrentKernelCell):
 
     def fused_kernel(self) -> LSTMKernel:
         return LSTMKernel()
+
+    @classmethod
+    def has_persistent(cls, options: dict[str, Any]) -> bool:
+        return True
 
 
 register_cell(
