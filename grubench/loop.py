@@ -192,7 +192,8 @@ def _train(
         # The main thread is stuck: this thread records the ending (a copy: the main thread
         # owns `results`), waiting a bounded time in case the disk is what hangs, then exits
         # or restarts.
-        ending = {**results, "status": "failed", "error": message}
+        ending = cast(Results, {**results, "status": "failed", "error": message})
+        _close_start(log_of_starts, f"failed: {message}", ending)
         if primary():
             writer = threading.Thread(
                 target=write_json, args=(out_dir / "results.json", ending), daemon=True
@@ -235,10 +236,7 @@ def _train(
     finally:
         dog.stop()
         results["wall_s"] = time.perf_counter() - t_start
-        if set_up:  # this start began (its first step is known): say how it ended
-            log_of_starts.end(ending or str(results["status"]))
-        results["starts"] = log_of_starts.starts()
-        results["slurm"] = slurm.job()
+        _close_start(log_of_starts, ending or str(results["status"]), results)
         try:
             tracker.flush()
         except Exception as e:
@@ -254,6 +252,19 @@ def _train(
             # it finishes at once (the requeue waits on this).
             tracker.finish(results, preempted=preempted)
     return results
+
+
+def _close_start(log_of_starts: StartLog, how: str, record: Results) -> None:
+    """End this start's entry in the start log, if it began, with `how`, and put every start
+    and the SLURM job into `record`; a failure to read or write the log is a warning, never
+    the run's ending (the record is written after this)."""
+    try:
+        if log_of_starts.begun:
+            log_of_starts.end(how)
+        record["starts"] = log_of_starts.starts()
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("the start log %s: %s", log_of_starts.path, e)
+    record["slurm"] = slurm.job()
 
 
 def _preempted(step: int, stop_signal: StopSignals) -> Preempted:
@@ -370,7 +381,7 @@ def _run(
         results["resumed_from_step"] = start
         log.info("resumed from the checkpoint of step %d (%s)", start, source.directory)
     log_of_starts.begin(start)
-    last_saved = time.monotonic()
+    last_saved = time.monotonic()  # reset once compiled, below
 
     def checkpoint(done: int) -> None:
         nonlocal last_saved
@@ -448,14 +459,16 @@ def _run(
         dog.tick()
         yield results.copy()
         _after_step("start")
-        if stop_signal.raised:  # while setting up: the checkpoints on disk are all there is
+        (signalled,) = sharding.agree(stop_signal.raised is not None)
+        if signalled:  # while setting up: the checkpoints on disk are all there is
             log.warning(
                 "%s arrived before this start trained a step: a time limit needs to leave more "
                 "than the start-up and compilation (docs/slurm.md)",
-                stop_signal.raised,
+                stop_signal.raised or "a stop signal",
             )
             raise _preempted(start, stop_signal)
         progress.begin()
+        last_saved = time.monotonic()  # the clock of trainer.checkpoint_every_s, after compiling
         for step in range(start, end):
             args = placed.inputs(step)
             t = time.perf_counter()
@@ -512,20 +525,23 @@ def _run(
                     state["stopped"] = layout.put_mask(stopped_at > 0)
             progress.advance()
             stop = bool(tr.patience) and bool(np.all(since_best >= tr.patience))
-            saved = (
+            scheduled = (
                 (tr.checkpoint_every and done % tr.checkpoint_every == 0)
                 or done == tr.steps
                 or stop
-                or (
-                    tr.checkpoint_every_s and time.monotonic() - last_saved >= tr.checkpoint_every_s
-                )
             )
-            if saved:
+            if scheduled:
                 checkpoint(done)
             _after_step(str(done))
-            if stop_signal.raised:
-                if not saved:
-                    checkpoint(done)
+            # A signal, or time for a checkpoint: of several processes, each decides what all
+            # decide (a checkpoint gathers every process's members), so they agree first.
+            due = bool(tr.checkpoint_every_s) and (
+                time.monotonic() - last_saved >= tr.checkpoint_every_s
+            )
+            signalled, due = sharding.agree(stop_signal.raised is not None, due)
+            if (signalled or due) and not scheduled:
+                checkpoint(done)
+            if signalled:
                 raise _preempted(done, stop_signal)
             if stop:
                 results["stopped_early_at"] = done

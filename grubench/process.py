@@ -114,7 +114,7 @@ def exit_or_restart(message: str, argv: Sequence[str] | None) -> None:
 class Preempted(BaseException):
     """A pre-emption signal (or Ctrl-C) arrived; the state was checkpointed at `step`.
     `requeue`, when set, is the job scheduler's handler (submitit's): it requeues the job and
-    exits. `why`, for SIGTERM under SLURM: "requeued" or "ended" (`grubench.slurm`). A
+    exits. `why`, for SIGTERM under SLURM: "requeued" or "not requeued" (`grubench.slurm`). A
     BaseException, like KeyboardInterrupt: a request to stop, which an `except Exception`
     around a run must not swallow."""
 
@@ -124,8 +124,11 @@ class Preempted(BaseException):
         how = "interrupted (Ctrl-C)" if signal_name == "SIGINT" else f"preempted by {signal_name}"
         if why == "requeued":
             how += " (SLURM requeued the job)"
-        elif why == "ended":
-            how = f"stopped by {signal_name} (SLURM ended the job: scancel or its time limit)"
+        elif why == "not requeued":
+            how = (
+                f"stopped by {signal_name} (not a SLURM requeue: scancel, the time limit or "
+                "another sender)"
+            )
         self.what = f"{how} at step {step}"  # what happened, without the advice
         super().__init__(f"{self.what}: run the same command to resume")
         self.step = step

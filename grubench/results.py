@@ -69,7 +69,7 @@ class Results(TypedDict, total=False):
     versions: dict[str, str]  # python and PACKAGES, as installed where the run trained
     # Each start of the run (grubench.starts): from_step, to_step, ended, time, host, slurm.
     starts: list[dict[str, Any]]
-    # The SLURM job of the last start (grubench.slurm.job): job_id, array_job_id,
+    # The SLURM job of the last start (grubench.slurm.job): id, job_id, array_job_id,
     # array_task_id, nodes, partition, tasks, requeues; None outside SLURM.
     slurm: dict[str, Any] | None
 

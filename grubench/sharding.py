@@ -41,6 +41,19 @@ def initialize_distributed() -> bool:
     return True
 
 
+def agree(*flags: bool) -> tuple[bool, ...]:
+    """Each flag true where it is true in any process (one small all-gather when there are
+    several): what every process of a multi-process run must decide alike, such as stopping
+    on a signal that reaches each at a different step."""
+    if jax.process_count() == 1:
+        return tuple(bool(f) for f in flags)
+    from jax.experimental import multihost_utils
+
+    every = multihost_utils.process_allgather(np.asarray(flags, np.int32))
+    anywhere = np.asarray(every).reshape(-1, len(flags)).max(axis=0).tolist()
+    return tuple(bool(v) for v in anywhere)
+
+
 def primary() -> bool:
     """Whether this process writes the run's files (process 0 of a multi-process job)."""
     return jax.process_index() == 0

@@ -56,15 +56,16 @@ def job() -> dict[str, Any] | None:
 
 
 def why_terminated(timeout_s: float = 5.0) -> str | None:
-    """How SLURM ended this job's start, asked of `scontrol` once SIGTERM has arrived:
-    "requeued" (scontrol requeue or pre-emption: the job will start again) or "ended" (scancel
-    or the time limit). None outside SLURM or when scontrol does not answer in `timeout_s`."""
+    """Whether SLURM requeued this job, asked of `scontrol` once SIGTERM has arrived:
+    "requeued" (scontrol requeue or pre-emption: the job will start again) or "not requeued"
+    (scancel, the time limit, or a SIGTERM from elsewhere). None outside SLURM or when
+    scontrol does not answer in `timeout_s`."""
     me = job()
     if me is None:
         return None
     try:
         shown = subprocess.run(
-            ["scontrol", "show", "job", "-o", str(me["job_id"])],
+            ["scontrol", "show", "job", "-o", str(me["id"])],  # this task, not its array
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -76,7 +77,7 @@ def why_terminated(timeout_s: float = 5.0) -> str | None:
     if restarts is None:
         return None
     # SLURM counts the requeue before it signals the start it ends.
-    return "requeued" if int(restarts.group(1)) > me["requeues"] else "ended"
+    return "requeued" if int(restarts.group(1)) > me["requeues"] else "not requeued"
 
 
 def is_slurm_launcher(launcher: Any) -> bool:

@@ -35,6 +35,7 @@ class StartLog:
         self.path = Path(out_dir) / LOG
         self.primary = primary
         self.step = 0  # the last step this start finished (the loop keeps it current)
+        self.begun = False  # whether this start has written its start event
 
     def _append(self, event: dict[str, Any]) -> None:
         if not self.primary:
@@ -50,7 +51,7 @@ class StartLog:
             os.close(fd)
 
     def begin(self, step: int) -> None:
-        self.step = step
+        self.step, self.begun = step, True
         self._append(
             {
                 "event": "start",
@@ -78,6 +79,8 @@ class StartLog:
                 event = json.loads(line)
             except ValueError:  # a line cut short by a kill: the events around it stand
                 continue
+            if not isinstance(event, dict) or not isinstance(event.get("step"), int):
+                continue
             kind = event.get("event")
             if kind == "start":
                 out.append(
@@ -93,5 +96,5 @@ class StartLog:
             elif out and kind in ("checkpoint", "end"):
                 out[-1]["to_step"] = event["step"]
                 if kind == "end":
-                    out[-1]["ended"] = event["how"]
+                    out[-1]["ended"] = event.get("how")
         return out

@@ -33,9 +33,15 @@ def tiny_cfg(*overrides: str):
 
 
 def fault_env(fault: str | None = None, **extra: str) -> dict[str, str]:
-    """os.environ for a child process, with GRUBENCH_FAULT=`fault` injected through
-    tests/faults/sitecustomize.py (none when `fault` is None), and `extra` set."""
-    env = {k: v for k, v in os.environ.items() if k != "GRUBENCH_FAULT"}
+    """os.environ for a child process, without SLURM's job variables, with GRUBENCH_FAULT=
+    `fault` injected through tests/faults/sitecustomize.py (none when `fault` is None), and
+    `extra` set."""
+    # Not SLURM's job variables: a suite run inside an allocation starts plain processes.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "GRUBENCH_FAULT" and (not k.startswith("SLURM_") or k == "SLURM_CONF")
+    }
     if fault:
         env["GRUBENCH_FAULT"] = fault
         env["PYTHONPATH"] = os.pathsep.join(

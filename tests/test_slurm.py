@@ -66,7 +66,7 @@ def test_the_job_is_read_from_slurms_environment(monkeypatch):
     }
 
 
-@pytest.mark.parametrize(("restarts", "why"), [(1, "requeued"), (0, "ended")])
+@pytest.mark.parametrize(("restarts", "why"), [(1, "requeued"), (0, "not requeued")])
 def test_sigterm_is_told_apart_by_slurms_restart_count(restarts, why, monkeypatch, tmp_path):
     """scontrol requeue counts the restart before it signals the start; scancel does not."""
     fake = tmp_path / "scontrol"
@@ -94,7 +94,8 @@ def test_a_time_limit_that_leaves_no_work_is_refused_before_submission():
     # 60 s of work: enough for the allowance; the launcher's default (240 min) always is.
     check_overrides(["-m", "hydra/launcher=slurm", *three])
     check_overrides(["-m", "hydra/launcher=slurm"])
-    check_overrides(["-m", "hydra/launcher=submitit_local", *short[:0], "model=gru,lstm"])
+    # Other launchers have no SLURM time limit to check.
+    check_overrides(["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=1"])
 
 
 # --- on a local cluster -----------------------------------------------------------------
@@ -116,6 +117,14 @@ def cluster():
         pytest.skip(f"no local SLURM: {e}")
     if up.returncode:
         pytest.skip("no local SLURM cluster: start one with scripts/slurm-local start")
+    cpus = subprocess.run(
+        ["sinfo", "-h", "-o", "%c"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SLURM_CONF": conf},
+    ).stdout.split()
+    if not cpus or int(cpus[0].rstrip("+")) < 2:
+        pytest.skip("the local SLURM node has fewer than 2 CPUs (2 jobs or tasks run at once)")
     return conf
 
 
@@ -143,7 +152,13 @@ def launch(cluster, sweep: Path, *args: str, fault: str | None = None, flag: Pat
 
 
 def finish(p: subprocess.Popen, timeout: int = 300) -> str:
-    out, _ = p.communicate(timeout=timeout)
+    """The launcher's output once it ends; killed (and the test failed) after `timeout` s."""
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        pytest.fail(f"the sweep did not end in {timeout} s:\n{out[-3000:]}")
     return out
 
 
@@ -240,9 +255,10 @@ def test_scontrol_requeue_mid_run_resumes_to_the_uninterrupted_results(cluster, 
 def test_a_time_limit_signals_checkpoints_requeues_and_resumes(cluster, sweep, tmp_path):
     """Two minutes, with SIGUSR2 60 s before the end, which SLURM's 30 s timer check sends
     30 to 60 s after the start: the start held at step 3 is released by it, checkpoints, and
-    submitit requeues the job, which resumes at 3. (A start still compiling after 30 s would
-    take the signal before step 3 and the requeued job would start over: allowed, and said in
-    its start log.) The window, 120 - 60 - 60 s, is 0: allowed with no start allowance."""
+    submitit requeues the job, which resumes at 3 and finishes. The window, 120 - 60 - 60 s,
+    is 0: allowed with no start allowance. Where SLURM sends it is SLURM's timing, so the
+    test asserts what holds wherever it lands: a start still compiling takes it before step 3
+    (the next starts over), and a slow requeued start may take one of its own."""
     home = tmp_path / "sweep"
     limit = [
         "hydra.launcher.timeout_min=2",
@@ -256,13 +272,13 @@ def test_a_time_limit_signals_checkpoints_requeues_and_resumes(cluster, sweep, t
     assert res["status"] == "completed"
     assert measured(res) == measured(result(sweep[0] / "0_gru_copy"))
     starts = res["starts"]
-    stop = starts[0]["to_step"]
-    assert stop in (0, 3) and res.get("resumed_from_step") == (stop or None)
-    assert [(s["from_step"], s["to_step"], s["ended"]) for s in starts] == [
-        (0, stop, f"preempted by SIGUSR2 at step {stop}"),
-        (stop, 12, "completed"),
-    ]
-    assert [s["slurm"]["requeues"] for s in starts] == [0, 1] and res["slurm"]["requeues"] == 1
+    assert len(starts) >= 2 and starts[-1]["ended"] == "completed" and starts[-1]["to_step"] == 12
+    for before, after in zip(starts, starts[1:], strict=False):  # each resumed where the last
+        assert before["ended"] == f"preempted by SIGUSR2 at step {before['to_step']}"
+        assert after["from_step"] == before["to_step"]
+        assert after["slurm"]["requeues"] > before["slurm"]["requeues"]
+    assert starts[0]["to_step"] in (0, 3)  # released by the signal, or never held
+    assert res["slurm"]["requeues"] == starts[-1]["slurm"]["requeues"] >= 1
 
 
 @pytest.mark.slow
@@ -282,8 +298,8 @@ def test_scancel_leaves_a_resumable_run_and_a_relaunch_finishes_only_it(cluster,
     res = result(long)
     assert res["status"] == "failed"
     assert res["error"] == (
-        "Preempted: stopped by SIGTERM (SLURM ended the job: scancel or its time limit) at "
-        "step 7: run the same command to resume"
+        "Preempted: stopped by SIGTERM (not a SLURM requeue: scancel, the time limit or "
+        "another sender) at step 7: run the same command to resume"
     )
     assert (long / "checkpoints" / "7").is_dir()
     first = (short / "results.json").read_bytes()
@@ -315,7 +331,8 @@ def test_a_population_over_two_srun_tasks_equals_one_process(cluster, tmp_path):
         *ARGS, "model=gru", f"hydra.run.dir={one}", env=fault_env(None, GRUBENCH_CPU_DEVICES="2")
     )
     assert alone.returncode == 0, alone.stderr[-3000:]
-    wait_for(flag, p)
+    for task in (0, 1):  # both processes at step 7, before either is signalled
+        wait_for(flag.with_name(f"{flag.name}.{task}"), p)
     scontrol(cluster, "requeue", job_of(home / "0_gru_copy"))
     out = finish(p)
     assert p.returncode == 0, out[-3000:]

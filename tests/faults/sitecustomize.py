@@ -8,9 +8,10 @@ one falls there; `end`: after the last step, before the final evaluation), term@
 (pre-emption), usr2@N SIGUSR2 (submitit's pre-emption and time-out signal); hang@N blocks
 forever as a wedged runtime would, in the first process of a command only (not after a
 watchdog restart), stuck@N in every process. hold@N, in a job's first start only (not once
-SLURM has requeued it), creates the file GRUBENCH_FAULT_FLAG names and then waits until a
-signal arrives (SIGTERM or SIGUSR2, from scancel, scontrol requeue or a time limit), which the
-run then handles as it would at the end of any step: a test acts on a job known to be at step N.
+SLURM has requeued it), creates the file GRUBENCH_FAULT_FLAG names (with ".K" added in task K
+of a job step of several srun tasks) and then waits until a signal arrives (SIGTERM or
+SIGUSR2, from scancel, scontrol requeue or a time limit), which the run then handles as it
+would at the end of any step: a test acts on a job known to be at step N.
 """
 
 import os
@@ -49,7 +50,10 @@ def _hold_until_signalled() -> None:
                 old(signum, frame)
 
         signal.signal(sig, note)
-    pathlib.Path(os.environ["GRUBENCH_FAULT_FLAG"]).touch()
+    flag = os.environ["GRUBENCH_FAULT_FLAG"]
+    if int(os.environ.get("SLURM_STEP_NUM_TASKS") or 1) > 1:
+        flag += "." + os.environ.get("SLURM_PROCID", "0")
+    pathlib.Path(flag).touch()
     while not got:
         time.sleep(0.05)
     for sig, old in olds.items():
