@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import math
 import operator
+from functools import partial
 from typing import Any
 
 import jax
@@ -323,28 +324,14 @@ class Recurrent(nnx.Module):
             else:
                 ys, carry = cell.sequential(xp, carry, self.unroll)
             return (ys[::-1] if reverse else ys), carry
-        if self.fused_kernel is not None:
-            ys, carry = fused.scan(
-                self.fused_kernel,
-                self.unroll,
-                self.matmul_dtype,
-                per_gate,
-                cell.wh[...],
-                cell.bh[...],
-                cell.bi[...],
-                xp[::-1] if reverse else xp,
-                carry,
+        if own_bias:  # a hand-written backward: the fused scan's, or the Pallas kernels'
+            run = (
+                partial(fused.scan, self.fused_kernel, self.unroll, self.matmul_dtype, per_gate)
+                if self.fused_kernel is not None
+                else partial(persistent.scan, self.persistent_kernel, self.matmul_dtype)
             )
-            return (ys[::-1] if reverse else ys), carry
-        if self.persistent_kernel is not None:
-            ys, carry = persistent.scan(
-                self.persistent_kernel,
-                self.matmul_dtype,
-                cell.wh[...],
-                cell.bh[...],
-                cell.bi[...],
-                xp[::-1] if reverse else xp,
-                carry,
+            ys, carry = run(
+                cell.wh[...], cell.bh[...], cell.bi[...], xp[::-1] if reverse else xp, carry
             )
             return (ys[::-1] if reverse else ys), carry
         carry, ys = jax.lax.scan(cell.recurrence(), carry, xp, unroll=self.unroll, reverse=reverse)

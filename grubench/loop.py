@@ -193,11 +193,13 @@ def _train(
         # owns `results`), waiting a bounded time in case the disk is what hangs, then exits
         # or restarts.
         ending = cast(Results, {**results, "status": "failed", "error": message})
-        _close_start(log_of_starts, f"failed: {message}", ending)
+
+        def record() -> None:
+            _close_start(log_of_starts, f"failed: {message}", ending)
+            write_json(out_dir / "results.json", ending)
+
         if primary():
-            writer = threading.Thread(
-                target=write_json, args=(out_dir / "results.json", ending), daemon=True
-            )
+            writer = threading.Thread(target=record, daemon=True)
             writer.start()
             writer.join(timeout=30)
         exit_or_restart(message, restart_argv)
