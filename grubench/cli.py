@@ -78,7 +78,7 @@ def check_overrides(argv: list[str], run_dirs: list[Path | None] | None = None) 
         asked = _resolved(cfg, job)
         _validate(cfg, job)
         if multirun:  # before anything is submitted: each start must be able to progress
-            slurm.check_time_limit(cfg.hydra.launcher, cfg.trainer)
+            slurm.check_launcher(cfg.hydra.launcher, cfg.trainer)
         request = rundir.request(asked, cfg.task)
         population.check_not_shadowed(cfg, job)
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"

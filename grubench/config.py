@@ -289,7 +289,7 @@ def validate(cfg: DictConfig | Config) -> None:
         m.unroll,
         "an integer >= 0 (0: 1 on CPU, 8 on an accelerator)",
     )
-    require(m.backward in BACKWARDS, "model.backward", m.backward, ", ".join(BACKWARDS))
+    require(m.backward in BACKWARDS, "model.backward", m.backward, "one of " + ", ".join(BACKWARDS))
     if m.backward == "persistent":
         have = ", ".join(n for n in CELLS.names() if CELLS.get(n).persistent)
         require(

@@ -9,7 +9,7 @@ manual, --signal), so a start is only sure of
 
     window = 60 * timeout_min - signal_delay_s - 60        seconds,
 
-of which the first go to starting up and compiling. `check_time_limit` refuses, before anything
+of which the first go to starting up and compiling. `check_launcher` refuses, before anything
 is submitted, a window shorter than `trainer.start_allowance_s` (start-up and compilation) plus
 `trainer.checkpoint_every_s` (one checkpoint interval, where the run checkpoints on time): a job
 whose starts could end before training a step would be requeued until SLURM gives up on it.
@@ -84,12 +84,24 @@ def is_slurm_launcher(launcher: Any) -> bool:
     return str(getattr(launcher, "_target_", "") or "").endswith("SlurmLauncher")
 
 
-def check_time_limit(launcher: Any, trainer: Any) -> None:
-    """ConfigError (one line, with the numbers) where a SLURM launcher's time limit leaves a
-    start less than `trainer.start_allowance_s + trainer.checkpoint_every_s` seconds of work
-    before its pre-emption signal (the rule in this module's docstring)."""
+MAX_SIGNAL_DELAY_S = 65535  # the most sbatch's --signal takes
+
+
+def check_launcher(launcher: Any, trainer: Any) -> None:
+    """ConfigError (one line, with the numbers) for a SLURM launcher sbatch would refuse
+    (timeout_min < 1, signal_delay_s outside 1 .. 65535, max_num_timeout < 0), or whose time
+    limit leaves a start less than `trainer.start_allowance_s + trainer.checkpoint_every_s`
+    seconds of work before its pre-emption signal (the rule in this module's docstring)."""
     if not is_slurm_launcher(launcher):
         return
+    for key, low, high, what in (
+        ("timeout_min", 1, None, "minutes >= 1"),
+        ("signal_delay_s", 1, MAX_SIGNAL_DELAY_S, f"seconds in 1 .. {MAX_SIGNAL_DELAY_S}"),
+        ("max_num_timeout", 0, None, "an integer >= 0"),
+    ):
+        value = launcher[key]
+        if value < low or (high is not None and value > high):
+            raise ConfigError(f"hydra.launcher.{key}={value} is not allowed: {what}")
     timeout_min, delay = float(launcher.timeout_min), float(launcher.signal_delay_s)
     window = 60 * timeout_min - delay - SIGNAL_EARLY_S
     needed = float(trainer.start_allowance_s) + float(trainer.checkpoint_every_s)

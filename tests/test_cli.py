@@ -98,7 +98,10 @@ BAD = [
     (["task.seq_len=-1"], "task.seq_len=-1 is not allowed"),
     (["trainer.lr=-1"], "trainer.lr=-1.0 is not allowed"),
     (["model.dropout=1.5"], "model.dropout=1.5 is not allowed"),
-    (["model.backward=cudnn"], "model.backward=cudnn is not allowed: fused or autodiff"),
+    (
+        ["model.backward=cudnn"],
+        "model.backward=cudnn is not allowed: one of fused, autodiff, persistent",
+    ),
     (
         ["model.backward=autodiff", "model.matmul_dtype=bfloat16"],
         "model.matmul_dtype=bfloat16 is not allowed: float32 for model=gru with "

@@ -91,6 +91,15 @@ def test_a_time_limit_that_leaves_no_work_is_refused_before_submission():
     three = ["hydra.launcher.timeout_min=3", "hydra.launcher.signal_delay_s=60"]
     with pytest.raises(ConfigError, match=r"sure of only 60 s .* = 90 s"):
         check_overrides(["-m", "hydra/launcher=slurm", *three, "trainer.checkpoint_every_s=30"])
+    for bad, why in (
+        ("timeout_min=0", "minutes >= 1"),
+        ("signal_delay_s=-5", "seconds in 1 .. 65535"),
+        ("signal_delay_s=100000", "seconds in 1 .. 65535"),
+        ("max_num_timeout=-1", "an integer >= 0"),
+    ):
+        with pytest.raises(ConfigError) as e:
+            check_overrides(["-m", "hydra/launcher=slurm", f"hydra.launcher.{bad}"])
+        assert str(e.value) == f"hydra.launcher.{bad} is not allowed: {why}"
     # 60 s of work: enough for the allowance; the launcher's default (240 min) always is.
     check_overrides(["-m", "hydra/launcher=slurm", *three])
     check_overrides(["-m", "hydra/launcher=slurm"])
