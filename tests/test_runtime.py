@@ -11,6 +11,13 @@ import pytest
 from grubench import runtime
 
 
+@pytest.fixture(autouse=True)
+def _restores_the_marker(monkeypatch):
+    """configure_xla pops and sets its marker of the device flag it added: restored after each
+    test, with XLA_FLAGS, so later tests' child processes inherit a matching pair."""
+    monkeypatch.setenv(runtime._DEVICES_ADDED, runtime.os.environ.get(runtime._DEVICES_ADDED, ""))
+
+
 def test_xla_flag_added_once_and_user_choice_kept(monkeypatch):
     monkeypatch.delenv(runtime._DEVICES_ADDED, raising=False)
     monkeypatch.setenv("GRUBENCH_CPU_DEVICES", "1")  # JAX's own default: no device flag

@@ -142,6 +142,9 @@ def launch(cluster, sweep: Path, *args: str, fault: str | None = None, flag: Pat
     extra = {"SLURM_CONF": cluster}
     if flag is not None:
         extra["GRUBENCH_FAULT_FLAG"] = str(flag)
+    env = fault_env(fault, **extra)
+    for name in ("XLA_FLAGS", "GRUBENCH_XLA_DEVICES_ADDED"):  # as from a user's shell
+        env.pop(name, None)
     return subprocess.Popen(
         [
             sys.executable,
@@ -155,7 +158,7 @@ def launch(cluster, sweep: Path, *args: str, fault: str | None = None, flag: Pat
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=fault_env(fault, **extra),
+        env=env,
         cwd=sweep.parent,
     )
 
