@@ -136,7 +136,10 @@ def ours(
     scan: str = "auto",
     forward: bool = False,
     optimizer: str = "adam",
+    batch_split: bool = False,
 ):
+    """Our layer's timed step. `batch_split`: the batch split over every device (data
+    parallel, the parameters replicated), e.g. one half per core on a CPU."""
     from flax import nnx
 
     from grubench.layers import Recurrent
@@ -155,6 +158,14 @@ def ours(
     graphdef, params = nnx.split(layer)
     x = jax.random.normal(jax.random.key(1), (t, b, d) if time_major else (b, t, d))
     y = jax.random.normal(jax.random.key(2), (t, b, h) if time_major else (b, t, h))
+    if batch_split:
+        from jax.sharding import Mesh, NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        mesh = Mesh(np.array(jax.devices()), ("d",))
+        rows = NamedSharding(mesh, P(None, "d") if time_major else P("d"))
+        x, y = jax.device_put(x, rows), jax.device_put(y, rows)
+        params = jax.device_put(params, NamedSharding(mesh, P()))
 
     def apply(p, x):
         return nnx.merge(graphdef, p)(x)[0]
@@ -273,10 +284,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # The Pallas kernels (grubench.persistent): timed on a GPU only, since elsewhere Pallas
     # interprets them, and for the cells that have them.
     "persistent": {"backward": "persistent"},
+    # The batch split over the devices (one per core on a CPU: grubench.runtime); where there
+    # are several.
+    "batch_split": {"batch_split": True},
 }
 
 
 def _variant_applies(name: str, cell: str) -> bool:
+    if name == "batch_split":
+        return jax.device_count() > 1
     if name != "persistent":
         return True
     from grubench.persistent import interpret_here
