@@ -223,11 +223,16 @@ def cross_grid(multi: MultiTable) -> list[list[str]]:
 
 
 def latex_escape(text: str) -> str:
-    """Text safe in LaTeX: special characters escaped, ± and — as math and dashes."""
+    """Text safe in LaTeX: special characters escaped, ± and — as math and dashes, and the
+    sign of a negative number ("-0.12", "= -3") as a minus, not a hyphen."""
     out = []
     for i, ch in enumerate(text):
         if ch == "-" and i and text[i - 1] == "-":  # "--select" stays two hyphens, no en dash
             out.append("{}")
+        before, after = text[i - 1] if i else " ", text[i + 1 : i + 2]
+        if ch == "-" and before in " (=[," and after and after in "0123456789.":
+            out.append(r"$-$")
+            continue
         out.append(
             {
                 "\\": r"\textbackslash{}",

@@ -213,7 +213,7 @@ class Table:
     def col_label(self, col: tuple) -> str:
         if len(self.col_keys) == 1 and canonical_key(self.col_keys[0]) in ("model", "task"):
             return show(col[0])
-        return ", ".join(f"{k}={show(v)}" for k, v in zip(self.col_keys, col, strict=True))
+        return cell_label(self.col_keys, col)
 
 
 def _plural(n: int, word: str) -> str:

@@ -1361,6 +1361,10 @@ def test_latex_escape_keeps_options_and_dashes_apart():
     assert latex_escape("--select none") == "-{}-select none"  # not an en dash
     assert latex_escape("0.3 … 1 — 2 – 3 − 4") == r"0.3 \ldots{} 1 --- 2 -- 3 $-$ 4"
     assert latex_escape("best_val_loss 5%") == r"best\_val\_loss 5\%"
+    # A negative number's sign is a minus; a hyphen elsewhere (1e-3, 5-10, a-b) stays one.
+    assert latex_escape("-0.12 ± 0.03") == r"$-$0.12 $\pm$ 0.03"
+    assert latex_escape("[-1.5, 2] gap=-.3") == r"[$-$1.5, 2] gap=$-$.3"
+    assert latex_escape("lr=1e-3, steps 5-10, gru-lstm") == r"lr=1e-3, steps 5-10, gru-lstm"
 
 
 def test_seeds_that_never_met_their_target_are_counted_under_their_tasks_target(tmp_path, capsys):
