@@ -11,8 +11,9 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
+from grubench.inference import moments
 from grubench.runs import direction, grid_points, is_run_level, key_value, show, varying_keys
-from grubench.stats import Cell, Comparison, MultiTable, Table, as_multi, bold_rule, moments
+from grubench.stats import Cell, Comparison, MultiTable, Table, as_multi, bold_rule
 
 
 def mean_std_of(values: list[Any]) -> str:

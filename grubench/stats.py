@@ -1,22 +1,31 @@
 """Pooling runs into a comparison table: cells of n, mean, std and a confidence interval per
 (row, column), the notes that say what was pooled or left out, papers' numbers, model
-selection, and the tests between cells (scipy.stats): the differences `--compare` asks for,
-the best-against-runner-up test that decides the bold, Holm's correction across a table's
-tests, and a cross-task summary of wins, ties and losses."""
+selection, and the tests between cells (the statistics themselves: grubench.inference): the
+differences `--compare` asks for, the best-against-runner-up test that decides the bold, Holm's
+correction across a table's tests, and a cross-task summary of wins, ties and losses."""
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import json
 import math
 import statistics
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from grubench.errors import ReportError
+from grubench.inference import (
+    BOOTSTRAP_SEED,
+    CI_METHODS,
+    bootstrap_interval,
+    holm,
+    mean_difference,
+    mean_of,
+    rank_test,
+    summarize,
+)
 from grubench.runs import (
     canonical_key,
     cell_label,
@@ -33,22 +42,7 @@ from grubench.runs import (
     varying_keys,
 )
 
-
-@dataclass(frozen=True)
-class Summary:
-    """n, mean, sample std (ddof=1) and a confidence interval of some values."""
-
-    n: int
-    mean: float
-    std: float  # NaN when n < 2
-    ci_low: float  # NaN when n < 2
-    ci_high: float
-
-
-CI_METHODS = ("t", "bootstrap")
 TESTS = ("welch", "mwu")
-# A fixed seed for scipy.stats.bootstrap: the same table every time it is printed.
-BOOTSTRAP_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -85,85 +79,6 @@ class StatsOptions:
         if self.ci_method == "bootstrap":
             return f"{pct} bootstrap interval (BCa, 9999 resamples, seed {BOOTSTRAP_SEED})"
         return f"{pct} Student-t interval"
-
-
-def _bootstrap(
-    data: tuple[Any, ...], statistic: Callable[..., Any], level: float
-) -> tuple[float, float]:
-    """scipy.stats.bootstrap's BCa interval with a fixed seed (its percentile interval where
-    BCa is undefined, as for values that are nearly all equal)."""
-    from scipy import stats as st
-
-    seed: dict[str, Any] = (
-        {"rng": BOOTSTRAP_SEED}  # scipy >= 1.15
-        if "rng" in inspect.signature(st.bootstrap).parameters
-        else {"random_state": BOOTSTRAP_SEED}
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy warns on degenerate resamples; handled below
-        for method in ("BCa", "percentile"):
-            ci = st.bootstrap(
-                data, statistic, confidence_level=level, method=method, vectorized=True, **seed
-            ).confidence_interval
-            if math.isfinite(ci.low) and math.isfinite(ci.high):
-                return float(ci.low), float(ci.high)
-    return math.nan, math.nan
-
-
-def _mean(x: Any, axis: int = -1) -> Any:
-    import numpy as np
-
-    return np.mean(x, axis=axis)
-
-
-def _mean_difference(x: Any, y: Any, axis: int = -1) -> Any:
-    import numpy as np
-
-    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
-
-
-def moments(values: Sequence[float | None]) -> tuple[list[float], float, float]:
-    """(the finite values, their mean, their sample std, ddof=1): NaN where there are too few
-    values for either."""
-    xs = [float(x) for x in values if x is not None and math.isfinite(x)]
-    mean = statistics.fmean(xs) if xs else math.nan
-    return xs, mean, statistics.stdev(xs) if len(xs) > 1 else math.nan
-
-
-def summarize(values: Sequence[float | None], level: float = 0.95, method: str = "t") -> Summary:
-    """The finite `values`' n, mean, std (ddof=1) and a `level` confidence interval of the
-    mean: Student-t, mean ± t_{(1+level)/2, n-1} · std / sqrt(n) (scipy.stats.t), or with
-    `method="bootstrap"` scipy.stats.bootstrap's (fixed seed). NaN where n is too small;
-    [mean, mean] when every value is the same."""
-    from scipy import stats as st
-
-    xs, mean, std = moments(values)
-    n = len(xs)
-    if n < 2:
-        return Summary(n, mean, math.nan, math.nan, math.nan)
-    if std == 0:
-        return Summary(n, mean, 0.0, mean, mean)
-    if method == "bootstrap":
-        lo, hi = _bootstrap((xs,), _mean, level)
-    else:
-        lo, hi = st.t.interval(level, n - 1, loc=mean, scale=std / math.sqrt(n))
-    return Summary(n, mean, std, float(lo), float(hi))
-
-
-def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm's (1979) step-down adjustment of `pvalues`, in their order; NaN (no test) stays
-    NaN and does not count among the m tests. Written out because scipy has only
-    Benjamini-Hochberg (stats.false_discovery_control) and statsmodels is not a core
-    dependency: with the m p-values sorted, p_(1) <= ... <= p_(m), the adjusted
-    p_(i) = max over j <= i of min(1, (m - j + 1) p_(j))."""
-    order = sorted((p, i) for i, p in enumerate(pvalues) if math.isfinite(p))
-    m = len(order)
-    out = [math.nan] * len(pvalues)
-    running = 0.0
-    for rank, (p, i) in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p))
-        out[i] = running
-    return out
 
 
 @dataclass
@@ -474,19 +389,6 @@ def _where_row(multi: MultiTable, row: tuple) -> str:
     return cell_label(multi.row_keys, row)
 
 
-def _rank_test(xa: Any, xb: Any) -> tuple[float, float]:
-    """Mann-Whitney U, two-sided: (p, P(a > b) - 1/2). Exact by permutation where that is small
-    enough (scipy's normal approximation, with ties, gives p below the smallest the test can
-    give)."""
-    from scipy import stats as st
-
-    n = (len(xa), len(xb))
-    exact = math.comb(n[0] + n[1], n[0]) <= 100_000
-    method: Any = st.PermutationMethod(n_resamples=math.inf) if exact else "auto"
-    u = st.mannwhitneyu(xa, xb, alternative="two-sided", method=method)
-    return float(u.pvalue), float(u.statistic) / (n[0] * n[1]) - 0.5
-
-
 def compare_cells(
     a: Cell, b: Cell, options: StatsOptions, where: str = "", names: tuple[str, str] = ("", "")
 ) -> tuple[float, float, float, float, tuple[int, int], float]:
@@ -539,7 +441,7 @@ def compare_cells(
                 except ValueError:  # every difference zero
                     p = math.nan
             if options.ci_method == "bootstrap":
-                lo, hi = _bootstrap((xa - xb,), _mean, options.level)
+                lo, hi = bootstrap_interval((xa - xb,), mean_of, options.level)
             else:
                 ci = t.confidence_interval(options.level)
                 lo, hi = float(ci.low), float(ci.high)
@@ -557,7 +459,7 @@ def compare_cells(
         # (A quantity measured once per run, such as the parameter count, is exact as it is.)
         if xa[0] == xb[0]:
             return (diff, *nan3, n, math.nan)
-        p, shift = _rank_test(xa, xb)
+        p, shift = rank_test(xa, xb)
         return diff, math.nan, math.nan, p, n, shift
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -565,9 +467,9 @@ def compare_cells(
         if options.test == "welch":
             p, shift = float(t.pvalue), diff
         else:
-            p, shift = _rank_test(xa, xb)
+            p, shift = rank_test(xa, xb)
         if options.ci_method == "bootstrap":
-            lo, hi = _bootstrap((xa, xb), _mean_difference, options.level)
+            lo, hi = bootstrap_interval((xa, xb), mean_difference, options.level)
         else:
             ci = t.confidence_interval(options.level)
             lo, hi = float(ci.low), float(ci.high)

@@ -609,9 +609,9 @@ def sweep_table(runs: list[dict[str, Any]], sweep_dir: Path) -> tuple[list[str],
     grubench.runs.read_runs gives them), its description (the flat keys, and the config keys
     that vary between the runs), its seeds, status and step time, and for each metric of
     `_TABLE_METRICS` and any other test_* metric its mean, std, 95% Student-t interval and n
-    over the seeds that did not diverge (grubench.stats.summarize); None where undefined."""
+    over the seeds that did not diverge (grubench.inference.summarize); None where undefined."""
+    from grubench.inference import summarize
     from grubench.runs import FLAT_KEYS, canonical_key, key_value, samples, varying_keys
-    from grubench.stats import summarize
 
     present = {k for r in runs for k in r.get("metrics") or {}}
     extra = sorted(k for k in present if k.startswith("test_") and k not in _TABLE_METRICS)

@@ -32,12 +32,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from grubench.errors import GrubenchError, ReportError
+from grubench.inference import holm
 from grubench.render import format_difference, format_mean_std, format_p
 from grubench.report import Parser
 from grubench.results import atomic_write_text
 from grubench.runs import cell_label, read_runs
 from grubench.selection import BY, TUNED, budget_note, default_select, select_best
-from grubench.stats import Cell, Comparison, StatsOptions, build_tables, holm
+from grubench.stats import Cell, Comparison, StatsOptions, build_tables
 
 Kind = Literal["test", "exact", "context"]
 

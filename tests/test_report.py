@@ -1193,7 +1193,7 @@ def test_paired_tests_pair_by_seed_and_refuse_other_seeds(tmp_path, capsys):
 
 
 def test_holm_by_hand():
-    from grubench.stats import holm
+    from grubench.inference import holm
 
     # sorted 0.01, 0.03, 0.04 of m = 3: 3 x 0.01, then max(0.03, 2 x 0.03), max(0.06, 1 x 0.04)
     got = holm([0.04, 0.01, float("nan"), 0.03])

@@ -528,8 +528,8 @@ def test_only_the_primary_process_logs_to_wandb(offline, tmp_path):
 def test_report_run_holds_the_comparison_with_confidence_intervals(offline, tmp_path):
     from PIL import Image
 
+    from grubench.inference import summarize
     from grubench.runs import read_runs
-    from grubench.stats import summarize
     from grubench.tracking import log_sweep
     from wandb_records import by_name, history, run_record
 

@@ -8,7 +8,7 @@ import pytest
 from test_report import write_run
 
 from grubench import verdicts
-from grubench.stats import holm
+from grubench.inference import holm
 from grubench.verdicts import Claim, Evidence
 
 SEEDS = range(5)
