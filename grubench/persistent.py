@@ -17,10 +17,14 @@ offers `step_backward` (`kernel.persistent`: the reset-after GRU and the LSTM).
             over all T*B rows (as in grubench.fused).
 
 Blocks of the batch are independent programs of the kernel's grid, which a GPU runs on
-separate multiprocessors; the time loop is sequential within each. On a GPU the kernel lowers
+separate multiprocessors; the time loop is sequential within each. On a GPU the kernels go
 through Pallas' Triton backend; elsewhere (CPU, where the tests run) through Pallas' interpret
-mode, which checks the numerics, not the speed. Whether and where it beats cuDNN is a GPU
-measurement (docs/performance.md); `model.backward=persistent` asks for it explicitly.
+mode, which checks the numerics, not the speed. Of the kernels, the LSTM's forward lowers to
+Triton (cross-lowered on a CPU); the LSTM's backward and the GRU's do not yet, since Pallas'
+Triton lowering joins arrays only along a trailing axis of 1 (the backward's gate blocks) and
+takes only power-of-two sizes (the GRU's 3H): they need the gates as separate blocks. Whether
+and where it beats cuDNN is a GPU measurement (docs/performance.md); `model.backward=persistent`
+asks for it explicitly.
 """
 
 from __future__ import annotations
@@ -33,6 +37,16 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from grubench.ops import outer_sum, prev
+
+
+def _triton() -> Any:
+    """Parameters that select Pallas' Triton backend on a GPU (JAX's default there is Mosaic
+    GPU); None where this JAX has no Triton backend. Imported here, not with the module."""
+    try:
+        from jax.experimental.pallas import triton as plt
+    except ImportError:
+        return None
+    return plt.CompilerParams(num_warps=4)
 
 
 def block_size(batch: int, most: int = 16) -> int:
@@ -92,6 +106,7 @@ def _forward(kernel, dtype, interpret, wh, bh, xp, carry0):
         out_specs=[_time_block(length, rows, hidden)] * n,
         out_shape=[jax.ShapeDtypeStruct((length, batch, hidden), jnp.float32)] * n,
         interpret=interpret,
+        compiler_params=_triton(),
     )(xp, wh, bh[None], *leaves0)
 
 
@@ -141,6 +156,7 @@ def _backward(kernel, dtype, interpret, wh, bh, xp, previous, dys, dlast):
         out_shape=[jax.ShapeDtypeStruct((length, batch, width), jnp.float32)] * 2
         + [jax.ShapeDtypeStruct((batch, hidden), jnp.float32)] * n,
         interpret=interpret,
+        compiler_params=_triton(),
     )(xp, wh, bh[None], dys, *previous, *dleaves)
     return dxp, dhp, jax.tree.unflatten(tree, dfirst)
 

@@ -100,3 +100,17 @@ def test_cells_without_the_kernel_are_refused():
         Recurrent("mingru", 3, H, rngs=nnx.Rngs(0), backward="persistent")
     with pytest.raises(ValueError, match="has no persistent kernel"):
         persistent.scan(GRUKernel(False), "float32", *inputs("gru"))
+
+
+def test_the_lstm_forward_kernel_lowers_through_triton_for_a_gpu():
+    """Cross-lowered on the CPU, no GPU needed: Pallas' Triton backend turns the LSTM's forward
+    kernel into a Triton kernel call for CUDA. Compiling it for a real GPU, and the GRU's and
+    the backward kernels, which do not lower yet, are not checked (docs/performance.md)."""
+    pytest.importorskip("jax.experimental.pallas.triton")
+    kernel, gates = KERNELS["lstm"]
+    hidden, batch = 32, 16  # Triton: power-of-two sizes, matmul sides of at least 16
+    wh, b = jnp.zeros((hidden, gates * hidden)), jnp.zeros(gates * hidden)
+    xp, h0 = jnp.zeros((4, batch, gates * hidden)), jnp.zeros((batch, hidden))
+    run = jax.jit(lambda *a: persistent.scan(kernel, "float32", *a, interpret=False))
+    lowered = run.trace(wh, b, b, xp, (h0, h0)).lower(lowering_platforms=("cuda",))
+    assert "@__gpu$xla.gpu.triton" in lowered.as_text()
