@@ -6,7 +6,7 @@ cell's step run over time-major projected inputs xp + bi (xp [T, B, G*H]), givin
 [T, B, H], final carry), with a `jax.custom_vjp`. It takes a cell kernel (grubench.fused) that
 offers `step_backward` (`kernel.persistent`: the reset-after GRU and the LSTM).
 
-  forward   one kernel per block of `block_b` sequences: Wh [H, G*H] and bh are read once,
+  forward   one kernel per block of up to 16 sequences: Wh [H, G*H] and bh are read once,
             then a loop over t runs the cell's own step (`kernel.forward`) and writes every
             carry leaf of every step (the history the backward pass reads).
   backward  one kernel per block, looping from t = T-1 down: it recomputes the step's gates
@@ -17,14 +17,13 @@ offers `step_backward` (`kernel.persistent`: the reset-after GRU and the LSTM).
             over all T*B rows (as in grubench.fused).
 
 Blocks of the batch are independent programs of the kernel's grid, which a GPU runs on
-separate multiprocessors; the time loop is sequential within each. On a GPU the kernels go
-through Pallas' Triton backend; elsewhere (CPU, where the tests run) through Pallas' interpret
-mode, which checks the numerics, not the speed. Of the kernels, the LSTM's forward lowers to
-Triton (cross-lowered on a CPU); the LSTM's backward and the GRU's do not yet, since Pallas'
-Triton lowering joins arrays only along a trailing axis of 1 (the backward's gate blocks) and
-takes only power-of-two sizes (the GRU's 3H): they need the gates as separate blocks. Whether
-and where it beats cuDNN is a GPU measurement (docs/performance.md); `model.backward=persistent`
-asks for it explicitly.
+separate multiprocessors; the time loop is sequential within each. The kernels read and write
+each gate's block apart (Wh_k [H, H], xp_k [T, B, H]; the cells' step functions take tuples of
+blocks), since Pallas' Triton backend, which they use on a GPU, neither splits nor joins arrays
+along their last axis and takes power-of-two sizes only (3H is not). Elsewhere (CPU, where the
+tests run) Pallas interprets them, which checks the numerics, not the speed; the tests also
+lower them for CUDA without a GPU. Whether and where they beat cuDNN is a GPU measurement
+(docs/performance.md); `model.backward=persistent` asks for them explicitly.
 """
 
 from __future__ import annotations
@@ -74,19 +73,35 @@ def _whole(shape: tuple[int, ...]) -> pl.BlockSpec:
     return pl.BlockSpec(shape, lambda b: (0,) * len(shape))
 
 
+def _gates(wh: jax.Array, bh: jax.Array, xp: jax.Array) -> tuple[list, list, list]:
+    """Wh [H, G*H], bh [G*H] and xp [T, B, G*H] as G blocks each ([H, H], [1, H], [T, B, H]):
+    the kernels read the gates apart, since Pallas' Triton backend neither splits nor joins
+    arrays along their last axis and takes power-of-two sizes only (the GRU's 3H is not)."""
+    gates = wh.shape[1] // wh.shape[0]
+    return (
+        jnp.split(wh, gates, axis=1),
+        [b[None] for b in jnp.split(bh, gates)],
+        jnp.split(xp, gates, axis=-1),
+    )
+
+
 def _forward(kernel, dtype, interpret, wh, bh, xp, carry0):
     """Every carry leaf at every step: a list of [T, B, H] arrays (the carry's leaf order)."""
-    length, batch, width = xp.shape
+    length, batch, _ = xp.shape
     hidden = wh.shape[0]
+    whs, bhs, xps = _gates(wh, bh, xp)
+    g = len(whs)
     leaves0, tree = jax.tree.flatten(carry0)
     n, rows = len(leaves0), block_size(batch)
 
-    def body(xp_ref, wh_ref, bh_ref, *refs):
-        first, history = refs[:n], refs[n:]
-        w, b = wh_ref[...], bh_ref[0]
+    def body(*refs):
+        xp_refs, wh_refs, bh_refs = refs[:g], refs[g : 2 * g], refs[2 * g : 3 * g]
+        first, history = refs[3 * g : 3 * g + n], refs[3 * g + n :]
+        w, b = tuple(r[...] for r in wh_refs), tuple(r[0] for r in bh_refs)
 
         def step(t, leaves):
-            carry, _ = kernel.forward(w, b, jax.tree.unflatten(tree, leaves), xp_ref[t], dtype)
+            xp_t = tuple(r[t] for r in xp_refs)
+            carry, _ = kernel.forward(w, b, jax.tree.unflatten(tree, leaves), xp_t, dtype)
             leaves = jax.tree.leaves(carry)
             for ref, leaf in zip(history, leaves, strict=True):
                 ref[t] = leaf
@@ -94,71 +109,85 @@ def _forward(kernel, dtype, interpret, wh, bh, xp, carry0):
 
         jax.lax.fori_loop(0, length, step, [r[...] for r in first])
 
+    steps = _time_block(length, rows, hidden)
+    carry_block = pl.BlockSpec((rows, hidden), lambda b: (b, 0))
     return pl.pallas_call(
         body,
         grid=(batch // rows,),
         in_specs=[
-            _time_block(length, rows, width),
-            _whole(wh.shape),
-            _whole((1, width)),
-            *[pl.BlockSpec((rows, hidden), lambda b: (b, 0))] * n,
+            *[steps] * g,
+            *[_whole((hidden, hidden))] * g,
+            *[_whole((1, hidden))] * g,
+            *[carry_block] * n,
         ],
-        out_specs=[_time_block(length, rows, hidden)] * n,
+        out_specs=[steps] * n,
         out_shape=[jax.ShapeDtypeStruct((length, batch, hidden), jnp.float32)] * n,
         interpret=interpret,
         compiler_params=_triton(),
-    )(xp, wh, bh[None], *leaves0)
+    )(*xps, *whs, *bhs, *leaves0)
 
 
 def _backward(kernel, dtype, interpret, wh, bh, xp, previous, dys, dlast):
     """(dL/dxp [T, B, G*H], the recurrent side's gate gradients [T, B, G*H], dL/dcarry0
     leaves) from the carries each step read (`previous`: leaves [T, B, H]), the outputs'
     cotangents dys [T, B, H] and the final carry's (`dlast` leaves [B, H])."""
-    length, batch, width = xp.shape
+    length, batch, _ = xp.shape
     hidden = wh.shape[0]
+    whs, bhs, xps = _gates(wh, bh, xp)
+    g = len(whs)
     n, rows = len(previous), block_size(batch)
     tree = jax.tree.structure(dlast)
     dleaves = jax.tree.leaves(dlast)
 
-    def body(xp_ref, wh_ref, bh_ref, dys_ref, *refs):
-        before, dfinal = refs[:n], refs[n : 2 * n]
-        dxp_ref, dhp_ref, dfirst = refs[2 * n], refs[2 * n + 1], refs[2 * n + 2 :]
-        w, b = wh_ref[...], bh_ref[0]
-        w_t = w.T
+    def body(*refs):
+        xp_refs, wh_refs, bh_refs = refs[:g], refs[g : 2 * g], refs[2 * g : 3 * g]
+        dys_ref, rest = refs[3 * g], refs[3 * g + 1 :]
+        before, dfinal = rest[:n], rest[n : 2 * n]
+        dxp_refs, dhp_refs, dfirst = (
+            rest[2 * n : 2 * n + g],
+            rest[2 * n + g : 2 * n + 2 * g],
+            rest[2 * n + 2 * g :],
+        )
+        w, b = tuple(r[...] for r in wh_refs), tuple(r[0] for r in bh_refs)
+        w_t = tuple(x.T for x in w)
 
         def step(k, dcarry):
             t = length - 1 - k
             carry_prev = jax.tree.unflatten(tree, [r[t] for r in before])
-            _, acts = kernel.forward(w, b, carry_prev, xp_ref[t], dtype)
+            _, acts = kernel.forward(w, b, carry_prev, tuple(r[t] for r in xp_refs), dtype)
             dcarry, dxp, dhp = kernel.step_backward(
                 w_t, jax.tree.unflatten(tree, dcarry), dys_ref[t], carry_prev, acts, dtype
             )
-            dxp_ref[t], dhp_ref[t] = dxp, dhp
+            for ref, block in zip((*dxp_refs, *dhp_refs), (*dxp, *dhp), strict=True):
+                ref[t] = block
             return jax.tree.leaves(dcarry)
 
         out = jax.lax.fori_loop(0, length, step, [r[...] for r in dfinal])
         for ref, leaf in zip(dfirst, out, strict=True):
             ref[...] = leaf
 
+    steps = _time_block(length, rows, hidden)
     carry_block = pl.BlockSpec((rows, hidden), lambda b: (b, 0))
-    dxp, dhp, *dfirst = pl.pallas_call(
+    per_step = jax.ShapeDtypeStruct((length, batch, hidden), jnp.float32)
+    outs = pl.pallas_call(
         body,
         grid=(batch // rows,),
         in_specs=[
-            _time_block(length, rows, width),
-            _whole(wh.shape),
-            _whole((1, width)),
-            _time_block(length, rows, hidden),
-            *[_time_block(length, rows, hidden)] * n,
+            *[steps] * g,
+            *[_whole((hidden, hidden))] * g,
+            *[_whole((1, hidden))] * g,
+            steps,
+            *[steps] * n,
             *[carry_block] * n,
         ],
-        out_specs=[_time_block(length, rows, width)] * 2 + [carry_block] * n,
-        out_shape=[jax.ShapeDtypeStruct((length, batch, width), jnp.float32)] * 2
-        + [jax.ShapeDtypeStruct((batch, hidden), jnp.float32)] * n,
+        out_specs=[steps] * (2 * g) + [carry_block] * n,
+        out_shape=[per_step] * (2 * g) + [jax.ShapeDtypeStruct((batch, hidden), jnp.float32)] * n,
         interpret=interpret,
         compiler_params=_triton(),
-    )(xp, wh, bh[None], dys, *previous, *dleaves)
-    return dxp, dhp, jax.tree.unflatten(tree, dfirst)
+    )(*xps, *whs, *bhs, dys, *previous, *dleaves)
+    dxp = jnp.concatenate(outs[:g], axis=-1)
+    dhp = jnp.concatenate(outs[g : 2 * g], axis=-1)
+    return dxp, dhp, jax.tree.unflatten(tree, list(outs[2 * g :]))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))

@@ -102,15 +102,22 @@ def test_cells_without_the_kernel_are_refused():
         persistent.scan(GRUKernel(False), "float32", *inputs("gru"))
 
 
-def test_the_lstm_forward_kernel_lowers_through_triton_for_a_gpu():
-    """Cross-lowered on the CPU, no GPU needed: Pallas' Triton backend turns the LSTM's forward
-    kernel into a Triton kernel call for CUDA. Compiling it for a real GPU, and the GRU's and
-    the backward kernels, which do not lower yet, are not checked (docs/performance.md)."""
+@pytest.mark.parametrize("cell", sorted(KERNELS))
+def test_the_kernels_lower_through_triton_for_a_gpu(cell):
+    """Cross-lowered on the CPU, no GPU needed: Pallas' Triton backend turns the forward and
+    the backward kernel into Triton kernel calls for CUDA. Compiling them for a real GPU, and
+    running them, are not checked (docs/performance.md)."""
     pytest.importorskip("jax.experimental.pallas.triton")
-    kernel, gates = KERNELS["lstm"]
+    kernel, gates = KERNELS[cell]
     hidden, batch = 32, 16  # Triton: power-of-two sizes, matmul sides of at least 16
     wh, b = jnp.zeros((hidden, gates * hidden)), jnp.zeros(gates * hidden)
     xp, h0 = jnp.zeros((4, batch, gates * hidden)), jnp.zeros((batch, hidden))
-    run = jax.jit(lambda *a: persistent.scan(kernel, "float32", *a, interpret=False))
-    lowered = run.trace(wh, b, b, xp, (h0, h0)).lower(lowering_platforms=("cuda",))
-    assert "@__gpu$xla.gpu.triton" in lowered.as_text()
+    carry0 = h0 if cell == "gru" else (h0, h0)
+
+    def loss(wh, b, xp, carry0):
+        ys, _ = persistent.scan(kernel, "float32", wh, b, b, xp, carry0, interpret=False)
+        return ys.sum()
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))
+    text = grad.trace(wh, b, xp, carry0).lower(lowering_platforms=("cuda",)).as_text()
+    assert text.count("@__gpu$xla.gpu.triton") == 2  # the forward kernel and the backward

@@ -24,7 +24,8 @@ def gru_forward(
 ) -> tuple[jax.Array, tuple]:
     """One GRU step on projected input xp = x Wi + bi (gates r, z, n; [B, 3H], or a tuple of
     its three [B, H] blocks): h' and the activations its derivative needs, (r, z, n,
-    h Wh_n + bh_n) reset after, (r, z, n) reset before.
+    h Wh_n + bh_n) reset after, (r, z, n) reset before. `wh` [H, 3H] and `bh` [3H] may also
+    be tuples of the three gates' blocks ([H, H], [H]): one matmul per gate.
 
     r = σ(xp_r + h Wh_r + bh_r),  z = σ(xp_z + h Wh_z + bh_z)
     reset_after:      n = tanh(xp_n + r ⊙ (h Wh_n + bh_n))        (cuDNN, PyTorch)
@@ -33,8 +34,13 @@ def gru_forward(
     """
     hdim = h.shape[-1]
     xr, xz, xn = xp if isinstance(xp, tuple) else jnp.split(xp, 3, axis=-1)
+    if isinstance(wh, tuple) and not reset_after:
+        wh, bh = jnp.concatenate(wh, axis=-1), jnp.concatenate(bh)
     if reset_after:
-        hr, hz, hn = jnp.split(matmul(h, wh, dtype) + bh, 3, axis=-1)
+        if isinstance(wh, tuple):
+            hr, hz, hn = (matmul(h, w, dtype) + b for w, b in zip(wh, bh, strict=True))
+        else:
+            hr, hz, hn = jnp.split(matmul(h, wh, dtype) + bh, 3, axis=-1)
         r = jax.nn.sigmoid(xr + hr)
         z = jax.nn.sigmoid(xz + hz)
         n = jnp.tanh(xn + r * hn)
@@ -80,14 +86,19 @@ class GRUKernel:
         """One reverse step of the reset-after form: from dL/dh_t (carried `dh` plus the
         output's `dy`), h_{t-1} `hp` and the step's activations, (dL/dh_{t-1}, dL/dxp_t,
         dL/d(h_{t-1} Wh + bh)) — the last two [B, 3H], differing in the candidate's block,
-        which the reset gate scales on the recurrent side."""
+        which the reset gate scales on the recurrent side. With `wh_t` a tuple of the gates'
+        [H, H] blocks (Wh_k^T), the last two are tuples of [B, H] blocks too."""
         r, z, n, hn = acts
         dh = dh + dy
         dn = dh * (1.0 - z) * tanh_grad(n)
         dr = dn * hn * sig_grad(r)
         dz = dh * (hp - n) * sig_grad(z)
-        dhp = jnp.concatenate([dr, dz, dn * r], axis=-1)
-        return dh * z + matmul(dhp, wh_t, dt), jnp.concatenate([dr, dz, dn], -1), dhp
+        if isinstance(wh_t, tuple):
+            dhp = (dr, dz, dn * r)
+            back = sum(matmul(d, w, dt) for d, w in zip(dhp, wh_t, strict=True))
+            return dh * z + back, (dr, dz, dn), dhp
+        dhp_all = jnp.concatenate([dr, dz, dn * r], axis=-1)
+        return dh * z + matmul(dhp_all, wh_t, dt), jnp.concatenate([dr, dz, dn], -1), dhp_all
 
     def backward(self, wh, dt, unroll, ys, acts, h0, dys, dh_last):
         h_prev = prev(h0, ys)

@@ -36,14 +36,18 @@ def lstm_forward(
 ) -> tuple[tuple[jax.Array, jax.Array], tuple]:
     """One LSTM step on projected input xp = x Wi + bi (gates i, f, g, o; [B, 4H], or a tuple
     of its four [B, H] blocks); carry (c, h): (c', h') and the activations its derivative
-    needs, (i, f, g, o, c').
+    needs, (i, f, g, o, c'). `wh` [H, 4H] and `bh` [4H] may also be tuples of the four gates'
+    blocks ([H, H], [H]): one matmul per gate.
 
     [i, f, g, o] = [σ, σ, tanh, σ](xp + h Wh + bh)
     c' = f ⊙ c + i ⊙ g,   h' = o ⊙ tanh(c')
     """
     c, h = carry
     xs = xp if isinstance(xp, tuple) else jnp.split(xp, 4, axis=-1)
-    hw, b = jnp.split(matmul(h, wh, dtype), 4, axis=-1), jnp.split(bh, 4)
+    if isinstance(wh, tuple):
+        hw, b = [matmul(h, w, dtype) for w in wh], bh
+    else:
+        hw, b = jnp.split(matmul(h, wh, dtype), 4, axis=-1), jnp.split(bh, 4)
     i, f, g, o = (x + m + bias for x, m, bias in zip(xs, hw, b, strict=True))
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
     c = f * c + i * g
@@ -74,22 +78,24 @@ class LSTMKernel:
     def step_backward(self, wh_t, dcarry, dy, carry_prev, acts, dt=None):
         """One reverse step: from dL/d(c_t, h_t) (carried `dcarry`, plus the output's `dy`),
         (c_{t-1}, h_{t-1}) and the step's activations, (dL/d(c_{t-1}, h_{t-1}), dL/dxp_t,
-        dL/d(h_{t-1} Wh + bh)); the last two are the same [B, 4H] gate gradients."""
+        dL/d(h_{t-1} Wh + bh)); the last two are the same [B, 4H] gate gradients, or with
+        `wh_t` a tuple of the gates' [H, H] blocks (Wh_k^T), the same tuple of [B, H] blocks."""
         dc, dh = dcarry
         i, f, g, o, c = acts
         cp = carry_prev[0]
         dh = dh + dy
         tc = jnp.tanh(c)
         dc = dc + dh * o * tanh_grad(tc)
-        dgates = jnp.concatenate(
-            [
-                dc * g * sig_grad(i),
-                dc * cp * sig_grad(f),
-                dc * i * tanh_grad(g),
-                dh * tc * sig_grad(o),
-            ],
-            axis=-1,
+        blocks = (
+            dc * g * sig_grad(i),
+            dc * cp * sig_grad(f),
+            dc * i * tanh_grad(g),
+            dh * tc * sig_grad(o),
         )
+        if isinstance(wh_t, tuple):
+            back = sum(matmul(d, w, dt) for d, w in zip(blocks, wh_t, strict=True))
+            return (dc * f, back), blocks, blocks
+        dgates = jnp.concatenate(blocks, axis=-1)
         return (dc * f, matmul(dgates, wh_t, dt)), dgates, dgates
 
     def backward(self, wh, dt, unroll, ys, acts, carry0, dys, dcarry):
