@@ -89,10 +89,10 @@ class SweepSummary(Callback):
         logger = getattr(config, "logger", None)
         if logger is not None and logger.name == "wandb":
             from grubench.plots import write_plots
-            from grubench.tracking import log_sweep
+            from grubench.tracking import log_sweep, sweep_name
 
             plots = write_plots(runs, sweep_dir / "plots")
-            log_sweep(logger, logger.group or sweep_dir.name, sweep_dir, runs, plots.files)
+            log_sweep(logger, sweep_name(logger.group, sweep_dir), sweep_dir, runs, plots.files)
 
 
 # The metrics of a sweep's report.md, each where some run holds it.

@@ -107,6 +107,12 @@ class RunContext:
     wandb_dir: Path | None = None
 
 
+def sweep_name(group: str | None, directory: Path) -> str:
+    """A sweep's name in W&B, which prefixes each of its groups: `logger.group`, else the
+    sweep directory's name (a single run's own directory: a sweep of one)."""
+    return group or directory.name
+
+
 class JsonlSink:
     """metrics.jsonl: one JSON object per logged step. The whole file is rewritten atomically
     on each flush, so a killed run leaves a complete file (runs log O(steps / log_every) rows).

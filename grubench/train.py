@@ -30,7 +30,7 @@ from grubench.process import Preempted, restart_command
 from grubench.progress import tell
 from grubench.render import format_summary
 from grubench.sharding import initialize_distributed, primary
-from grubench.tracking import RunContext
+from grubench.tracking import RunContext, sweep_name
 
 log = logging.getLogger("grubench.train")
 
@@ -103,7 +103,7 @@ def _context(cfg: DictConfig, hc, multirun: bool) -> RunContext:
     swept = _swept_keys(hc, home) if multirun else set()
     own = [str(o) for o in hc.overrides.task]
     return RunContext(
-        sweep=cfg.logger.group or home.name,
+        sweep=sweep_name(cfg.logger.group, home),
         overrides=tuple(
             o for o in own if _key(o) in swept or _key(o) in ("experiment", "+experiment")
         ),
