@@ -25,6 +25,18 @@ TINY = [
     "trainer.stream_repeats=0",  # its own jitted step: measured only where a test checks it
 ]
 
+# A tiny population that checkpoints mid-run: 12 steps with checkpoints at 5, 10 and 12, and
+# 2 seeds x 2 learning rates. The resume and SLURM tests interrupt it and compare.
+POPULATION = [
+    *TINY,
+    "trainer.steps=12",
+    "trainer.checkpoint_every=5",
+    "trainer.eval_every=4",
+    "trainer.log_every=2",
+    "trainer.seeds=2",
+    "trainer.grid.lr=[0.01,0.003]",
+]
+
 FAULTS_DIR = Path(__file__).parent / "faults"
 
 

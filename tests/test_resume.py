@@ -8,20 +8,11 @@ import sys
 
 import pytest
 
-from helpers import TINY, fault_env
+from helpers import POPULATION, fault_env
 
 # 12 steps, checkpoints at 5 and 10 (and 12), dropout and a population of two seeds x two
 # learning rates x two dropout rates (8 members) so every key matters.
-ARGS = [
-    *TINY,
-    "trainer.steps=12",
-    "trainer.checkpoint_every=5",
-    "trainer.eval_every=4",
-    "trainer.log_every=2",
-    "trainer.seeds=2",
-    "trainer.grid.lr=[0.01,0.003]",
-    "trainer.grid.dropout=[0.0,0.1]",
-]
+ARGS = [*POPULATION, "trainer.grid.dropout=[0.0,0.1]"]
 
 
 def run(out, fault=None, *extra):

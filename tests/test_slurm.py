@@ -18,20 +18,12 @@ import pytest
 from grubench import slurm
 from grubench.cli import check_overrides
 from grubench.errors import ConfigError
-from helpers import TINY, fault_env, train_cli
+from helpers import POPULATION, fault_env, train_cli
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "slurm-local"
 
-# 12 steps with checkpoints at 5, 10 and 12, and a population of 2 seeds x 2 learning rates.
-ARGS = [
-    *TINY,
-    "trainer.steps=12",
-    "trainer.checkpoint_every=5",
-    "trainer.eval_every=4",
-    "trainer.log_every=2",
-    "trainer.seeds=2",
-    "trainer.grid.lr=[0.01,0.003]",
-]
+ARGS = POPULATION  # 12 steps, checkpoints at 5, 10 and 12; 2 seeds x 2 learning rates
+
 # One CPU and 1 GB a task, so two jobs share this machine's cores; 10 minutes each.
 LAUNCHER = [
     "hydra/launcher=slurm",
