@@ -96,7 +96,12 @@ BAD = [
     (["model.depth=0"], "model.depth=0 is not allowed"),
     (["trainer.seeds=0"], "trainer.seeds=0 is not allowed"),
     (["task.seq_len=-1"], "task.seq_len=-1 is not allowed"),
-    (["trainer.lr=-1"], "trainer.lr=-1.0 is not allowed"),
+    (["trainer.lr=-1"], "trainer.lr=-1 is not allowed"),  # as typed, not -1.0
+    (["trainer.lr=-0.5"], "trainer.lr=-0.5 is not allowed"),
+    (
+        ["trainer.checkpoint_every_s=-2"],
+        "trainer.checkpoint_every_s=-2 is not allowed: a number of seconds >= 0",
+    ),
     (["model.dropout=1.5"], "model.dropout=1.5 is not allowed"),
     (
         ["model.backward=cudnn"],

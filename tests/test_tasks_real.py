@@ -81,7 +81,7 @@ def test_validation_lines():
         validate(config(DigitsTaskConfig(seq_len=32)))
     with pytest.raises(ConfigError, match=r"^task.seq_len=101 is not allowed: an integer in"):
         validate(config(SunspotsTaskConfig(seq_len=101)))
-    with pytest.raises(ConfigError, match=r"^task.tolerance=0.0 is not allowed"):
+    with pytest.raises(ConfigError, match=r"^task.tolerance=0 is not allowed"):
         validate(config(SunspotsTaskConfig(tolerance=0.0)))
 
 
