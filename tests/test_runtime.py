@@ -18,6 +18,50 @@ def _restores_the_marker(monkeypatch):
     monkeypatch.setenv(runtime._DEVICES_ADDED, runtime.os.environ.get(runtime._DEVICES_ADDED, ""))
 
 
+@pytest.fixture(autouse=True)
+def _no_avx512(monkeypatch):
+    """The flag lists below are those of a CPU without AVX-512, wherever the tests run; the
+    vector-width flag has its own test."""
+    monkeypatch.setattr(runtime, "has_avx512", lambda: False)
+
+
+def test_wide_vectors_where_the_cpu_has_avx512_unless_the_user_chose(monkeypatch):
+    monkeypatch.setenv("GRUBENCH_CPU_DEVICES", "1")
+    monkeypatch.setattr(runtime, "has_avx512", lambda: True)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    runtime.configure_xla()
+    runtime.configure_xla()
+    assert runtime.os.environ["XLA_FLAGS"].split() == [
+        "--xla_cpu_multi_thread_eigen=false",
+        "--xla_cpu_prefer_vector_width=512",
+    ]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")  # the user's
+    runtime.configure_xla()
+    assert runtime.os.environ["XLA_FLAGS"].split() == [
+        "--xla_cpu_prefer_vector_width=256",
+        "--xla_cpu_multi_thread_eigen=false",
+    ]
+
+
+def test_avx512_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    real_open = builtins.open
+    cpuinfo = tmp_path / "cpuinfo"
+
+    def fake_open(path, *a, **kw):
+        return real_open(cpuinfo if path == "/proc/cpuinfo" else path, *a, **kw)
+
+    monkeypatch.undo()  # the real has_avx512, reading the file below
+    monkeypatch.setattr(builtins, "open", fake_open)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw\n")
+    assert runtime.has_avx512() is True
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512_fake\n")
+    assert runtime.has_avx512() is False
+    cpuinfo.unlink()
+    assert runtime.has_avx512() is False
+
+
 def test_xla_flag_added_once_and_user_choice_kept(monkeypatch):
     monkeypatch.delenv(runtime._DEVICES_ADDED, raising=False)
     monkeypatch.setenv("GRUBENCH_CPU_DEVICES", "1")  # JAX's own default: no device flag
