@@ -259,8 +259,8 @@ def store() -> None:
 
 
 def require(ok: bool, key: str, value: object, allowed: str) -> None:
-    """Raise ConfigError('KEY=VALUE is not allowed: ALLOWED') unless `ok`. A whole number in a
-    float key shows as the integer it was typed as (trainer.lr=-1, not -1.0)."""
+    """Raise ConfigError('KEY=VALUE is not allowed: ALLOWED') unless `ok`. A whole-number float
+    shows without its ".0" (trainer.lr=-1 typed, or -1.0, is refused as trainer.lr=-1)."""
     if not ok:
         if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
             value = int(value)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import statistics
 import threading
 import time
@@ -637,6 +638,8 @@ def _run(
         "stream_step_ms": None if stream_s is None else 1e3 * stream_s,
         "device": str(jax.devices()[0].device_kind),
         "devices": layout.devices,
+        # What XLA compiled the program with (grubench.runtime's flags, or the user's).
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     if diverged.any():
         steps = layout.gather(state["diverged_step"])

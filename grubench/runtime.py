@@ -6,7 +6,7 @@ grubench may call it too, before it imports JAX:
 
   XLA flags: single-threaded Eigen on the CPU, one CPU device per core, so that the members
     of a population run on every core (see `configure_xla`; GRUBENCH_CPU_DEVICES), and 512-bit
-    vectors in XLA's CPU code where the CPU has AVX-512.
+    vectors in XLA's CPU code on an AMD CPU with AVX-512.
   glibc malloc: keep freed memory for reuse (see `configure_malloc`; GRUBENCH_MALLOC).
 
 Why and what each changed, measured, is in docs/performance.md.
@@ -45,33 +45,45 @@ def configure_xla() -> None:
     parent process (a launcher whose environment a SLURM job inherits) is worked out afresh:
     the job's cores are its own.
 
-    On a CPU with AVX-512 (`has_avx512`), XLA's CPU code generator is asked for 512-bit vectors
-    (--xla_cpu_prefer_vector_width=512; its default is 256), which makes the small elementwise
-    kernels of every recurrent step faster and leaves the numbers as they are (measured in
-    docs/performance.md). An explicit --xla_cpu_prefer_vector_width in XLA_FLAGS wins."""
+    On an AMD CPU with AVX-512 (`wide_vectors_measured`), XLA's CPU code generator is asked
+    for 512-bit vectors (--xla_cpu_prefer_vector_width=512; its default is 256), which made the
+    small elementwise kernels of each recurrent step faster there and gave bit-identical
+    results in the runs compared (docs/performance.md). Only AMD was measured, and some Intel
+    CPUs lower their clock for 512-bit instructions, so other CPUs keep XLA's default. An
+    --xla_cpu_prefer_vector_width already in XLA_FLAGS wins, whether the user or a launcher's
+    own configure_xla put it there (a SLURM job on another node inherits it).
+    results.json records the XLA_FLAGS a run compiled under (`speed.xla_flags`)."""
     flags = os.environ.get("XLA_FLAGS", "")
     inherited = os.environ.pop(_DEVICES_ADDED, "")
     if inherited and inherited in flags.split():
         flags = " ".join(f for f in flags.split() if f != inherited)
     if "xla_cpu_multi_thread_eigen" not in flags:
         flags = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    if "xla_cpu_prefer_vector_width" not in flags and wide_vectors_measured():
+        flags = f"{flags} --xla_cpu_prefer_vector_width=512"
     if "xla_force_host_platform_device_count" not in flags and (n := cpu_devices()) > 1:
         ours = f"--xla_force_host_platform_device_count={n}"
         flags = f"{flags} {ours}"
         os.environ[_DEVICES_ADDED] = ours
-    if "xla_cpu_prefer_vector_width" not in flags and has_avx512():
-        flags = f"{flags} --xla_cpu_prefer_vector_width=512"
     os.environ["XLA_FLAGS"] = flags
 
 
-def has_avx512() -> bool:
-    """Whether this machine's CPU has AVX-512 (the avx512f flag in /proc/cpuinfo; False where
-    there is no such file, off Linux)."""
+def wide_vectors_measured(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this machine's CPU is one 512-bit vectors were measured on: an AMD CPU
+    (vendor_id AuthenticAMD) with AVX-512 (the avx512f flag), read from the first processor
+    of `cpuinfo`; False where there is no such file (off Linux)."""
+    vendor = None
     try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and "avx512f" in line.split() for line in f)
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    vendor = value.strip()
+                elif key.strip() == "flags":
+                    return vendor == "AuthenticAMD" and "avx512f" in value.split()
     except OSError:
-        return False
+        pass
+    return False
 
 
 def cpu_devices() -> int:

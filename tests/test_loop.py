@@ -39,6 +39,7 @@ def test_results_and_curves_are_written(two_seeds):
     )
     assert on_disk["speed"]["step_time_ms"] > 0 and on_disk["memory"]["train_step_bytes"] > 0
     assert on_disk["speed"]["stream_step_ms"] > 0
+    assert "--xla_cpu_multi_thread_eigen=false" in on_disk["speed"]["xla_flags"]  # conftest's
     assert on_disk["memory"]["param_bytes"] == 4 * on_disk["params"]  # float32
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     # One row per logged step: the minibatch loss every log_every steps, the evaluated losses

@@ -10,6 +10,8 @@ import pytest
 
 from grubench import runtime
 
+_real_wide_vectors = runtime.wide_vectors_measured  # before the fixture below replaces it
+
 
 @pytest.fixture(autouse=True)
 def _restores_the_marker(monkeypatch):
@@ -19,62 +21,51 @@ def _restores_the_marker(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _no_avx512(monkeypatch):
-    """The flag lists below are those of a CPU without AVX-512, wherever the tests run; the
-    vector-width flag has its own test."""
-    monkeypatch.setattr(runtime, "has_avx512", lambda: False)
+def _narrow_vectors(monkeypatch):
+    """The flag lists below are those of a CPU without measured 512-bit vectors, wherever the
+    tests run; the vector-width flag has its own tests."""
+    monkeypatch.setattr(runtime, "wide_vectors_measured", lambda: False)
 
 
-def test_wide_vectors_where_the_cpu_has_avx512_unless_the_user_chose(monkeypatch):
-    monkeypatch.setenv("GRUBENCH_CPU_DEVICES", "1")
-    monkeypatch.setattr(runtime, "has_avx512", lambda: True)
+def test_wide_vectors_where_measured_unless_xla_flags_chose(monkeypatch):
+    monkeypatch.delenv(runtime._DEVICES_ADDED, raising=False)
+    monkeypatch.delenv("GRUBENCH_CPU_DEVICES", raising=False)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    monkeypatch.setattr(runtime, "wide_vectors_measured", lambda: True)
     monkeypatch.setenv("XLA_FLAGS", "")
     runtime.configure_xla()
-    runtime.configure_xla()
-    assert runtime.os.environ["XLA_FLAGS"].split() == [
+    first = runtime.os.environ["XLA_FLAGS"]
+    runtime.configure_xla()  # again, or in a child process that inherits both variables
+    assert runtime.os.environ["XLA_FLAGS"] == first
+    assert first.split() == [
         "--xla_cpu_multi_thread_eigen=false",
         "--xla_cpu_prefer_vector_width=512",
+        "--xla_force_host_platform_device_count=2",
     ]
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")  # the user's
     runtime.configure_xla()
-    assert runtime.os.environ["XLA_FLAGS"].split() == [
-        "--xla_cpu_prefer_vector_width=256",
-        "--xla_cpu_multi_thread_eigen=false",
-    ]
+    assert runtime.os.environ["XLA_FLAGS"].count("vector_width") == 1
+    assert "--xla_cpu_prefer_vector_width=256" in runtime.os.environ["XLA_FLAGS"]
 
 
-def test_avx512_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
-    import builtins
-
-    real_open = builtins.open
+@pytest.mark.parametrize(
+    "vendor,flags,wide",
+    [
+        ("AuthenticAMD", "fpu sse avx2 avx512f avx512bw", True),
+        ("AuthenticAMD", "fpu sse avx2", False),
+        ("AuthenticAMD", "fpu avx512_fake", False),
+        ("GenuineIntel", "fpu sse avx2 avx512f avx512bw", False),  # not measured
+    ],
+)
+def test_wide_vectors_measured_reads_the_first_processor(tmp_path, vendor, flags, wide):
     cpuinfo = tmp_path / "cpuinfo"
-
-    def fake_open(path, *a, **kw):
-        return real_open(cpuinfo if path == "/proc/cpuinfo" else path, *a, **kw)
-
-    monkeypatch.undo()  # the real has_avx512, reading the file below
-    monkeypatch.setattr(builtins, "open", fake_open)
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw\n")
-    assert runtime.has_avx512() is True
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512_fake\n")
-    assert runtime.has_avx512() is False
-    cpuinfo.unlink()
-    assert runtime.has_avx512() is False
-
-
-def test_xla_flag_added_once_and_user_choice_kept(monkeypatch):
-    monkeypatch.delenv(runtime._DEVICES_ADDED, raising=False)
-    monkeypatch.setenv("GRUBENCH_CPU_DEVICES", "1")  # JAX's own default: no device flag
-    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/nowhere")
-    runtime.configure_xla()
-    runtime.configure_xla()
-    assert runtime.os.environ["XLA_FLAGS"].split() == [
-        "--xla_dump_to=/nowhere",
-        "--xla_cpu_multi_thread_eigen=false",
-    ]
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
-    runtime.configure_xla()
-    assert runtime.os.environ["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=true"
+    cpuinfo.write_text(
+        f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: {flags}\n\n"
+        "processor\t: 1\nvendor_id\t: AuthenticAMD\nflags\t\t: avx512f\n"
+    )
+    assert _real_wide_vectors(str(cpuinfo)) is wide
+    assert _real_wide_vectors(str(tmp_path / "absent")) is False
 
 
 @pytest.mark.parametrize(
