@@ -17,6 +17,7 @@ program against one member (grubench/bench_population.py).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -65,9 +66,12 @@ def _timed_row(
 
 
 def _result(rows: list[dict[str, Any]], **extra) -> dict[str, Any]:
+    """A run's JSON: the matmul peak, the device, the XLA_FLAGS this process's XLA runs under
+    (grubench's process settings, or the user's), `extra` and the rows."""
     return {
         "peak_gflops": matmul_peak_gflops(),
         "device": jax.devices()[0].device_kind,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         **extra,
         "rows": rows,
     }

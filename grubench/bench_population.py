@@ -12,6 +12,7 @@ holds.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -101,6 +102,7 @@ def run_population(
         "mode": "population",
         "device": jax.devices()[0].device_kind,
         "devices": jax.device_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "task": "copy",
         "rows": rows,
     }

@@ -13,6 +13,7 @@ figure includes Python's call overhead. docs/performance.md quotes its output.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -35,7 +36,13 @@ def main() -> None:
 
     import jax
     import numpy as np
-    import torch
+
+    try:
+        import torch
+    except ImportError:
+        raise SystemExit(
+            "lstm_step_floor: needs PyTorch, the peer it times: pip install torch==2.13.0"
+        ) from None
 
     from grubench.bench import SHAPES
 
@@ -70,11 +77,13 @@ def main() -> None:
     for shape in SHAPES:
         us = floor(*shape)
         print("B={} T={} D={} H={}: ".format(*shape), end="")
-        print("; ".join(f"{k} {v:.1f} us" for k, v in us.items()))
+        print("; ".join(f"{k} {v:.1f} µs" for k, v in us.items()))
     blas = np.__config__.CONFIG["Build Dependencies"]["blas"]
     print(
-        f"numpy {np.__version__} ({blas['name']} {blas.get('version', '')}), jax {jax.__version__},"
-        f" torch {torch.__version__}, torch threads {torch.get_num_threads()}"
+        f"numpy {np.__version__} ({blas['name']} {blas.get('version', '')}, "
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}), "
+        f"jax {jax.__version__} (XLA_FLAGS={os.environ['XLA_FLAGS']}), "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
     )
 
 

@@ -21,6 +21,7 @@ def test_tiny_run_writes_the_contracted_json(tmp_path, capsys):
     )
     res = json.loads(out.read_text())
     assert res["peak_gflops"] > 0 and res["device"]
+    assert "--xla_cpu_multi_thread_eigen=false" in res["xla_flags"]  # the flags it ran under
     assert {(r["cell"], r["impl"]) for r in res["rows"]} == {
         (c, i) for c in ("gru", "lstm") for i in ("grubench", "flax")
     }
