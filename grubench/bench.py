@@ -17,7 +17,6 @@ program against one member (grubench/bench_population.py).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from grubench import runtime
 from grubench.bench_population import MEMBERS, format_population, run_population
 from grubench.errors import GrubenchError
 from grubench.measure import median_time
@@ -71,7 +71,7 @@ def _result(rows: list[dict[str, Any]], **extra) -> dict[str, Any]:
     return {
         "peak_gflops": matmul_peak_gflops(),
         "device": jax.devices()[0].device_kind,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "xla_flags": runtime.xla_flags(),
         **extra,
         "rows": rows,
     }
@@ -560,8 +560,6 @@ def main(argv: list[str] | None = None) -> int:
         a = p.parse_args(argv)
     except SystemExit as e:  # --help (0), or a bad argument said in one line (2)
         return int(e.code or 0)
-    from grubench import runtime
-
     if not a.isolated:  # isolated: each worker process applies its own settings, or none
         runtime.configure()
     try:

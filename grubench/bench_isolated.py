@@ -102,9 +102,9 @@ def run_isolated(
 def worker(argv: Sequence[str]) -> int:
     """One worker process: IMPL (grubench, flax, torch or peak) and the spec as JSON."""
     impl, spec = argv[0], json.loads(argv[1])
-    if impl == "grubench":  # as grubench-train runs: its process settings before JAX starts
-        from grubench import runtime
+    from grubench import runtime
 
+    if impl == "grubench":  # as grubench-train runs: its process settings before JAX starts
         runtime.configure()
     from grubench import bench
 
@@ -118,7 +118,7 @@ def worker(argv: Sequence[str]) -> int:
     else:
         import jax
 
-        process = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "devices": jax.device_count()}
+        process = {"xla_flags": runtime.xla_flags(), "devices": jax.device_count()}
         answer = [
             bench.time_impl(
                 impl,

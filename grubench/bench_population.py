@@ -12,14 +12,13 @@ holds.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 import jax
 import numpy as np
 
-from grubench import measure, population, tasks
+from grubench import measure, population, runtime, tasks
 from grubench.cli import compose
 from grubench.measure import median_time
 from grubench.program import Placed, check_fits
@@ -102,7 +101,7 @@ def run_population(
         "mode": "population",
         "device": jax.devices()[0].device_kind,
         "devices": jax.device_count(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "xla_flags": runtime.xla_flags(),
         "task": "copy",
         "rows": rows,
     }

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import statistics
 import threading
 import time
@@ -29,7 +28,7 @@ import numpy as np
 from flax import nnx
 from omegaconf import DictConfig, OmegaConf
 
-from grubench import measure, population, rundir, sharding, slurm, tasks
+from grubench import measure, population, rundir, runtime, sharding, slurm, tasks
 from grubench.checkpoint import CheckpointError, Checkpoints
 from grubench.config import FREE_KEYS, config_difference, require, validate
 from grubench.model import param_count, with_budget
@@ -639,7 +638,7 @@ def _run(
         "device": str(jax.devices()[0].device_kind),
         "devices": layout.devices,
         # What XLA compiled the program with (grubench.runtime's flags, or the user's).
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "xla_flags": runtime.xla_flags(),
     }
     if diverged.any():
         steps = layout.gather(state["diverged_step"])

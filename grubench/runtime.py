@@ -68,6 +68,12 @@ def configure_xla() -> None:
     os.environ["XLA_FLAGS"] = flags
 
 
+def xla_flags() -> str:
+    """The XLA_FLAGS this process's XLA runs under (grubench's settings, or the user's), as a
+    result file records them."""
+    return os.environ.get("XLA_FLAGS", "")
+
+
 def wide_vectors_measured(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether this machine's CPU is one 512-bit vectors were measured on: an AMD CPU
     (vendor_id AuthenticAMD) with AVX-512 (the avx512f flag), read from the first processor
