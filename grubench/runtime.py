@@ -53,7 +53,7 @@ def configure_xla() -> None:
     --xla_cpu_prefer_vector_width already in XLA_FLAGS wins, whether the user or a launcher's
     own configure_xla put it there (a SLURM job on another node inherits it).
     results.json records the XLA_FLAGS a run compiled under (`speed.xla_flags`)."""
-    flags = os.environ.get("XLA_FLAGS", "")
+    flags = xla_flags()
     inherited = os.environ.pop(_DEVICES_ADDED, "")
     if inherited and inherited in flags.split():
         flags = " ".join(f for f in flags.split() if f != inherited)
